@@ -1,0 +1,178 @@
+"""18-point OpenPose/COCO keypoints: files, coordinate transforms and the OpenPose-style renderer.
+
+Keypoints are float arrays of shape (18, 2) holding (x, y); a missing point is NaN in memory and
+``-1 -1`` in files, so every transform keeps it missing without special cases.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+NUM_JOINTS = 18
+JOINT_NAMES = (
+    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
+    "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
+)
+# Left/right partners (0-based), used by the horizontal flip.
+FLIP_PAIRS = ((2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13), (14, 15), (16, 17))
+FLIP_PERMUTATION = list(range(NUM_JOINTS))
+for _a, _b in FLIP_PAIRS:
+    FLIP_PERMUTATION[_a], FLIP_PERMUTATION[_b] = _b, _a
+
+# The annotation frame: 256x256 whose central 176x256 is the person image.
+FRAME_SIZE = 256
+FRAME_OFFSET_X = 40
+FRAME_WIDTH = 176
+
+# OpenPose palette as B,G,R triples, drawn into a BGR canvas that is converted to RGB at the end.
+COLORS_BGR = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
+    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+)
+# Limbs as joint numbers counted from 1; limb i takes colour i.
+LIMBS = (
+    (2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12),
+    (12, 13), (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18),
+)
+JOINT_RADIUS = 4
+STICK_WIDTH = 4
+
+
+class PoseFileError(ValueError):
+    """A keypoint file that cannot be used; the message names the file and the fault."""
+
+
+def parse_keypoints(text: str, name: str = "<keypoints>") -> np.ndarray:
+    """Parse 18 rows of ``x y``; ``-1`` in either coordinate marks a missing point."""
+    rows = [line.split() for line in text.strip().splitlines() if line.strip()]
+    if len(rows) != NUM_JOINTS or any(len(r) != 2 for r in rows):
+        shape = f"{len(rows)} rows" + ("" if all(len(r) == 2 for r in rows) else " with a row not of 2 values")
+        raise PoseFileError(f"{name}: expected {NUM_JOINTS} rows of 'x y', got {shape}")
+    try:
+        kp = np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
+    except ValueError:
+        raise PoseFileError(f"{name}: a value is not a number") from None
+    if not np.isfinite(kp).all():
+        raise PoseFileError(f"{name}: non-finite coordinate (nan or inf)")
+    missing = (kp == -1).any(axis=1)
+    kp[missing] = np.nan
+    return kp
+
+
+def check_frame(kp: np.ndarray, name: str = "<keypoints>") -> int:
+    """Reject points more than one frame outside the annotation frame; return how many lie
+    slightly outside it (in the margins or past the border), which are kept as valid."""
+    valid = ~np.isnan(kp).any(axis=1)
+    pts = kp[valid]
+    far = (pts < -FRAME_SIZE) | (pts > 2 * FRAME_SIZE)
+    if far.any():
+        joint = int(np.flatnonzero(valid)[far.any(axis=1)][0])
+        raise PoseFileError(
+            f"{name}: joint {joint} ({JOINT_NAMES[joint]}) at {kp[joint].tolist()} is outside the "
+            f"{FRAME_SIZE}x{FRAME_SIZE} annotation frame by more than a frame"
+        )
+    inside_x = (pts[:, 0] >= FRAME_OFFSET_X) & (pts[:, 0] <= FRAME_OFFSET_X + FRAME_WIDTH)
+    inside_y = (pts[:, 1] >= 0) & (pts[:, 1] <= FRAME_SIZE)
+    return int((~(inside_x & inside_y)).sum())
+
+
+def read_keypoints(path: str | Path) -> np.ndarray:
+    """Read an 18-point txt file in the annotation frame and check it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PoseFileError(f"{path}: pose file missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PoseFileError(f"{path}: unreadable ({e})") from None
+    kp = parse_keypoints(text, str(path))
+    check_frame(kp, str(path))
+    return kp
+
+
+def format_keypoints(kp: np.ndarray) -> str:
+    rows = []
+    for x, y in np.asarray(kp, dtype=np.float64):
+        rows.append("-1 -1" if (math.isnan(x) or math.isnan(y)) else f"{x:g} {y:g}")
+    return "\n".join(rows) + "\n"
+
+
+def write_keypoints(path: str | Path, kp: np.ndarray) -> None:
+    from .fileio import atomic_write_text
+
+    atomic_write_text(path, format_keypoints(kp))
+
+
+def frame_to_pixels(kp: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Annotation-frame coordinates to pixels of a ``width`` x ``height`` image."""
+    kp = np.asarray(kp, dtype=np.float64)
+    out = np.empty_like(kp)
+    out[:, 0] = (kp[:, 0] - FRAME_OFFSET_X) * width / FRAME_WIDTH
+    out[:, 1] = kp[:, 1] * height / FRAME_SIZE
+    return out
+
+
+def pixels_to_frame(kp: np.ndarray, width: int, height: int) -> np.ndarray:
+    kp = np.asarray(kp, dtype=np.float64)
+    out = np.empty_like(kp)
+    out[:, 0] = kp[:, 0] * FRAME_WIDTH / width + FRAME_OFFSET_X
+    out[:, 1] = kp[:, 1] * FRAME_SIZE / height
+    return out
+
+
+def resize_keypoints(kp: np.ndarray, old_size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """Pixel keypoints of an image of (height, width) ``old_size`` to one of ``new_size``."""
+    (h0, w0), (h1, w1) = old_size, new_size
+    return np.asarray(kp, dtype=np.float64) * np.array([w1 / w0, h1 / h0])
+
+
+def hflip_keypoints(kp: np.ndarray, width: int) -> np.ndarray:
+    """Mirror pixel keypoints of an image ``width`` wide and swap left/right joints, matching
+    ``PIL.Image.transpose(FLIP_LEFT_RIGHT)`` (pixel column c goes to width - 1 - c)."""
+    out = np.asarray(kp, dtype=np.float64).copy()
+    out[:, 0] = width - 1 - out[:, 0]
+    return out[FLIP_PERMUTATION]
+
+
+def jitter_keypoints(kp: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add Gaussian noise of ``sigma`` pixels to every present point."""
+    kp = np.asarray(kp, dtype=np.float64)
+    return kp + rng.normal(0.0, sigma, size=kp.shape)
+
+
+def draw_pose(kp: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Render pixel keypoints OpenPose-style; returns an RGB uint8 array (height, width, 3).
+
+    Joints are filled circles; each limb is a filled ellipse blended in as
+    canvas * 0.4 + copy * 0.6. Points and limbs with a missing joint are skipped.
+    """
+    kp = np.asarray(kp, dtype=np.float64)
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    present = ~np.isnan(kp).any(axis=1)
+    for i in range(NUM_JOINTS):
+        if present[i]:
+            x, y = kp[i]
+            cv2.circle(canvas, (int(x), int(y)), JOINT_RADIUS, COLORS_BGR[i], thickness=-1)
+    for i, (a, b) in enumerate(LIMBS):
+        a, b = a - 1, b - 1
+        if not (present[a] and present[b]):
+            continue
+        xs, ys = kp[[a, b], 0], kp[[a, b], 1]
+        cx, cy = xs.mean(), ys.mean()
+        length = math.hypot(ys[0] - ys[1], xs[0] - xs[1])
+        angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
+        polygon = cv2.ellipse2Poly((int(cx), int(cy)), (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
+        limb = canvas.copy()
+        cv2.fillConvexPoly(limb, polygon, COLORS_BGR[i])
+        canvas = cv2.addWeighted(canvas, 0.4, limb, 0.6, 0)
+    return np.ascontiguousarray(canvas[:, :, ::-1])
+
+
+def draw_pose_from_frame(kp_frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Render annotation-frame keypoints at an image size (what A1 writes)."""
+    return draw_pose(frame_to_pixels(kp_frame, width, height), height, width)
