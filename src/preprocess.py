@@ -1,0 +1,154 @@
+"""A1's jobs: convert the PATN annotation files of the full benchmark into the dataset layout,
+and render every ``pose/**/*.txt`` into ``pose_img/**/*.jpg`` at its photo's size."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from . import pose as P
+from .data import DatasetError
+from .fileio import atomic_save_image, atomic_write_json
+
+# fashionWOMENBlouses_Shirtsid0000153001_3back.jpg -> img/WOMEN/Blouses_Shirts/id_00001530/01_3_back.jpg
+_FLAT_NAME = re.compile(r"^fashion(WOMEN|MEN)(.+?)id(\d{8})(\d+_\d+)([A-Za-z]+)\.jpg$")
+
+
+def unflatten_name(name: str) -> str:
+    """A PATN flattened file name to its './img/...' path."""
+    m = _FLAT_NAME.match(name.strip())
+    if not m:
+        raise ValueError(f"{name!r} is not a flattened DeepFashion name like fashionMENTees_Tanksid0000404701_1front.jpg")
+    gender, category, ident, number, view = m.groups()
+    return f"./img/{gender}/{category}/id_{ident}/{number}_{view}.jpg"
+
+
+def _int_list(text: str, where: str) -> list[int]:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{where}: {text.strip()[:40]!r} is not a list of integers") from None
+    if not isinstance(values, list) or len(values) != P.NUM_JOINTS:
+        raise ValueError(f"{where}: expected a list of {P.NUM_JOINTS} integers")
+    return [int(v) for v in values]
+
+
+def read_patn_annotations(path: str | Path) -> dict[str, np.ndarray]:
+    """``name:keypoints_y:keypoints_x`` rows (176x256 frame, -1 missing) -> annotation-frame
+    keypoints (18, 2) keyed by './img/...' path."""
+    path = Path(path)
+    out, problems = {}, []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f, delimiter=":"))
+    if not rows or [c.strip() for c in rows[0]] != ["name", "keypoints_y", "keypoints_x"]:
+        raise DatasetError([f"{path}: header must be name:keypoints_y:keypoints_x"])
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            if len(row) != 3:
+                raise ValueError(f"{path}:{line}: expected 3 ':'-separated columns, got {len(row)}")
+            rel = unflatten_name(row[0])
+            ys = _int_list(row[1], f"{path}:{line} keypoints_y")
+            xs = _int_list(row[2], f"{path}:{line} keypoints_x")
+        except ValueError as e:
+            problems.append(str(e) if str(e).startswith(str(path)) else f"{path}:{line}: {e}")
+            continue
+        kp = np.full((P.NUM_JOINTS, 2), np.nan)
+        for j, (x, y) in enumerate(zip(xs, ys)):
+            if x != -1 and y != -1:
+                kp[j] = (x + P.FRAME_OFFSET_X, y)
+        out[rel] = kp
+    if problems:
+        raise DatasetError(problems)
+    return out
+
+
+def read_patn_pairs(path: str | Path) -> list[dict]:
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or {"from", "to"} - {c.strip() for c in reader.fieldnames}:
+            raise DatasetError([f"{path}: header must have columns from,to"])
+        pairs, problems = [], []
+        for line, row in enumerate(reader, start=2):
+            try:
+                pairs.append({"source_image": unflatten_name(row["from"]), "target_image": unflatten_name(row["to"])})
+            except ValueError as e:
+                problems.append(f"{path}:{line}: {e}")
+    if problems:
+        raise DatasetError(problems)
+    return pairs
+
+
+def convert_patn(patn_dir: str | Path, dataset_root: str | Path) -> dict:
+    """Write ``pose/**/*.txt`` and ``{train,test}_pairs_data.json`` from the PATN csv files."""
+    patn_dir, root = Path(patn_dir), Path(dataset_root)
+    counts = {}
+    for split in ("train", "test"):
+        ann = patn_dir / f"fashion-resize-annotation-{split}.csv"
+        pairs_csv = patn_dir / f"fashion-resize-pairs-{split}.csv"
+        missing = [str(p) for p in (ann, pairs_csv) if not p.is_file()]
+        if missing:
+            raise DatasetError([f"{p}: PATN file missing" for p in missing])
+        keypoints = read_patn_annotations(ann)
+        for rel, kp in keypoints.items():
+            P.write_keypoints(root / "pose" / Path(rel).relative_to("./img").with_suffix(".txt"), kp)
+        pairs = read_patn_pairs(pairs_csv)
+        atomic_write_json(root / f"{split}_pairs_data.json", pairs)
+        counts[split] = {"poses": len(keypoints), "pairs": len(pairs)}
+    return counts
+
+
+def pose_jobs(dataset_root: str | Path) -> list[tuple[Path, Path, Path]]:
+    """(pose txt, photo, pose image) for every pose file under ``pose/``."""
+    root = Path(dataset_root)
+    jobs = []
+    for txt in sorted((root / "pose").rglob("*.txt")):
+        rel = txt.relative_to(root / "pose").with_suffix(".jpg")
+        jobs.append((txt, root / "img" / rel, root / "pose_img" / rel))
+    return jobs
+
+
+def is_fresh(output: Path, *inputs: Path) -> bool:
+    """True when ``output`` exists and is newer than every input."""
+    if not output.is_file():
+        return False
+    t = output.stat().st_mtime
+    return all(p.stat().st_mtime <= t for p in inputs)
+
+
+def render_one(job: tuple[Path, Path, Path], quality: int = 100) -> None:
+    txt, photo, out = job
+    with Image.open(photo) as im:
+        width, height = im.size
+    canvas = P.draw_pose_from_frame(P.read_keypoints(txt), height, width)
+    atomic_save_image(out, Image.fromarray(canvas), quality=quality)
+
+
+def render_pose_images(dataset_root: str | Path, workers: int = 8, force: bool = False,
+                       quality: int = 100) -> dict:
+    """Render every pose file, skipping outputs newer than their inputs unless ``force``."""
+    jobs = pose_jobs(dataset_root)
+    todo = [j for j in jobs if force or not is_fresh(j[2], j[0], j[1])]
+    if todo:
+        if workers > 1 and len(todo) > 1:
+            with get_context("spawn").Pool(min(workers, len(todo))) as pool:
+                for _ in tqdm(pool.imap_unordered(_render_job, [(j, quality) for j in todo], chunksize=8),
+                              total=len(todo), desc="pose images", unit="img"):
+                    pass
+        else:
+            for job in tqdm(todo, desc="pose images", unit="img"):
+                render_one(job, quality)
+    return {"pose_files": len(jobs), "rendered": len(todo), "skipped": len(jobs) - len(todo)}
+
+
+def _render_job(args):
+    render_one(*args)

@@ -1,0 +1,183 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from src import data as D
+from src import pose as P
+from src.preprocess import convert_patn, unflatten_name
+from src.synthetic import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]
+
+
+@pytest.fixture
+def samples_copy(samples_root, tmp_path):
+    dst = tmp_path / "df"
+    shutil.copytree(samples_root, dst, ignore=shutil.ignore_patterns("pose_img"))
+    return dst
+
+
+def test_clean_samples_validate(samples_root):
+    counts = D.validate_dataset(samples_root, PAIRS)
+    assert counts["pairs"] == {PAIRS[0]: 5, PAIRS[1]: 5} and counts["images"] >= 10
+
+
+def test_validation_reports_every_fault_at_once(samples_copy):
+    root = samples_copy
+    test_pairs = json.loads((root / PAIRS[1]).read_text())
+    imgs = sorted({p[k] for p in test_pairs for k in D.PAIR_KEYS})
+    # images: one missing, one garbage, one truncated; a grayscale and an RGBA one that must pass
+    (root / imgs[0]).unlink()
+    (root / imgs[1]).write_bytes(b"not an image at all")
+    data = (root / imgs[2]).read_bytes()
+    (root / imgs[2]).write_bytes(data[: len(data) // 2])
+    Image.open(root / imgs[3]).convert("L").save(root / imgs[3], format="JPEG")
+    Image.open(root / imgs[4]).convert("RGBA").save(root / imgs[4], format="PNG")
+    # poses: one missing, one 17 rows, one non-finite, one far outside the frame
+    train_pairs = json.loads((root / PAIRS[0]).read_text())
+    others = sorted({p[k] for p in train_pairs for k in D.PAIR_KEYS} - set(imgs))
+    poses = [D.pose_path(root, r) for r in others[:4]]
+    poses[0].unlink()
+    poses[1].write_text("1 2\n" * 17)
+    poses[2].write_text("1 2\n" * 17 + "inf 4\n")
+    poses[3].write_text("100 100\n" * 17 + "100 2000\n")
+    # a second pair file with a pair lacking a key, and a third that is not JSON
+    (root / "extra.json").write_text(json.dumps([{"source_image": "./img/a.jpg"}]))
+    (root / "broken.json").write_text("[{")
+    (root / "empty.json").write_text("[]")
+    with pytest.raises(D.DatasetError) as err:
+        D.validate_dataset(root, PAIRS + ["extra.json", "broken.json", "empty.json"])
+    text = str(err.value)
+    expected = [
+        f"{root / imgs[0]}: image missing",
+        f"{root / imgs[1]}: image unreadable",
+        f"{root / imgs[2]}: image truncated",
+        f"{poses[0]}: pose file missing",
+        f"{poses[1]}: expected 18 rows",
+        f"{poses[2]}: non-finite",
+        f"{poses[3]}: joint 17 (l_ear)",
+        f"{root / 'extra.json'}: pair 0 must have",
+        f"{root / 'broken.json'}: not valid JSON",
+        f"{root / 'empty.json'}: empty pair list",
+    ]
+    for line in expected:
+        assert line in text, line
+    assert len(err.value.problems) == len(expected)
+    assert str(root / imgs[3]) not in text and str(root / imgs[4]) not in text
+
+
+def test_load_rgb_converts_modes(tmp_path):
+    for mode in ("L", "RGBA", "CMYK", "P"):
+        p = tmp_path / f"x_{mode}.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
+        Image.new(mode, (8, 6)).save(p)
+        im = D.load_rgb(p)
+        assert im.mode == "RGB" and im.size == (8, 6)
+
+
+def test_a1_renders_and_skips_then_refuses_bad_data_before_writing(samples_copy):
+    cmd = [sys.executable, "A1.pose_data_preprocessing.py", f"--dataset_root={samples_copy}", "--workers=2"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    outs = sorted((samples_copy / "pose_img").rglob("*.jpg"))
+    assert len(outs) == len(list((samples_copy / "pose").rglob("*.txt")))
+    one = outs[0]
+    rel = one.relative_to(samples_copy / "pose_img")
+    photo = Image.open(samples_copy / "img" / rel)
+    assert Image.open(one).size == photo.size
+    kp = P.read_keypoints((samples_copy / "pose" / rel).with_suffix(".txt"))
+    ref = P.draw_pose_from_frame(kp, photo.size[1], photo.size[0]).astype(float)
+    mse = ((np.asarray(Image.open(one), dtype=float) - ref) ** 2).mean()
+    assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 30
+    mtime = one.stat().st_mtime_ns
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert "'rendered': 0" in run.stdout and one.stat().st_mtime_ns == mtime
+
+    shutil.rmtree(samples_copy / "pose_img")
+    bad = sorted((samples_copy / "pose").rglob("*.txt"))[0]
+    bad.write_text("1 2\n")
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert f"{bad}: expected 18 rows" in run.stderr
+    assert not (samples_copy / "pose_img").exists()
+
+
+def test_patn_conversion(tmp_path):
+    assert unflatten_name("fashionMENTees_Tanksid0000404701_1front.jpg") == \
+        "./img/MEN/Tees_Tanks/id_00004047/01_1_front.jpg"
+    assert unflatten_name("fashionWOMENBlouses_Shirtsid0000153001_4full.jpg") == \
+        "./img/WOMEN/Blouses_Shirts/id_00001530/01_4_full.jpg"
+    ys = list(range(10, 190, 10))
+    xs = [-1] + list(range(20, 190, 10))
+    names = ["fashionMENTees_Tanksid0000404701_1front.jpg", "fashionMENTees_Tanksid0000404701_2side.jpg"]
+    for split in ("train", "test"):
+        rows = ["name:keypoints_y:keypoints_x"] + [f"{n}: {ys}: {xs}" for n in names]
+        (tmp_path / f"fashion-resize-annotation-{split}.csv").write_text("\n".join(rows) + "\n")
+        (tmp_path / f"fashion-resize-pairs-{split}.csv").write_text(f",from,to\n0,{names[0]},{names[1]}\n")
+    out = tmp_path / "root"
+    counts = convert_patn(tmp_path, out)
+    assert counts == {"train": {"poses": 2, "pairs": 1}, "test": {"poses": 2, "pairs": 1}}
+    kp = P.read_keypoints(out / "pose/MEN/Tees_Tanks/id_00004047/01_2_side.txt")
+    assert np.isnan(kp[0]).all()
+    np.testing.assert_allclose(kp[1], [20 + 40, 20])
+    pairs = json.loads((out / "test_pairs_data.json").read_text())
+    assert pairs == [{"source_image": "./img/MEN/Tees_Tanks/id_00004047/01_1_front.jpg",
+                      "target_image": "./img/MEN/Tees_Tanks/id_00004047/01_2_side.jpg"}]
+
+
+def test_synthetic_dataset_is_deterministic_and_split_by_identity(tmp_path):
+    a = make_synthetic_dataset(tmp_path / "a", n_identities=4, poses_per_identity=3, test_identities=1,
+                               width=88, height=128, seed=3)
+    make_synthetic_dataset(tmp_path / "b", n_identities=4, poses_per_identity=3, test_identities=1,
+                           width=88, height=128, seed=3)
+    assert a["train_pairs"] == 3 * 6 and a["test_pairs"] == 6
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    ids = lambda pf: {p["target_image"].split("/")[4] for p in json.loads((tmp_path / "a" / pf).read_text())}  # noqa: E731
+    assert not ids("train_pairs_data.json") & ids("test_pairs_data.json")
+    D.validate_dataset(tmp_path / "a", PAIRS)
+
+
+def test_fusion_dataset_items(samples_root):
+    ds = D.FusionDataset(samples_root, "test_pairs_data.json", image_size=64)
+    item = ds[0]
+    for k in ("source", "pose", "target"):
+        assert item[k].shape == (3, 64, 64) and item[k].dtype == torch.float32
+        assert -1 <= item[k].min() and item[k].max() <= 1
+    assert item["pose"].mean() < -0.5  # mostly black canvas
+    assert (item["source"] - item["target"]).abs().mean() > 0.05
+
+
+def test_diffusion_dataset_items_and_augmentations(samples_root):
+    kw = dict(target_size=(128, 88), source_size=64, fusion_size=32, pose_draw_size=(256, 176))
+    ds = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)
+    item = ds[1]
+    assert item["target"].shape == (3, 128, 88) and item["target_pose"].shape == (3, 128, 88)
+    assert item["source"].shape == (3, 64, 64)
+    assert item["fusion_source"].shape == item["fusion_pose"].shape == (3, 32, 32)
+    assert torch.equal(ds[1]["target_pose"], item["target_pose"])  # eval: deterministic
+
+    flip = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0,
+                              jitter_sigma=0.0, identity_prob=0.0, source_scales=(64,), **kw)[1]
+    torch.testing.assert_close(flip["target"], item["target"].flip(-1), atol=2 / 127.5, rtol=0)
+    same = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=0.0,
+                              jitter_sigma=0.0, identity_prob=1.0, source_scales=(64,), **kw)[1]
+    tgt_as_src = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)
+    tgt_as_src.pairs = [{"source_image": p["target_image"], "target_image": p["target_image"]} for p in ds.pairs]
+    assert torch.equal(same["source"], tgt_as_src[1]["source"])
+    jit = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=0.0,
+                             jitter_sigma=3.0, identity_prob=0.0, source_scales=(64,), **kw)
+    assert not torch.equal(jit[1]["target_pose"], item["target_pose"])
+    assert torch.equal(jit[1]["target_pose"], jit[1]["target_pose"])  # same epoch, same draw
+    jit.set_epoch(1)
+    assert not torch.equal(jit[1]["target_pose"], D.DiffusionDataset(
+        samples_root, "test_pairs_data.json", train=True, flip_prob=0.0, jitter_sigma=3.0,
+        identity_prob=0.0, source_scales=(64,), **kw)[1]["target_pose"])
