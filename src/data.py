@@ -219,6 +219,20 @@ def target_pose_image(root: Path, rel: str, size: tuple[int, int]) -> Image.Imag
     return Image.fromarray(P.draw_pose_from_frame(kp, size[1], size[0]))
 
 
+def draw_pose_resized(kp_draw: np.ndarray, draw_size: tuple[int, int], size: tuple[int, int]) -> Image.Image:
+    """Draw pixel keypoints on a canvas of ``draw_size`` (height, width), then resize bicubic to
+    ``size`` (height, width): how stage 2 sees a target pose in training and in sampling."""
+    (dh, dw), (h, w) = draw_size, size
+    image = Image.fromarray(P.draw_pose(kp_draw, dh, dw))
+    return image if (dh, dw) == (h, w) else image.resize((w, h), Image.BICUBIC)
+
+
+def stage2_pose(kp_frame: np.ndarray, size: tuple[int, int], draw_size: tuple[int, int]) -> Image.Image:
+    """The stage-2 target pose image of annotation-frame keypoints, without augmentation."""
+    dh, dw = draw_size
+    return draw_pose_resized(P.frame_to_pixels(kp_frame, dw, dh), draw_size, size)
+
+
 # ---------------------------------------------------------------------------------------------
 # datasets
 
@@ -312,7 +326,7 @@ class DiffusionDataset(Dataset):
         if train and self.jitter_sigma > 0:
             kp_draw = P.jitter_keypoints(kp_draw, self.jitter_sigma, rng)
         th, tw = self.target_size
-        pose = Image.fromarray(P.draw_pose(kp_draw, dh, dw)).resize((tw, th), Image.BICUBIC)
+        pose = draw_pose_resized(kp_draw, self.pose_draw_size, self.target_size)
 
         src = source.resize((self.source_size, self.source_size), Image.BICUBIC)
         if train and len(self.source_scales) > 1:

@@ -1,0 +1,65 @@
+"""C1: generate the test set with a trained FPDM pipeline.
+
+    python C1.test_Diffusion_model.py --pipeline=logs/B2/pipeline --dataset_root=data/deepfashion --out_dir=OUT
+    accelerate launch C1.test_Diffusion_model.py ...      # pairs split across GPUs
+
+Writes OUT/<H>x<W>/<source>_2_<target>.png at the model size and at the evaluation size,
+OUT/manifest.json (what C2 reads) and a few comparison grids under OUT/grids/. Images already
+written are skipped, so an interrupted run is finished by running it again.
+"""
+# ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
+pipeline = "logs/B2/pipeline"              # FPDMPipeline folder written by B2
+dataset_root = "data/deepfashion"
+test_pairs = "test_pairs_data.json"
+out_dir = "logs/C1"
+num_inference_steps = 20                   # SPEC 4
+guidance_scale = 2.0
+scheduler = "ddpm"                         # ddpm (the authors'), ddim, dpm++, unipc
+seed = 7                                   # each pair's seed derives from this and its file names
+size = (512, 352)                          # model output (height, width)
+eval_size = (256, 176)                     # also written, for the 256x176 table
+pose_draw_size = (550, 375)                # as in training (B2)
+batch_size = 16
+dtype = "auto"                             # auto = bf16 on CUDA, fp32 on CPU; or fp32/bf16/fp16
+compile = False                            # torch.compile the UNet
+max_pairs = -1                             # -1 = all
+num_grids = 2
+# -----------------------------------------------------------------------------------------------
+PRESETS = {"tiny": {"size": (128, 88), "eval_size": (64, 44), "pose_draw_size": (256, 176),
+                    "batch_size": 8, "num_grids": 1}}
+
+from pathlib import Path  # noqa: E402
+
+from src.config import configure, save_config  # noqa: E402
+
+if __name__ == "__main__":
+    cfg = configure(globals(), presets=PRESETS)
+    import torch
+    from accelerate import PartialState
+
+    from src import generate as G
+    from src.data import load_pairs, validate_dataset
+    from src.pipeline import FPDMPipeline
+
+    state = PartialState()
+    out = Path(out_dir)
+    validate_dataset(dataset_root, [test_pairs])
+    pairs = load_pairs(dataset_root, test_pairs)
+    pairs = pairs if max_pairs < 0 else pairs[:max_pairs]
+    torch_dtype = G.pick_dtype(dtype, state.device)
+    pipe = FPDMPipeline.from_pretrained(pipeline, torch_dtype=torch_dtype).to(state.device)
+    if compile:
+        pipe.unet = torch.compile(pipe.unet)
+    counts = G.generate_pairs(pipe, dataset_root, G.split_for_process(pairs, state.process_index, state.num_processes),
+                              out, size=size, eval_size=eval_size, draw_size=pose_draw_size,
+                              batch_size=batch_size, seed=seed, num_inference_steps=num_inference_steps,
+                              guidance_scale=guidance_scale, scheduler=scheduler,
+                              show_progress=state.is_local_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        manifest = G.write_manifest(out, pairs, size, eval_size)
+        grids = G.write_grids(dataset_root, pairs, out, size, pose_draw_size, num_grids)
+        save_config(cfg, out, "C1_config.json")
+        print(f"generated {counts}; manifest: {manifest}")
+        for g in grids:
+            print(f"grid: {g}")

@@ -1,0 +1,87 @@
+"""Pretrained weights: one clear error for weights that are not on this machine.
+
+Nothing can be downloaded on the machines this project is built and tested on, so every loader
+that fetches real weights (a Hugging Face hub id, an OpenCLIP tag, a local folder or file)
+turns a failure into ``WeightsNotFoundError``. Its message says what is missing, the command
+that downloads it on a machine with internet access, and which option takes the local copy.
+Scripts run their body under ``exit_on_missing_weights()`` so the user sees that message and
+no stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class WeightsNotFoundError(RuntimeError):
+    """Pretrained weights that could not be found or fetched; the message says how to get them."""
+
+
+def looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id: absolute, relative with ./ or ../, ~, or existing."""
+    return (
+        name.startswith(("/", "./", "../", "~", ".\\"))
+        or os.path.isabs(name)
+        or os.path.exists(os.path.expanduser(name))
+    )
+
+
+def offline_mode() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def weights_not_found(what: str, name: str, option: str, *, hub_id: str | None = None,
+                      download: str | None = None, reason: str | None = None) -> WeightsNotFoundError:
+    """Build the error for missing weights.
+
+    what:     what the weights are for ("CLIP image encoder (transformers)").
+    name:     what was asked for (hub id, tag or path).
+    option:   the script option that takes a local copy (e.g. "encoder").
+    hub_id:   the hub repository to download, when ``name`` is a missing local path.
+    download: a full download command, replacing the default ``hf download`` line.
+    reason:   the underlying error, shortened to its first line.
+    """
+    repo = hub_id or (None if looks_like_path(name) else name)
+    if download is None and repo is not None:
+        local = f"weights/{repo.split('/')[-1]}"
+        download = f"hf download {repo} --local-dir {local}"
+    else:
+        local = "PATH"
+    lines = [f"{what}: weights not found: {name!r}"]
+    if reason:
+        first = str(reason).strip().splitlines()[0] if str(reason).strip() else ""
+        if first:
+            lines.append(f"  cause: {first[:300]}")
+    if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
+        lines.append(f"  the path {name} does not exist")
+    if offline_mode():
+        lines.append("  (HF_HUB_OFFLINE is set: nothing is downloaded)")
+    if download:
+        lines.append("  get them on a machine with internet access:")
+        lines.append(f"    {download}")
+        lines.append(f"  copy that folder here and pass it: --{option}={local}")
+    else:
+        lines.append(f"  pass a local copy with --{option}=PATH")
+    return WeightsNotFoundError("\n".join(lines))
+
+
+def require_path(path: str | Path, what: str, option: str, *, hub_id: str | None = None) -> Path:
+    """Return ``path`` if it exists, else raise the clear error."""
+    p = Path(os.path.expanduser(str(path)))
+    if not p.exists():
+        raise weights_not_found(what, str(path), option, hub_id=hub_id)
+    return p
+
+
+@contextmanager
+def exit_on_missing_weights():
+    """Turn a WeightsNotFoundError into a clean exit (status 1) with its message on stderr."""
+    try:
+        yield
+    except WeightsNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
