@@ -176,3 +176,54 @@ if __name__ == "__main__":
     import sys
 
     print(json.dumps(make_synthetic_dataset(sys.argv[1] if len(sys.argv) > 1 else "data/synthetic"), indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# exact scores for generated images of this dataset
+
+
+def figure_mask(image: np.ndarray, threshold: int = 60) -> np.ndarray:
+    """Pixels that differ from the plain background: the figure's silhouette."""
+    return np.abs(image.astype(np.int32) - np.array(BACKGROUND)).sum(-1) > threshold
+
+
+def pose_iou(generated: np.ndarray, target: np.ndarray) -> float:
+    """Intersection over union of the generated and target silhouettes."""
+    a, b = figure_mask(generated), figure_mask(target)
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def region_masks(kp: np.ndarray, width: int, height: int) -> dict[str, np.ndarray]:
+    """Upper-garment (torso) and lower-garment (legs) regions of pixel keypoints."""
+    scale = height / 256.0
+    limb_w = max(2, int(round(9 * scale)))
+    pt = lambda i: (int(round(kp[i, 0])), int(round(kp[i, 1])))  # noqa: E731
+    upper = np.zeros((height, width), np.uint8)
+    if not np.isnan(kp[[2, 5, 8, 11]]).any():
+        cv2.fillConvexPoly(upper, cv2.convexHull(np.array([pt(2), pt(5), pt(11), pt(8)], np.int32)), 1)
+    lower = np.zeros((height, width), np.uint8)
+    for a, b in ((8, 9), (9, 10), (11, 12), (12, 13)):
+        if not np.isnan(kp[[a, b]]).any():
+            cv2.line(lower, pt(a), pt(b), 1, limb_w)
+    return {"upper": upper.astype(bool), "lower": lower.astype(bool)}
+
+
+def clothing_features(image: np.ndarray, kp: np.ndarray) -> np.ndarray:
+    """Mean colour of the upper and lower garment regions (6 values) at pixel keypoints."""
+    h, w = image.shape[:2]
+    feats = []
+    for mask in region_masks(kp, w, h).values():
+        pixels = image[mask].astype(np.float64)
+        feats.append(pixels.mean(0) if len(pixels) else np.full(3, np.nan))
+    return np.concatenate(feats)
+
+
+def appearance_match(generated: np.ndarray, kp: np.ndarray, identities: dict, own: str) -> bool:
+    """True when the generated figure's clothing colours are nearer those of its own identity
+    (drawn exactly at the same pose) than those of every other identity given."""
+    h, w = generated.shape[:2]
+    g = clothing_features(generated, kp)
+    dists = {name: np.nansum(np.abs(g - clothing_features(draw_figure(kp, ident, w, h), kp)))
+             for name, ident in identities.items()}
+    return min(dists, key=dists.get) == own

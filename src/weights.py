@@ -35,7 +35,8 @@ def offline_mode() -> bool:
 
 
 def weights_not_found(what: str, name: str, option: str, *, hub_id: str | None = None,
-                      download: str | None = None, reason: str | None = None) -> WeightsNotFoundError:
+                      download: str | None = None, local: str | None = None,
+                      reason: str | None = None, default_hub_id: str | None = None) -> WeightsNotFoundError:
     """Build the error for missing weights.
 
     what:     what the weights are for ("CLIP image encoder (transformers)").
@@ -43,29 +44,36 @@ def weights_not_found(what: str, name: str, option: str, *, hub_id: str | None =
     option:   the script option that takes a local copy (e.g. "encoder").
     hub_id:   the hub repository to download, when ``name`` is a missing local path.
     download: a full download command, replacing the default ``hf download`` line.
+    local:    what to pass to ``--option`` after that download (default: the download folder).
     reason:   the underlying error, shortened to its first line.
+    default_hub_id: the project's usual repository, named as well when it is not the one above.
     """
     repo = hub_id or (None if looks_like_path(name) else name)
     if download is None and repo is not None:
-        local = f"weights/{repo.split('/')[-1]}"
+        local = local or f"weights/{repo.split('/')[-1]}"
         download = f"hf download {repo} --local-dir {local}"
-    else:
-        local = "PATH"
+    local = local or "PATH"
     lines = [f"{what}: weights not found: {name!r}"]
     if reason:
         first = str(reason).strip().splitlines()[0] if str(reason).strip() else ""
         if first:
             lines.append(f"  cause: {first[:300]}")
-    if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
-        lines.append(f"  the path {name} does not exist")
+    if not os.path.exists(os.path.expanduser(name)):
+        if looks_like_path(name):
+            lines.append(f"  the path {name} does not exist")
+        elif "/" in name:
+            lines.append(f"  (nor is there a local folder {name})")
     if offline_mode():
         lines.append("  (HF_HUB_OFFLINE is set: nothing is downloaded)")
     if download:
         lines.append("  get them on a machine with internet access:")
         lines.append(f"    {download}")
-        lines.append(f"  copy that folder here and pass it: --{option}={local}")
+        lines.append(f"  then pass the local copy: --{option}={local}")
     else:
         lines.append(f"  pass a local copy with --{option}=PATH")
+    if default_hub_id and default_hub_id != repo:
+        lines.append(f"  the project's default is {default_hub_id}: "
+                     f"hf download {default_hub_id} --local-dir weights/{default_hub_id.split('/')[-1]}")
     return WeightsNotFoundError("\n".join(lines))
 
 

@@ -1,0 +1,332 @@
+"""B2: stage 2, the SD2 UNet conditioned on the target pose, the source appearance and the fusion embedding.
+
+    accelerate launch B2.train_Diffusion_model.py --dataset_root=data/deepfashion --fusion_model=logs/B1/fusion_model --out_dir=logs/B2
+    python B2.train_Diffusion_model.py --preset=tiny --dataset_root=PATH --out_dir=OUT     # CPU smoke run
+    python B2.train_Diffusion_model.py ... --resume=latest                                 # continue a run
+
+Trains the UNet, the pose encoder and the source MLP (SPEC 3); the VAE, the source encoder
+(DINOv2) and the stage-1 fusion model stay frozen. Loss: MSE on the scheduler's prediction
+target (epsilon or v, from the SD2 folder's scheduler config), with noise offset and each
+condition dropped independently (zeroed where it enters the UNet).
+
+Writes OUT/pipeline/ (FPDMPipeline.save_pretrained: what C1 loads; EMA weights when use_ema),
+OUT/validation/step-<N>.png (source | target pose | ground truth | generated),
+OUT/checkpoints/checkpoint-<step>/ (rotated), OUT/tensorboard/ and OUT/B2_config.json.
+SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues where it stopped.
+batch_size is per process: the effective batch is batch_size x gradient_accumulation_steps x processes.
+"""
+# ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
+dataset_root = "data/deepfashion"
+train_pairs = "train_pairs_data.json"
+val_pairs = "test_pairs_data.json"
+out_dir = "logs/B2"
+pretrained_model = "stabilityai/stable-diffusion-2-1"  # SD2-family hub id or folder; "tiny" = tiny random SD2
+source_encoder = "facebook/dinov2-large"   # hub id or folder (DINOv2, or a CLIP vision tower); "tiny"
+source_backend = ""                        # "" = as the checkpoint says; "dinov2" or "clip"
+source_encoder_size = 224                  # the source encoder's input resolution
+fusion_model = "logs/B1/fusion_model"      # the B1 export; "tiny" = random tiny model (smoke runs only)
+target_size = (512, 352)                   # (height, width) of target image and pose
+source_size = 512                          # the source image, square
+fusion_size = 224                          # the fusion model's inputs (as stage 1)
+pose_draw_size = (550, 375)                # poses are drawn at this size, then resized to target_size
+source_scales = (256, 512)                 # the source is fed at one of these at random (augmentation)
+flip_prob = 0.5
+identity_prob = 0.05
+jitter_sigma = 1.0                         # keypoint noise in pixels at pose_draw_size
+pose_channels = (16, 32, 96, 256)          # pose encoder (ControlNet conditioning embedding)
+mlp_hidden_dim = 768                       # source MLP: width -> 768 -> cross_attention_dim
+mlp_dropout = 0.2
+lr = 1e-4                                  # AdamW
+weight_decay = 1e-2
+adam_epsilon = 1e-8
+max_grad_norm = 1.0                        # 0 = no clipping
+batch_size = 42                            # per process
+gradient_accumulation_steps = 3
+epochs = 100
+max_steps = -1                             # -1 = no limit (stop after `epochs`)
+noise_offset = 0.1
+drop_pose = 0.2                            # condition dropout rates (independent)
+drop_source = 0.2
+drop_fusion = 0.2
+seed = 7
+mixed_precision = "auto"                   # auto = bf16 on GPU, fp32 on CPU; or no/bf16/fp16
+gradient_checkpointing = False
+use_ema = False
+ema_decay = 0.9999
+sdpa = True                                # PyTorch scaled-dot-product attention
+tf32 = True                                # TF32 matmuls on Ampere+ GPUs
+channels_last = False
+compile = False                            # torch.compile the UNet
+checkpointing_steps = 2000
+checkpoints_total_limit = 3
+resume = ""                                # "", "latest" or a checkpoint folder
+validation_steps = 2000                    # grid + validation loss every N steps (0 = only at the end)
+validation_pairs = 4                       # rows of the validation grid (first pairs of val_pairs)
+validation_loss_pairs = 64                 # val pairs for the fixed-noise validation loss
+validation_inference_steps = 20
+validation_guidance_scale = 2.0
+validation_scheduler = "ddpm"
+num_workers = 8
+cache_dataset = False                      # keep decoded samples in memory (small datasets only)
+log_every = 10
+# -----------------------------------------------------------------------------------------------
+PRESETS = {
+    "tiny": {"pretrained_model": "tiny", "source_encoder": "tiny", "fusion_model": "tiny",
+             "target_size": (128, 88), "source_size": 64, "fusion_size": 64, "pose_draw_size": (256, 176),
+             "source_scales": (32, 64), "pose_channels": (8, 8, 16, 16), "mlp_hidden_dim": 32,
+             "lr": 1e-3, "weight_decay": 0.0, "batch_size": 4, "gradient_accumulation_steps": 1, "epochs": 20,
+             "checkpointing_steps": 20, "checkpoints_total_limit": 2, "validation_steps": 50,
+             "validation_pairs": 2, "validation_loss_pairs": 8, "validation_inference_steps": 5,
+             "num_workers": 0, "cache_dataset": False, "log_every": 5},
+}
+
+import math  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from src.config import configure, save_config  # noqa: E402
+
+
+def datasets():
+    from torch.utils.data import Subset
+
+    from src.data import DiffusionDataset
+    from src.training import MemoryCache
+
+    common = dict(target_size=target_size, source_size=source_size, fusion_size=fusion_size,
+                  pose_draw_size=pose_draw_size)
+    train = DiffusionDataset(dataset_root, train_pairs, train=True, jitter_sigma=jitter_sigma, flip_prob=flip_prob,
+                             identity_prob=identity_prob, source_scales=source_scales, seed=seed, **common)
+    val = DiffusionDataset(dataset_root, val_pairs, train=False, **common)
+    n_val = max(validation_pairs, validation_loss_pairs)
+    val = Subset(val, range(min(n_val, len(val))))
+    return train, (MemoryCache(train) if cache_dataset else train), val
+
+
+def frozen_conditions(pipe, batch, device, sample=True):
+    """VAE latents (scaled; drawn from the latent distribution, or its mean with sample=False so
+    validation leaves the global RNG alone), source tokens and fusion embeddings (no gradients)."""
+    import torch
+
+    with torch.no_grad():
+        target = batch["target"].to(device, pipe.vae.dtype)
+        dist = pipe.vae.encode(target).latent_dist
+        latents = (dist.sample() if sample else dist.mean) * pipe.vae.config.scaling_factor
+        tokens = pipe.source_encoder(batch["source"].to(device))
+        fusion = pipe.fusion_embedding(batch["fusion_source"].to(device), batch["fusion_pose"].to(device))
+    return latents.float(), tokens, fusion
+
+
+def validate(accelerator, pipe, denoiser, val_set, step, out):
+    """Fixed-noise validation loss (all processes) and the image grid (main process)."""
+    import numpy as np
+    import torch
+
+    from src.data import to_pil
+    from src.fileio import atomic_save_image
+    from src.generate import comparison_grid
+    from src.models.conditioning import diffusion_loss
+
+    device = accelerator.device
+    model = accelerator.unwrap_model(denoiser)
+    was_training = model.training
+    model.eval()
+    losses = []
+    n_loss = min(validation_loss_pairs, len(val_set))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad(), accelerator.autocast():
+        for start in range(0, n_loss, batch_size):
+            items = [val_set[i] for i in range(start, min(n_loss, start + batch_size))]
+            batch = {k: torch.stack([it[k] for it in items]) for k in ("target", "target_pose", "source",
+                                                                       "fusion_source", "fusion_pose")}
+            latents, tokens, fusion = frozen_conditions(pipe, batch, device, sample=False)
+            noise = torch.randn(latents.shape, generator=g).to(device)
+            t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
+            loss = diffusion_loss(model, pipe.scheduler, latents, batch["target_pose"].to(device), tokens, fusion,
+                                  noise=noise, timesteps=t)
+            losses.append(loss.item() * latents.shape[0])
+    result = {"val/loss": sum(losses) / max(1, n_loss)}
+    if accelerator.is_main_process and validation_pairs > 0:
+        items = [val_set[i] for i in range(min(validation_pairs, len(val_set)))]
+        with accelerator.autocast():
+            images = pipe(torch.stack([it["source"] for it in items]), torch.stack([it["target_pose"] for it in items]),
+                          fusion_pose=torch.stack([it["fusion_pose"] for it in items]),
+                          num_inference_steps=validation_inference_steps, guidance_scale=validation_guidance_scale,
+                          scheduler=validation_scheduler, seeds=[seed + i for i in range(len(items))],
+                          height=target_size[0], width=target_size[1], output_type="pil").images
+        rows = [[to_pil(it["source"]), to_pil(it["target_pose"]), to_pil(it["target"]), im]
+                for it, im in zip(items, images)]
+        grid = comparison_grid(rows, (target_size[0], target_size[1]))
+        path = atomic_save_image(out / "validation" / f"step-{step:07d}.png", grid)
+        result["grid"] = path
+        try:
+            writer = accelerator.get_tracker("tensorboard", unwrap=True)
+            writer.add_image("validation/grid", np.asarray(grid), step, dataformats="HWC")
+        except (ValueError, AttributeError, ImportError):
+            pass
+    model.train(was_training)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def main():
+    import torch
+    from tqdm.auto import tqdm
+
+    from src import training as T
+    from src.data import validate_dataset
+    from src.fileio import atomic_dir
+    from src.models.conditioning import diffusion_loss, drop_masks
+    from src.models.sd2 import make_tiny_sd2
+    from src.pipeline import build_pipeline
+
+    out = Path(out_dir)
+    accelerator = T.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
+    T.main_process_check(accelerator, validate_dataset, dataset_root, [train_pairs, val_pairs],
+                         workers=max(1, num_workers))
+    T.seed_everything(seed)
+    if tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    sd2 = pretrained_model
+    if pretrained_model == "tiny":
+        with accelerator.main_process_first():
+            sd2 = str(make_tiny_sd2(out / "tiny_sd2"))
+    pipe = build_pipeline(sd2, source_encoder, fusion_model, source_backend=source_backend or None,
+                          source_image_size=source_encoder_size, pose_channels=pose_channels,
+                          mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout, source_size=source_size,
+                          fusion_size=fusion_size, height=target_size[0], width=target_size[1])
+    pipe.set_progress_bar_config(disable=True)
+    device = accelerator.device
+    for frozen in (pipe.vae, pipe.source_encoder, pipe.fusion_model):
+        frozen.requires_grad_(False).eval().to(device)  # fp32; run under autocast
+    denoiser = pipe.denoiser()
+    denoiser.set_sdpa(sdpa)
+    if gradient_checkpointing:
+        denoiser.set_gradient_checkpointing(True)
+    if channels_last:
+        denoiser.set_channels_last(True)
+    params = [p for p in denoiser.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=adam_epsilon)
+
+    train_ds, train_set, val_set = datasets()
+    drop_last = len(train_set) >= batch_size * accelerator.num_processes
+    loader = T.make_dataloader(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers,
+                               drop_last=drop_last)
+    denoiser, optimizer, loader = accelerator.prepare(denoiser, optimizer, loader)
+    if compile:
+        accelerator.unwrap_model(denoiser).compile_unet()
+    trained = [p for p in accelerator.unwrap_model(denoiser).parameters() if p.requires_grad]
+    ema = None
+    if use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(trained, decay=ema_decay)
+        ema.to(device)
+        accelerator.register_for_checkpointing(ema)
+    steps_per_epoch = math.ceil(len(loader) / gradient_accumulation_steps)
+    total_steps = epochs * steps_per_epoch if max_steps < 0 else min(max_steps, epochs * steps_per_epoch)
+    scheduler = pipe.scheduler
+    rates = {"pose": drop_pose, "source": drop_source, "fusion": drop_fusion}
+
+    if accelerator.is_main_process:
+        save_config(cfg, out, "B2_config.json")
+        T.clean_partial_checkpoints(out)
+    T.init_trackers(accelerator, "B2", cfg)
+    accelerator.print(f"prediction type {scheduler.config.prediction_type}; {sum(p.numel() for p in trained):,} "
+                      f"trained parameters; {total_steps} steps of {batch_size} x {gradient_accumulation_steps} x "
+                      f"{accelerator.num_processes} pairs")
+    state, last_checkpoint = T.TrainState(), T.resolve_resume(resume, out)
+    if last_checkpoint:
+        has_ema = any(Path(last_checkpoint).glob("custom_checkpoint_*"))
+        if has_ema != use_ema:
+            raise T.CheckpointError(f"{last_checkpoint} was saved with use_ema={has_ema}; resume with "
+                                    f"--use_ema={has_ema} or start a new out_dir")
+        state = T.load_checkpoint(accelerator, last_checkpoint)
+        accelerator.print(f"resumed from {last_checkpoint} at step {state.global_step}")
+    elif resume:
+        accelerator.print(f"no checkpoint under {T.checkpoints_dir(out)}: starting from scratch")
+
+    def run_validation():
+        if ema is not None:
+            ema.store(trained)
+            ema.copy_to(trained)
+        result = validate(accelerator, pipe, denoiser, val_set, state.global_step, out)
+        if ema is not None:
+            ema.restore(trained)
+        accelerator.log({"val/loss": result["val/loss"]}, step=state.global_step)
+        accelerator.print(f"step {state.global_step}: val loss {result['val/loss']:.4f}"
+                          + (f", grid {result['grid']}" if "grid" in result else ""))
+
+    meter = T.Throughput()
+    bar = tqdm(total=total_steps, initial=state.global_step, desc="B2", disable=not accelerator.is_local_main_process)
+    denoiser.train()
+    with T.StopSignal() as stop:
+        while state.global_step < total_steps:
+            train_ds.set_epoch(state.epoch)  # augmentations are a function of (seed, epoch, index)
+            for batch in T.epoch_batches(accelerator, loader, state):
+                with accelerator.accumulate(denoiser):
+                    with accelerator.autocast():
+                        latents, tokens, fusion = frozen_conditions(pipe, batch, device)
+                    drop = drop_masks(latents.shape[0], rates, device=device)
+                    loss = diffusion_loss(denoiser, scheduler, latents, batch["target_pose"], tokens, fusion,
+                                          noise_offset=noise_offset, drop=drop)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(params, max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                state.batch_in_epoch += 1
+                meter.update(latents.shape[0] * accelerator.num_processes)
+                if not accelerator.sync_gradients:
+                    continue
+                if ema is not None:
+                    ema.step(trained)
+                state.global_step += 1
+                bar.update(1)
+                loss_value = accelerator.reduce(loss.detach().float(), "mean").item()
+                T.check_finite(loss_value, state.global_step, last_checkpoint)
+                if state.global_step % log_every == 0 or state.global_step == 1:
+                    accelerator.log({"train/loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
+                                     "images_per_s": meter.rate, "epoch": state.epoch}, step=state.global_step)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{meter.rate:.1f}")
+                stopping = stop.should_stop(accelerator)
+                if state.global_step % checkpointing_steps == 0 or stopping:
+                    last_checkpoint = T.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
+                if stopping:
+                    accelerator.print(f"stopped at step {state.global_step}; checkpoint {last_checkpoint}; "
+                                      "continue with --resume=latest")
+                    accelerator.end_training()
+                    return
+                if validation_steps > 0 and state.global_step % validation_steps == 0:
+                    run_validation()
+                if state.global_step >= total_steps:
+                    break
+            else:  # the epoch ran to its end
+                state.next_epoch()
+    bar.close()
+
+    if last_checkpoint is None or T.checkpoint_step(last_checkpoint) != state.global_step:
+        last_checkpoint = T.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
+    if validation_steps <= 0 or state.global_step % validation_steps != 0:
+        run_validation()
+    if ema is not None:
+        ema.copy_to(trained)  # the exported pipeline carries the EMA weights
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with atomic_dir(out / "pipeline") as tmp:
+            pipe.save_pretrained(tmp)
+        print(f"pipeline: {out / 'pipeline'} (step {state.global_step})")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    from src.training import NonFiniteLossError
+    from src.weights import exit_on_missing_weights
+
+    cfg = configure(globals(), presets=PRESETS)
+    with exit_on_missing_weights():
+        try:
+            main()
+        except NonFiniteLossError as e:
+            raise SystemExit(f"error: {e}") from None

@@ -1,0 +1,290 @@
+"""The three conditions of stage 2 (SPEC 3) and the denoiser that feeds them to the UNet.
+
+- ``PoseEncoder``: ControlNet's conditioning embedding (diffusers'
+  ``ControlNetConditioningEmbedding``): channels 16, 32, 96, 256, three stride-2 steps, last conv
+  zero-initialised, out = the UNet's ``block_out_channels[0]`` (320) at latent size.
+- ``SourceMLP``: source-encoder tokens (1024) -> 768 -> UNet ``cross_attention_dim`` (1024),
+  dropout 0.2.
+- ``FPDMDenoiser``: composes an unmodified diffusers ``UNet2DConditionModel`` with the two:
+    * pose features are **added to the output of ``unet.conv_in``** (a forward hook on that conv;
+      the UNet itself stays a standard diffusers UNet and saves as one),
+    * the source MLP's output is the UNet's ``encoder_hidden_states`` (cross-attention),
+    * the fusion embedding is the UNet's ``class_labels`` (projection class embedding, added to
+      the timestep embedding).
+
+Condition dropout (training, and the guidance branches of sampling) **zeroes a condition where it
+enters the UNet**: the pose features added after ``conv_in``, the ``encoder_hidden_states``
+after the source MLP, and the fusion embedding given as ``class_labels`` (before the UNet's
+class-embedding projection). Masks are per item; a dropped item's condition is multiplied by 0,
+so every parameter stays in the graph (no unused parameters under DDP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+CONDITIONS = ("pose", "source", "fusion")
+
+
+class PoseEncoder(ModelMixin, ConfigMixin):
+    """Rendered pose image (B, 3, H, W) in [-1, 1] -> features (B, out_channels, H/8, W/8)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, out_channels: int = 320, conditioning_channels: int = 3,
+                 block_out_channels: tuple | list = (16, 32, 96, 256)):
+        super().__init__()
+        self.embedding = ControlNetConditioningEmbedding(
+            conditioning_embedding_channels=out_channels, conditioning_channels=conditioning_channels,
+            block_out_channels=tuple(block_out_channels))
+
+    @property
+    def downscale_factor(self) -> int:
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def forward(self, pose_images: torch.Tensor) -> torch.Tensor:
+        return self.embedding(pose_images.to(self.dtype))
+
+
+class SourceMLP(ModelMixin, ConfigMixin):
+    """Source tokens (B, N, in_dim) -> cross-attention states (B, N, out_dim):
+    Linear, GELU, LayerNorm, Dropout, Linear."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, in_dim: int = 1024, hidden_dim: int = 768, out_dim: int = 1024, dropout: float = 0.2):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.LayerNorm(hidden_dim), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens.to(self.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# the pose residual after conv_in
+
+
+def _add_pose_residual(module: nn.Module, args, output: torch.Tensor):
+    residual = getattr(module, "_fpdm_pose_residual", None)
+    if residual is None:
+        return None
+    if residual.shape != output.shape:
+        raise ValueError(f"pose features {tuple(residual.shape)} do not match the UNet's conv_in output "
+                         f"{tuple(output.shape)}: the pose image must be 8x the latent size")
+    return output + residual.to(output.dtype)
+
+
+def install_pose_hook(unet) -> None:
+    """Register (once per UNet) the forward hook that adds ``conv_in._fpdm_pose_residual``, when
+    set, to the output of ``unet.conv_in``. The UNet's weights and config are untouched."""
+    conv = unet.conv_in
+    if getattr(conv, "_fpdm_pose_hook", None) is None:
+        conv._fpdm_pose_residual = None
+        conv._fpdm_pose_hook = conv.register_forward_hook(_add_pose_residual)
+
+
+@dataclass
+class Conditions:
+    """The conditions as they enter the UNet (after dropout)."""
+
+    pose_features: torch.Tensor | None   # (B, C0, h, w), added after conv_in
+    encoder_hidden_states: torch.Tensor  # (B, N, cross_attention_dim)
+    class_labels: torch.Tensor           # (B, fusion dim)
+
+    def repeat(self, n: int) -> "Conditions":
+        """The batch repeated ``n`` times along dim 0 (as ``torch.cat([x] * n)``)."""
+        rep = lambda t: None if t is None else torch.cat([t] * n)  # noqa: E731
+        return Conditions(rep(self.pose_features), rep(self.encoder_hidden_states), rep(self.class_labels))
+
+    def dropped(self, pose: bool = False, source: bool = False, fusion: bool = False) -> "Conditions":
+        """The same conditions with whole ones zeroed (all items): the guidance branches."""
+        zero = lambda t, drop: t if (t is None or not drop) else torch.zeros_like(t)  # noqa: E731
+        return Conditions(zero(self.pose_features, pose), zero(self.encoder_hidden_states, source),
+                          zero(self.class_labels, fusion))
+
+    @staticmethod
+    def cat(items: list["Conditions"]) -> "Conditions":
+        def join(ts):
+            if all(t is None for t in ts):
+                return None
+            if any(t is None for t in ts):
+                raise ValueError("cannot join conditions with and without pose features")
+            return torch.cat(ts)
+        return Conditions(join([c.pose_features for c in items]), join([c.encoder_hidden_states for c in items]),
+                          join([c.class_labels for c in items]))
+
+
+def _keep(drop: torch.Tensor | bool | None, batch: int, ref: torch.Tensor) -> torch.Tensor | None:
+    """A (B,) keep factor (1 = keep, 0 = drop) from a drop mask, or None when nothing drops."""
+    if drop is None or drop is False:
+        return None
+    if drop is True:
+        drop = torch.ones(batch, dtype=torch.bool)
+    drop = torch.as_tensor(drop, device=ref.device).reshape(-1)
+    if drop.numel() != batch:
+        raise ValueError(f"drop mask has {drop.numel()} entries for a batch of {batch}")
+    return (~drop.bool()).to(ref.dtype)
+
+
+class FPDMDenoiser(nn.Module):
+    """UNet + pose encoder + source MLP: the trainable part of stage 2.
+
+    ``forward(noisy_latents, timesteps, pose_images, source_tokens, fusion_emb, drop_pose=None,
+    drop_source=None, drop_fusion=None)`` returns the UNet's prediction (B, 4, h, w). Drop masks
+    are (B,) booleans (True = drop that item's condition) or a single bool.
+    ``encode_conditions`` + ``denoise`` split the same computation so a sampler computes the
+    conditions once and runs only the UNet at every step.
+    """
+
+    def __init__(self, unet, pose_encoder: PoseEncoder, source_mlp: SourceMLP):
+        super().__init__()
+        c = unet.config
+        if c.class_embed_type != "projection":
+            raise ValueError("the UNet needs class_embed_type='projection' for the fusion embedding "
+                             "(load it with src.models.sd2.load_unet)")
+        if pose_encoder.config.out_channels != c.block_out_channels[0]:
+            raise ValueError(f"pose encoder gives {pose_encoder.config.out_channels} channels; the UNet's conv_in "
+                             f"gives {c.block_out_channels[0]}")
+        if source_mlp.config.out_dim != c.cross_attention_dim:
+            raise ValueError(f"source MLP gives {source_mlp.config.out_dim}-d tokens; the UNet's cross-attention "
+                             f"takes {c.cross_attention_dim}")
+        self.unet = unet
+        self.pose_encoder = pose_encoder
+        self.source_mlp = source_mlp
+        install_pose_hook(unet)
+
+    @property
+    def fusion_dim(self) -> int:
+        return self.unet.config.projection_class_embeddings_input_dim
+
+    # -- conditions
+
+    def encode_conditions(self, pose_images: torch.Tensor | None, source_tokens: torch.Tensor,
+                          fusion_emb: torch.Tensor, drop_pose=None, drop_source=None, drop_fusion=None) -> Conditions:
+        batch = source_tokens.shape[0]
+        pose = None
+        if pose_images is not None:
+            pose = self.pose_encoder(pose_images)
+            keep = _keep(drop_pose, batch, pose)
+            if keep is not None:
+                pose = pose * keep.view(-1, 1, 1, 1)
+        states = self.source_mlp(source_tokens)
+        keep = _keep(drop_source, batch, states)
+        if keep is not None:
+            states = states * keep.view(-1, 1, 1)
+        labels = fusion_emb.to(self.unet.dtype)
+        keep = _keep(drop_fusion, batch, labels)
+        if keep is not None:
+            labels = labels * keep.view(-1, 1)
+        return Conditions(pose, states, labels)
+
+    def denoise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, conditions: Conditions) -> torch.Tensor:
+        conv = self.unet.conv_in
+        conv._fpdm_pose_residual = conditions.pose_features
+        try:
+            return self.unet(noisy_latents, timesteps, encoder_hidden_states=conditions.encoder_hidden_states,
+                             class_labels=conditions.class_labels, return_dict=False)[0]
+        finally:
+            conv._fpdm_pose_residual = None
+
+    def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, pose_images: torch.Tensor | None,
+                source_tokens: torch.Tensor, fusion_emb: torch.Tensor, drop_pose=None, drop_source=None,
+                drop_fusion=None) -> torch.Tensor:
+        conditions = self.encode_conditions(pose_images, source_tokens, fusion_emb, drop_pose, drop_source,
+                                            drop_fusion)
+        return self.denoise(noisy_latents, timesteps, conditions)
+
+    # -- performance switches
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.unet.enable_gradient_checkpointing()
+        else:
+            self.unet.disable_gradient_checkpointing()
+
+    def set_sdpa(self, enable: bool = True) -> None:
+        """PyTorch scaled-dot-product attention (diffusers' default AttnProcessor2_0) or the
+        plain attention processor."""
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        self.unet.set_attn_processor(AttnProcessor2_0() if enable else AttnProcessor())
+
+    def set_channels_last(self, enable: bool = True) -> None:
+        self.unet.to(memory_format=torch.channels_last if enable else torch.contiguous_format)
+
+    def compile_unet(self, **kwargs) -> None:
+        """torch.compile the UNet in place (``nn.Module.compile``: state-dict keys unchanged)."""
+        self.unet.compile(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# training objective
+
+
+def drop_masks(batch: int, rates: dict | float, generator: torch.Generator | None = None,
+               device=None) -> dict:
+    """Independent per-item drop masks {"pose", "source", "fusion"} -> (B,) bool; ``rates`` is
+    one probability for all three or a dict of them."""
+    if not isinstance(rates, dict):
+        rates = dict.fromkeys(CONDITIONS, float(rates))
+    gen_device = generator.device if generator is not None else "cpu"
+    masks = {k: torch.rand(batch, generator=generator, device=gen_device) < float(rates.get(k, 0.0))
+             for k in CONDITIONS}
+    return {k: m.to(device or gen_device) for k, m in masks.items()}
+
+
+def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict, from the scheduler's ``prediction_type``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind!r} (epsilon or v_prediction)")
+
+
+def diffusion_loss(denoiser: FPDMDenoiser, scheduler, latents: torch.Tensor, pose_images: torch.Tensor,
+                   source_tokens: torch.Tensor, fusion_emb: torch.Tensor, *, noise: torch.Tensor | None = None,
+                   timesteps: torch.Tensor | None = None, noise_offset: float = 0.0, drop=None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """MSE between the denoiser's prediction and the scheduler's target (epsilon or v).
+
+    latents: VAE latents already multiplied by the scaling factor. ``noise``/``timesteps`` are
+    drawn when not given; ``noise_offset`` adds ``offset * N(0, 1)`` per (item, channel) to the
+    noise. ``drop``: dict of (B,) drop masks (see ``drop_masks``) or None.
+    """
+    b = latents.shape[0]
+    if noise is None:
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        if noise_offset:
+            noise = noise + noise_offset * randn_tensor((b, latents.shape[1], 1, 1), generator=generator,
+                                                        device=latents.device, dtype=latents.dtype)
+    if timesteps is None:
+        gen_device = generator.device if generator is not None else latents.device
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator,
+                                  device=gen_device).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    target = prediction_target(scheduler, latents, noise, timesteps)
+    drop = drop or {}
+    pred = denoiser(noisy, timesteps, pose_images, source_tokens, fusion_emb, drop_pose=drop.get("pose"),
+                    drop_source=drop.get("source"), drop_fusion=drop.get("fusion"))
+    return F.mse_loss(pred.float(), target.float())
+
+
+__all__ = [
+    "CONDITIONS", "Conditions", "FPDMDenoiser", "PoseEncoder", "SourceMLP", "diffusion_loss", "drop_masks",
+    "install_pose_hook", "prediction_target",
+]

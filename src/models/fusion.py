@@ -1,0 +1,221 @@
+"""Stage 1 (SPEC 2): the fusion embedding.
+
+One shared CLIP image encoder E embeds the source image s, the rendered target pose p and the
+target image t (L2-normalised, cosine space). A combiner after CLIP4Cir fuses (s, p) into f:
+
+    ps = drop(relu(Ls(s)))    pp = drop(relu(Lp(p)))    c = cat(pp, ps)
+    h = drop(relu(Lc(c)))     lam = sigmoid(Linear(2P->H), ReLU, Dropout, Linear(H->1))(c)
+    f = normalize(Lo(h) + lam * p + (1 - lam) * s)
+
+trained with the source-enhanced InfoNCE: targets [t; s] against candidates [f; s] at
+temperature 0.07, row i's positive is candidate i, plus 1e-4 x the mean L1 distance between f
+and s. ``FusionModel`` is a diffusers ModelMixin/ConfigMixin: ``save_pretrained`` writes
+safetensors + config.json, and ``from_pretrained`` rebuilds the architecture from the saved
+encoder config (random weights, no hub access) before loading the saved weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from .clip_encoder import DEFAULT_HUB_ID, ImageEncoder, build_encoder, load_encoder, tiny_encoder_config
+
+TEMPERATURE = 0.07
+L1_WEIGHT = 1e-4
+
+
+class Combiner(nn.Module):
+    """CLIP4Cir combiner: (source embedding s, pose embedding p) -> unit-norm fusion f."""
+
+    def __init__(self, embed_dim: int = 768, projection_dim: int = 768, hidden_dim: int = 768,
+                 dropout: float = 0.5):
+        super().__init__()
+        self.source_projection = nn.Linear(embed_dim, projection_dim)   # Ls
+        self.pose_projection = nn.Linear(embed_dim, projection_dim)     # Lp
+        self.combiner_layer = nn.Linear(2 * projection_dim, hidden_dim)  # Lc
+        self.output_layer = nn.Linear(hidden_dim, embed_dim)            # Lo
+        self.dropout_source = nn.Dropout(dropout)
+        self.dropout_pose = nn.Dropout(dropout)
+        self.dropout_combined = nn.Dropout(dropout)
+        self.dynamic_scalar = nn.Sequential(
+            nn.Linear(2 * projection_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, 1), nn.Sigmoid(),
+        )
+
+    def forward(self, source: torch.Tensor, pose: torch.Tensor, return_lambda: bool = False):
+        ps = self.dropout_source(F.relu(self.source_projection(source)))
+        pp = self.dropout_pose(F.relu(self.pose_projection(pose)))
+        c = torch.cat([pp, ps], dim=-1)
+        h = self.dropout_combined(F.relu(self.combiner_layer(c)))
+        lam = self.dynamic_scalar(c)
+        f = F.normalize(self.output_layer(h) + lam * pose + (1 - lam) * source, dim=-1)
+        return (f, lam.squeeze(-1)) if return_lambda else f
+
+
+class FusionModel(ModelMixin, ConfigMixin):
+    """Shared CLIP encoder + combiner.
+
+    ``encoder_config`` is the encoder's own config dict (see ``clip_encoder``); it holds the
+    backend and the architecture, so loading never needs the hub.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, encoder_config: dict | None = None, projection_dim: int = 768, hidden_dim: int = 768,
+                 dropout: float = 0.5):
+        super().__init__()
+        encoder_config = encoder_config or tiny_encoder_config("transformers")
+        self.encoder: ImageEncoder = build_encoder(encoder_config)
+        self.combiner = Combiner(self.encoder.embed_dim, projection_dim, hidden_dim, dropout)
+
+    # -- construction
+
+    @classmethod
+    def from_clip(cls, name: str = DEFAULT_HUB_ID, backend: str = "transformers", pretrained: str | None = None,
+                  projection_dim: int = 768, hidden_dim: int = 768, dropout: float = 0.5,
+                  option: str = "encoder", pretrained_option: str = "pretrained") -> "FusionModel":
+        """Real CLIP weights (hub id / folder for transformers; model name + tag or file for
+        open_clip), combiner freshly initialised. Raises WeightsNotFoundError when absent."""
+        encoder = load_encoder(name, backend=backend, pretrained=pretrained, option=option,
+                               pretrained_option=pretrained_option)
+        model = cls(encoder_config=encoder.config, projection_dim=projection_dim, hidden_dim=hidden_dim,
+                    dropout=dropout)
+        model.encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    @classmethod
+    def tiny(cls, backend: str = "transformers", dropout: float = 0.5, projection_dim: int | None = None,
+             hidden_dim: int | None = None, **encoder_kwargs) -> "FusionModel":
+        """Tiny random-weight model for tests and demos (D = P = H = 32 by default)."""
+        config = tiny_encoder_config(backend, **encoder_kwargs)
+        d = config.get("embed_dim") or config["clip_config"]["projection_dim"]
+        return cls(encoder_config=config, projection_dim=projection_dim or d, hidden_dim=hidden_dim or d,
+                   dropout=dropout)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Build every module for real before loading (the encoder keeps non-persistent buffers).
+        kwargs.setdefault("low_cpu_mem_usage", False)
+        return super().from_pretrained(*args, **kwargs)
+
+    # -- embeddings
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.embed_dim
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm CLIP embeddings (B, D) of images in [-1, 1] at any size."""
+        return F.normalize(self.encoder(images).float(), dim=-1)
+
+    def encode_many(self, *image_sets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``encode`` of several image batches (sizes may differ) through E as one batch."""
+        pixels = torch.cat([self.encoder.preprocess(x) for x in image_sets])
+        emb = F.normalize(self.encoder.embed_pixels(pixels).float(), dim=-1)
+        return emb.split([x.shape[0] for x in image_sets])
+
+    def fuse(self, source_images: torch.Tensor, pose_images: torch.Tensor) -> torch.Tensor:
+        """Fusion embedding f (B, D), unit norm, of source images and rendered target poses."""
+        s, p = self.encode_many(source_images, pose_images)
+        return self.combiner(s, p)
+
+    def forward(self, source: torch.Tensor, pose: torch.Tensor, target: torch.Tensor | None = None) -> dict:
+        """Embeddings of one batch: ``source``, ``pose``, ``fusion`` and (if given) ``target``,
+        all (B, D) unit norm. The three image sets go through E as one batch."""
+        images = [source, pose] + ([target] if target is not None else [])
+        emb = self.encode_many(*images)
+        f = self.combiner(emb[0], emb[1])
+        out = {"source": emb[0], "pose": emb[1], "fusion": f}
+        if target is not None:
+            out["target"] = emb[2]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# loss and retrieval metrics
+
+
+def fusion_logits(target: torch.Tensor, source: torch.Tensor, fusion: torch.Tensor,
+                  temperature: float = TEMPERATURE) -> torch.Tensor:
+    """(2B, 2B) logits of the extended targets [t; s] against the candidates [f; s]."""
+    t_ext = torch.cat([target, source]).float()
+    c_ext = torch.cat([fusion, source]).float()
+    return t_ext @ c_ext.t() / temperature
+
+
+def fusion_loss(target: torch.Tensor, source: torch.Tensor, fusion: torch.Tensor,
+                temperature: float = TEMPERATURE, l1_weight: float = L1_WEIGHT) -> tuple[torch.Tensor, dict]:
+    """Source-enhanced InfoNCE (mean over the 2B rows; row i's positive is candidate i) plus
+    ``l1_weight`` x mean absolute difference of f and s. Inputs are unit-norm (B, D).
+
+    Returns (loss, stats) with stats ``infonce``, ``l1`` and the in-batch ``top1`` (share of the
+    first B rows, the targets, whose own fusion embedding scores highest), all detached."""
+    logits = fusion_logits(target, source, fusion, temperature)
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    infonce = F.cross_entropy(logits, labels)
+    l1 = F.l1_loss(fusion.float(), source.float())
+    loss = infonce + l1_weight * l1
+    b = target.shape[0]
+    with torch.no_grad():
+        top1 = (logits[:b].argmax(dim=1) == labels[:b]).float().mean()
+    return loss, {"infonce": infonce.detach(), "l1": l1.detach(), "top1": top1}
+
+
+def retrieval_ranks(target: torch.Tensor, fusion: torch.Tensor) -> torch.Tensor:
+    """Rank (1 = best) of each target's own fusion embedding among all fusion embeddings, by
+    cosine similarity; ties count against the positive."""
+    sim = F.normalize(target.float(), dim=-1) @ F.normalize(fusion.float(), dim=-1).t()
+    positive = sim.diagonal().unsqueeze(1)
+    return (sim >= positive).sum(dim=1)
+
+
+def retrieval_metrics(target: torch.Tensor, fusion: torch.Tensor, ks=(1, 5)) -> dict:
+    """top-k accuracies and mean rank of the positive over an evaluation set (N, D) x (N, D)."""
+    ranks = retrieval_ranks(target, fusion).float()
+    out = {f"top{k}": float((ranks <= k).float().mean()) for k in ks}
+    out["mean_rank"] = float(ranks.mean())
+    out["count"] = int(ranks.numel())
+    return out
+
+
+@torch.no_grad()
+def embed_dataset(model: FusionModel, batches, device=None, gather=None, temperature: float = TEMPERATURE,
+                  l1_weight: float = L1_WEIGHT) -> dict:
+    """Embeddings of every (source, pose, target) batch in eval mode, concatenated on the CPU and
+    ordered by the batches' ``index``; ``loss`` is each batch's training loss, averaged over
+    samples.
+    ``batches`` yields dicts as FusionDataset gives. ``gather`` (e.g. accelerate's
+    ``gather_for_metrics``) collects the results of every process."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list] = {"source": [], "pose": [], "fusion": [], "target": [], "index": [], "loss": []}
+    for batch in batches:
+        args = [batch[k] if device is None else batch[k].to(device) for k in ("source", "pose", "target")]
+        out = model(*args)
+        loss, _ = fusion_loss(out["target"], out["source"], out["fusion"], temperature, l1_weight)
+        out["index"] = torch.as_tensor(batch["index"], device=out["fusion"].device)
+        out["loss"] = loss.detach().float().expand(out["index"].shape[0])  # per sample: a weighted mean
+        if gather is not None:
+            out = gather({k: out[k].contiguous() for k in parts})
+        for k in parts:
+            parts[k].append(out[k].cpu() if k == "index" else out[k].float().cpu())
+    model.train(was_training)
+    if not parts["index"]:
+        raise ValueError("no batches to embed")
+    result = {k: torch.cat(v) for k, v in parts.items()}
+    order = result["index"].argsort()
+    result = {k: v[order] for k, v in result.items()}
+    result["loss"] = float(result["loss"].mean())
+    return result
+
+
+def evaluate(model: FusionModel, batches, device=None, gather=None, temperature: float = TEMPERATURE,
+             l1_weight: float = L1_WEIGHT) -> dict:
+    """Retrieval metrics (top1, top5, mean_rank, count) and mean loss over an evaluation set."""
+    emb = embed_dataset(model, batches, device, gather, temperature, l1_weight)
+    return {**retrieval_metrics(emb["target"], emb["fusion"]), "loss": emb["loss"]}

@@ -1,0 +1,212 @@
+"""Stable Diffusion 2 backbone of stage 2 (SPEC 3): frozen VAE, UNet, noise scheduler.
+
+``load_sd2(name)`` reads any SD2-family folder or hub id in the hub layout (``unet/``, ``vae/``,
+``scheduler/``): the VAE (``AutoencoderKL``), the UNet (``UNet2DConditionModel``) and a
+``DDPMScheduler`` built from the folder's scheduler config, whose ``prediction_type``
+(``epsilon`` or ``v_prediction``) decides the training target and how samplers step.
+
+The fusion embedding enters the UNet through diffusers' own class embedding
+(``class_embed_type="projection"``, ``projection_class_embeddings_input_dim=768``): it is
+projected to the time-embedding width and added to the timestep embedding. A pretrained SD2
+UNet has no class embedding, so ``add_class_embedding`` builds the same UNet with it and copies
+every pretrained tensor over; only ``class_embedding.*`` is new (its last layer starts at zero
+by default, so the pretrained UNet's output is unchanged until training moves it).
+
+``make_tiny_sd2(folder)`` writes a tiny random SD2-style folder in the same layout (VAE with
+four blocks, so latents are 1/8 of the image as in SD; a two-block UNet), which the tests and
+the tiny preset load through the same ``load_sd2`` path as a real download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+from ..weights import WeightsNotFoundError, looks_like_path, weights_not_found
+
+DEFAULT_SD2 = "stabilityai/stable-diffusion-2-1"
+FUSION_DIM = 768
+WHAT = "Stable Diffusion 2 (unet/, vae/, scheduler/)"
+SUBFOLDERS = ("unet", "vae", "scheduler")
+CLASS_EMBEDDING_PREFIX = "class_embedding."
+
+
+@dataclass
+class SD2Components:
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    scheduler: DDPMScheduler
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.prediction_type
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _missing(name: str, option: str, reason: str | None = None) -> WeightsNotFoundError:
+    return weights_not_found(WHAT, name, option, hub_id=DEFAULT_SD2 if looks_like_path(name) else None,
+                             reason=reason, default_hub_id=DEFAULT_SD2)
+
+
+def _resolve(name: str, option: str) -> str:
+    """A local folder (checked for the three subfolders) or a hub id, unchanged."""
+    path = os.path.expanduser(str(name))
+    if os.path.isdir(path):
+        absent = [s for s in SUBFOLDERS if not os.path.isfile(os.path.join(path, s, _config_file(s)))]
+        if absent:
+            raise _missing(str(name), option, reason=f"the folder lacks {', '.join(s + '/' for s in absent)} "
+                                                      "(expected the hub layout of an SD2 repository)")
+        return path
+    if looks_like_path(str(name)):
+        raise _missing(str(name), option)
+    return str(name)
+
+
+def _config_file(subfolder: str) -> str:
+    return "scheduler_config.json" if subfolder == "scheduler" else "config.json"
+
+
+def _load(loader, name: str, subfolder: str, option: str, **kwargs):
+    try:
+        return loader(name, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError) as e:  # missing folder/files/repo, hub offline, bad checkpoint
+        raise _missing(name, option, reason=f"{subfolder}/: {e}") from None
+
+
+def load_scheduler(name: str = DEFAULT_SD2, option: str = "pretrained_model") -> DDPMScheduler:
+    """The training scheduler: a DDPMScheduler from the folder's scheduler config (SD2's
+    scheduler folder may name another class; its betas and prediction type carry over)."""
+    name = _resolve(name, option)
+    config = _load(DDPMScheduler.load_config, name, "scheduler", option)
+    return DDPMScheduler.from_config(config)
+
+
+def load_vae(name: str = DEFAULT_SD2, option: str = "pretrained_model", torch_dtype=None) -> AutoencoderKL:
+    """The frozen VAE (``requires_grad`` off, eval mode)."""
+    name = _resolve(name, option)
+    vae = _load(AutoencoderKL.from_pretrained, name, "vae", option, torch_dtype=torch_dtype)
+    vae.requires_grad_(False).eval()
+    return vae
+
+
+def load_unet(name: str = DEFAULT_SD2, class_embed_dim: int = FUSION_DIM, option: str = "pretrained_model",
+              zero_init_class_embedding: bool = True, torch_dtype=None) -> UNet2DConditionModel:
+    """The pretrained UNet with the fusion-embedding input added (see ``add_class_embedding``).
+    A UNet that already has a projection class embedding of ``class_embed_dim`` (a trained
+    FPDM UNet) is returned as saved."""
+    name = _resolve(name, option)
+    unet = _load(UNet2DConditionModel.from_pretrained, name, "unet", option, torch_dtype=torch_dtype)
+    if (unet.config.class_embed_type == "projection"
+            and unet.config.projection_class_embeddings_input_dim == class_embed_dim):
+        return unet
+    return add_class_embedding(unet, class_embed_dim, zero_init=zero_init_class_embedding)
+
+
+def load_sd2(name: str = DEFAULT_SD2, class_embed_dim: int = FUSION_DIM, option: str = "pretrained_model",
+             zero_init_class_embedding: bool = True, torch_dtype=None) -> SD2Components:
+    """VAE (frozen), UNet with the class-embedding input, DDPM scheduler of an SD2-family folder
+    or hub id. Missing weights raise ``WeightsNotFoundError`` with a one-line fix."""
+    return SD2Components(
+        vae=load_vae(name, option, torch_dtype=torch_dtype),
+        unet=load_unet(name, class_embed_dim, option, zero_init_class_embedding, torch_dtype=torch_dtype),
+        scheduler=load_scheduler(name, option),
+    )
+
+
+def add_class_embedding(unet: UNet2DConditionModel, dim: int = FUSION_DIM,
+                        zero_init: bool = True) -> UNet2DConditionModel:
+    """The same UNet with ``class_embed_type="projection"`` (input ``dim``), every pretrained
+    tensor kept (assigned, not copied). Raises if anything but ``class_embedding.*`` would be new."""
+    config = dict(unet.config)
+    config.update(class_embed_type="projection", projection_class_embeddings_input_dim=dim,
+                  num_class_embeds=None)
+    # Built without allocating weights; the pretrained tensors are then assigned (no copy).
+    with init_empty_weights():
+        new = UNet2DConditionModel.from_config(config)
+    old_state = {k: v for k, v in unet.state_dict().items() if not k.startswith(CLASS_EMBEDDING_PREFIX)}
+    result = new.load_state_dict(old_state, strict=False, assign=True)
+    not_new = [k for k in result.missing_keys if not k.startswith(CLASS_EMBEDDING_PREFIX)]
+    if not_new or result.unexpected_keys:
+        raise RuntimeError(f"adding the class embedding changed the UNet: missing {not_new[:5]}, "
+                           f"unexpected {result.unexpected_keys[:5]}")
+    embedding = new.class_embedding.to_empty(device=unet.device)
+    for module in embedding.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+    if zero_init:
+        torch.nn.init.zeros_(embedding.linear_2.weight)
+        torch.nn.init.zeros_(embedding.linear_2.bias)
+    embedding.to(dtype=unet.dtype)
+    left = [n for n, t in list(new.named_parameters()) + list(new.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"adding the class embedding left tensors unset: {left[:5]}")
+    return new
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiny preset
+
+
+def tiny_sd2_configs(prediction_type: str = "epsilon", cross_attention_dim: int = 32,
+                     unet_channels=(32, 64), vae_channels=(16, 16, 32, 32)) -> dict:
+    """Configs of a tiny SD2-style model: a four-block VAE (latents 1/8 of the image, 4
+    channels) and a two-block UNet with linear-projection cross-attention (as SD2)."""
+    return {
+        "vae": dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+            block_out_channels=list(vae_channels), down_block_types=["DownEncoderBlock2D"] * len(vae_channels),
+            up_block_types=["UpDecoderBlock2D"] * len(vae_channels), sample_size=64, scaling_factor=0.18215,
+        ),
+        "unet": dict(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=8,
+            block_out_channels=list(unet_channels),
+            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+            cross_attention_dim=cross_attention_dim, attention_head_dim=[2, 4],
+            use_linear_projection=True, upcast_attention=True,
+        ),
+        "scheduler": dict(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            clip_sample=False, steps_offset=1, timestep_spacing="leading",
+            prediction_type=prediction_type,
+        ),
+    }
+
+
+def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_attention_dim: int = 32,
+                  seed: int = 0, overwrite: bool = False) -> Path:
+    """Write a tiny random SD2-style folder (``unet/``, ``vae/``, ``scheduler/``, safetensors)
+    in the hub layout; an existing complete folder is kept unless ``overwrite``."""
+    from ..fileio import atomic_dir
+
+    folder = Path(folder)
+    if not overwrite and all((folder / s / _config_file(s)).is_file() for s in SUBFOLDERS):
+        return folder
+    configs = tiny_sd2_configs(prediction_type, cross_attention_dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**configs["vae"])
+        unet = UNet2DConditionModel(**configs["unet"])
+    scheduler = DDPMScheduler(**configs["scheduler"])
+    with atomic_dir(folder) as tmp:
+        vae.save_pretrained(tmp / "vae")
+        unet.save_pretrained(tmp / "unet")
+        scheduler.save_pretrained(tmp / "scheduler")
+        (tmp / "README.md").write_text("Tiny random SD2-style model (FPDM tests and tiny preset); not trained.\n")
+        (tmp / "tiny_sd2.json").write_text(json.dumps({"prediction_type": prediction_type, "seed": seed}) + "\n")
+    return folder
+
+
+__all__ = [
+    "DEFAULT_SD2", "FUSION_DIM", "SD2Components", "add_class_embedding", "load_scheduler", "load_sd2",
+    "load_unet", "load_vae", "make_tiny_sd2", "tiny_sd2_configs",
+]

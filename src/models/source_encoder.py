@@ -1,0 +1,214 @@
+"""Frozen source-appearance encoder of stage 2 (SPEC 3, condition 2).
+
+``encoder(images)`` takes images in [-1, 1] at any size, resizes them (bicubic, antialiased) to
+the encoder's own square resolution (``image_size``, default 224), applies the encoder's own
+mean/std and returns **every** output token of the last layer, ``last_hidden_state``
+(B, N, width): class token first, then the patch tokens. The source is a square image (the
+dataset feeds it at 512x512), so the resize keeps the whole image, no crop.
+
+Backends, one interface
+- ``"dinov2"``: transformers ``AutoModel`` of a DINOv2 checkpoint (default
+  ``facebook/dinov2-large``, width 1024; 257 tokens at 224 px with patch 14).
+- ``"clip"``:   transformers ``CLIPVisionModel`` (e.g. ``openai/clip-vit-large-patch14``).
+
+``SourceEncoder`` is a diffusers ModelMixin/ConfigMixin: its config holds the backend, the
+transformers config of the network, the resolution and the normalisation, so a pipeline folder
+rebuilds it without the hub. ``SourceEncoder.load(name)`` reads real weights (hub id or local
+folder; a missing one raises ``WeightsNotFoundError`` with the download command);
+``SourceEncoder.tiny()`` builds a very small random network for tests and the tiny preset.
+The encoder is frozen: no gradients, and it stays in eval mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+
+from ..weights import WeightsNotFoundError, looks_like_path, weights_not_found
+
+BACKENDS = ("dinov2", "clip")
+DEFAULT_SOURCE_ENCODER = "facebook/dinov2-large"
+DEFAULT_HUB_IDS = {"dinov2": DEFAULT_SOURCE_ENCODER, "clip": "openai/clip-vit-large-patch14"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_NORMALISATION = {"dinov2": (IMAGENET_MEAN, IMAGENET_STD), "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)}
+_DROP_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "torch_dtype", "dtype")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown source encoder backend {backend!r}; choose one of {BACKENDS}")
+
+
+def _config_class(backend: str):
+    from transformers import CLIPVisionConfig, Dinov2Config
+
+    return {"dinov2": Dinov2Config, "clip": CLIPVisionConfig}[backend]
+
+
+def _model_class(backend: str):
+    from transformers import CLIPVisionModel, Dinov2Model
+
+    return {"dinov2": Dinov2Model, "clip": CLIPVisionModel}[backend]
+
+
+def _config_dict(hf_config) -> dict:
+    d = hf_config.to_diff_dict()
+    for k in _DROP_CONFIG_KEYS:
+        d.pop(k, None)
+    d["model_type"] = hf_config.model_type
+    return d
+
+
+def tiny_model_config(backend: str = "dinov2", width: int = 32, layers: int = 2, heads: int = 2,
+                      patch_size: int = 8, image_size: int = 32) -> dict:
+    """transformers config (as a dict) of a very small network of ``backend``."""
+    _check_backend(backend)
+    common = dict(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                  patch_size=patch_size, image_size=image_size)
+    if backend == "clip":
+        common.update(intermediate_size=4 * width, projection_dim=width)
+    return _config_dict(_config_class(backend)(**common))
+
+
+def read_normalisation(name: str) -> tuple[list[float], list[float]] | None:
+    """(image_mean, image_std) from a folder's or cached repo's ``preprocessor_config.json``."""
+    path = None
+    if os.path.isdir(name):
+        candidate = os.path.join(name, "preprocessor_config.json")
+        path = candidate if os.path.isfile(candidate) else None
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(name, "preprocessor_config.json")
+            path = found if isinstance(found, str) else None
+        except Exception:  # noqa: BLE001 - optional metadata only
+            path = None
+    if path is None:
+        return None
+    try:
+        data = json.loads(open(path).read())
+        return [float(v) for v in data["image_mean"]], [float(v) for v in data["image_std"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class SourceEncoder(ModelMixin, ConfigMixin):
+    """Frozen image encoder -> all last-layer tokens (B, N, width)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, backend: str = "dinov2", model_config: dict | None = None, image_size: int = 224,
+                 image_mean: list | tuple | None = None, image_std: list | tuple | None = None,
+                 source: str = "random"):
+        super().__init__()
+        _check_backend(backend)
+        model_config = dict(model_config or tiny_model_config(backend))
+        model_config.pop("model_type", None)
+        self.model = _model_class(backend)(_config_class(backend)(**model_config))
+        mean, std = DEFAULT_NORMALISATION[backend]
+        mean = torch.tensor(image_mean if image_mean is not None else mean, dtype=torch.float32)
+        std = torch.tensor(image_std if image_std is not None else std, dtype=torch.float32)
+        # Constants rebuilt from the config, so kept out of the state dict.
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    # -- construction
+
+    @classmethod
+    def tiny(cls, backend: str = "dinov2", image_size: int = 32, **kwargs) -> "SourceEncoder":
+        """Tiny random-weight encoder (width 32, 2 layers, patch 8) for tests and demos."""
+        return cls(backend=backend, model_config=tiny_model_config(backend, image_size=image_size, **kwargs),
+                   image_size=image_size, source="tiny")
+
+    @classmethod
+    def load(cls, name: str = DEFAULT_SOURCE_ENCODER, backend: str | None = None, image_size: int = 224,
+             option: str = "source_encoder") -> "SourceEncoder":
+        """Real weights from a hub id or local folder (``"tiny"``: the tiny random encoder).
+        ``backend`` defaults to what the checkpoint's config says (dinov2 or clip)."""
+        if name == "tiny":
+            return cls.tiny(backend or "dinov2")
+        what = "source image encoder (DINOv2 / CLIP vision, transformers)"
+        default = DEFAULT_HUB_IDS.get(backend or "dinov2", DEFAULT_SOURCE_ENCODER)
+        path = os.path.expanduser(name)
+        if looks_like_path(name) and not os.path.exists(path):
+            raise weights_not_found(what, name, option, hub_id=default)
+        from transformers import AutoConfig
+
+        try:
+            hf_config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise weights_not_found(what, name, option, hub_id=default if looks_like_path(name) else None,
+                                    reason=str(e), default_hub_id=default) from None
+        found = {"dinov2": "dinov2", "clip": "clip", "clip_vision_model": "clip"}.get(hf_config.model_type)
+        if found is None:
+            raise ValueError(f"{name}: model type {hf_config.model_type!r} is not a DINOv2 or CLIP checkpoint")
+        backend = backend or found
+        _check_backend(backend)
+        if found != backend:
+            raise ValueError(f"{name}: a {found} checkpoint, but backend={backend!r} was asked for")
+        try:
+            network = _model_class(backend).from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise weights_not_found(what, name, option, hub_id=default if looks_like_path(name) else None,
+                                    reason=str(e), default_hub_id=default) from None
+        norm = read_normalisation(path)
+        mean, std = norm if norm is not None else DEFAULT_NORMALISATION[backend]
+        encoder = cls(backend=backend, model_config=_config_dict(network.config), image_size=image_size,
+                      image_mean=list(mean), image_std=list(std), source=name)
+        encoder.model.load_state_dict(network.state_dict())
+        return encoder
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Build the network for real (not on the meta device): it keeps non-persistent buffers.
+        kwargs["low_cpu_mem_usage"] = False
+        return super().from_pretrained(*args, **kwargs)
+
+    def train(self, mode: bool = True):
+        """Frozen: always in eval mode."""
+        return super().train(False)
+
+    # -- encoding
+
+    @property
+    def width(self) -> int:
+        return self.model.config.hidden_size
+
+    def num_tokens(self) -> int:
+        """Tokens per image at ``image_size`` (class token + patches)."""
+        return 1 + (self.config.image_size // self.model.config.patch_size) ** 2
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images of any size -> normalised pixels at ``image_size`` x ``image_size``."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        size = self.config.image_size
+        x = images.float()
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        x = ((x + 1) / 2).clamp(0, 1)
+        x = (x - self.mean.float()) / self.std.float()
+        return x.to(self.dtype)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """All last-layer tokens (B, N, width) of images in [-1, 1]."""
+        return self.model(pixel_values=self.preprocess(images)).last_hidden_state
+
+
+__all__ = [
+    "BACKENDS", "DEFAULT_SOURCE_ENCODER", "SourceEncoder", "WeightsNotFoundError", "read_normalisation",
+    "tiny_model_config",
+]

