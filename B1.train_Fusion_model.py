@@ -46,7 +46,7 @@ log_every = 10
 # -----------------------------------------------------------------------------------------------
 PRESETS = {
     "tiny": {"encoder": "tiny", "projection_dim": 32, "hidden_dim": 32, "batch_size": 8, "epochs": 60,
-             "lr": 2e-3, "weight_decay": 0.0, "checkpointing_steps": 10, "checkpoints_total_limit": 2,
+             "lr": 5e-4, "weight_decay": 0.0, "checkpointing_steps": 10, "checkpoints_total_limit": 2,
              "num_workers": 0, "log_every": 5, "val_every_epochs": 10, "cache_dataset": True},
 }
 

@@ -25,7 +25,7 @@ compile = False                            # torch.compile the UNet
 max_pairs = -1                             # -1 = all
 num_grids = 2
 # -----------------------------------------------------------------------------------------------
-PRESETS = {"tiny": {"size": (128, 88), "eval_size": (64, 44), "pose_draw_size": (256, 176),
+PRESETS = {"tiny": {"size": (128, 88), "pose_draw_size": (256, 176),
                     "batch_size": 8, "num_grids": 1}}
 
 from pathlib import Path  # noqa: E402
@@ -39,15 +39,15 @@ if __name__ == "__main__":
 
     from src import generate as G
     from src.data import load_pairs, validate_dataset
-    from src.pipeline import FPDMPipeline
+    from src.weights import exit_on_missing_weights
 
     state = PartialState()
     out = Path(out_dir)
     validate_dataset(dataset_root, [test_pairs])
     pairs = load_pairs(dataset_root, test_pairs)
     pairs = pairs if max_pairs < 0 else pairs[:max_pairs]
-    torch_dtype = G.pick_dtype(dtype, state.device)
-    pipe = FPDMPipeline.from_pretrained(pipeline, torch_dtype=torch_dtype).to(state.device)
+    with exit_on_missing_weights():
+        pipe = G.load_pipeline(pipeline, G.pick_dtype(dtype, state.device), state.device)
     if compile:
         pipe.unet = torch.compile(pipe.unet)
     counts = G.generate_pairs(pipe, dataset_root, G.split_for_process(pairs, state.process_index, state.num_processes),

@@ -17,6 +17,24 @@ from tqdm import tqdm
 from . import data as D
 from . import pose as P
 from .fileio import atomic_save_image, atomic_write_json
+from .weights import WeightsNotFoundError, looks_like_path, weights_not_found
+
+
+def load_pipeline(name: str, dtype: torch.dtype, device):
+    """An FPDMPipeline folder written by B2 (or a hub id holding one), or the clear error."""
+    from .pipeline import FPDMPipeline
+
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise WeightsNotFoundError(f"{name}: not an FPDM pipeline folder (no model_index.json); "
+                                       "pass --pipeline=OUT/pipeline, the folder B2 writes")
+    try:
+        return FPDMPipeline.from_pretrained(name, dtype=dtype).to(device)
+    except (OSError, ValueError) as e:
+        if looks_like_path(name):
+            raise
+        raise weights_not_found("FPDM pipeline", name, "pipeline", reason=str(e)) from None
 
 
 def flat_name(image_rel: str) -> str:

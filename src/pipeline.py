@@ -246,13 +246,8 @@ class FPDMPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def fusion_embedding(self, fusion_source: torch.Tensor, fusion_pose: torch.Tensor) -> torch.Tensor:
-        """f(source, target pose) (B, D) from the stage-1 model, in its own dtype (autocast when
-        that is not fp32, as its combiner takes fp32 embeddings)."""
-        dtype = self.fusion_model.dtype
-        if dtype == torch.float32:
-            return self.fusion_model.fuse(fusion_source, fusion_pose)
-        with torch.autocast(fusion_source.device.type, dtype=dtype):
-            return self.fusion_model.fuse(fusion_source, fusion_pose)
+        """f(source, target pose) (B, D) from the stage-1 model, in its own dtype."""
+        return self.fusion_model.fuse(fusion_source.to(self.fusion_model.dtype), fusion_pose.to(self.fusion_model.dtype))
 
     @staticmethod
     def guided_prediction(denoiser, latents: torch.Tensor, t, conditions: Conditions, guidance_scale: float,

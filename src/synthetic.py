@@ -33,11 +33,35 @@ def random_color(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def make_identity(rng: np.random.Generator) -> dict:
+def clothing_distance(a: dict, b: dict) -> int:
+    """L1 distance between two identities' (upper, lower) clothing colours."""
+    return int(np.abs(np.subtract(a["upper"] + a["lower"], b["upper"] + b["lower"])).sum())
+
+
+def _clothing(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     upper = random_color(rng)
     lower = random_color(rng)
     while np.abs(np.subtract(upper, lower)).sum() < 120:
         lower = random_color(rng)
+    return upper, lower
+
+
+def make_identity(rng: np.random.Generator, others: list[dict] | tuple = (), min_distance: int = 0,
+                  tries: int = 200) -> dict:
+    """A random identity. With ``min_distance`` > 0 its clothing colours are redrawn until their
+    ``clothing_distance`` to every identity in ``others`` is at least that (after ``tries``
+    draws, the farthest draw is kept), so a few hundred identities stay tellable apart."""
+    upper, lower = _clothing(rng)
+    if min_distance > 0 and others:
+        best, best_gap = (upper, lower), -1
+        for _ in range(tries):
+            gap = min(clothing_distance({"upper": upper, "lower": lower}, o) for o in others)
+            if gap > best_gap:
+                best, best_gap = (upper, lower), gap
+            if gap >= min_distance:
+                break
+            upper, lower = _clothing(rng)
+        upper, lower = best
     return {
         "upper": upper,
         "lower": lower,
@@ -143,15 +167,23 @@ def draw_figure(kp: np.ndarray, identity: dict, width: int, height: int) -> np.n
 
 def make_synthetic_dataset(root: str | Path, n_identities: int = 6, poses_per_identity: int = 4,
                            test_identities: int = 2, width: int = 176, height: int = 256,
-                           seed: int = 0) -> dict:
+                           seed: int = 0, min_clothing_distance: int = 0) -> dict:
     """Write the dataset under ``root`` and return a summary. Identities ``0..n-test-1`` train,
-    the rest test. Pairs are all ordered pairs of distinct poses within an identity."""
+    the rest test. Pairs are all ordered pairs of distinct poses within an identity.
+
+    Any size works (the figure is drawn in proportion to ``height``; 64x64 and 128x128 make the
+    synthetic benchmark). ``min_clothing_distance`` > 0 keeps every identity's (upper, lower)
+    colours at least that L1 distance from all earlier identities' (see ``make_identity``);
+    0 (the default) draws them independently."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    meta = {"seed": seed, "width": width, "height": height, "identities": {}}
+    meta = {"seed": seed, "width": width, "height": height, "min_clothing_distance": min_clothing_distance,
+            "identities": {}}
     splits = {"train": [], "test": []}
+    made: list[dict] = []
     for i in range(n_identities):
-        identity = make_identity(rng)
+        identity = make_identity(rng, made, min_clothing_distance)
+        made.append(identity)
         split = "test" if i >= n_identities - test_identities else "train"
         name = f"id_{i:05d}"
         meta["identities"][name] = {**identity, "split": split}

@@ -196,6 +196,17 @@ def test_fusion_model_embeddings(backend):
     assert set(model(s, p)) == {"source", "pose", "fusion"}
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fuse_in_half_precision_matches_fp32(dtype):
+    torch.manual_seed(0)
+    model = FusionModel.tiny().eval()
+    src, pose = images(2, seed=1), images(2, seed=2)
+    ref = model.fuse(src, pose)
+    half = model.to(dtype).fuse(src.to(dtype), pose.to(dtype))
+    assert half.dtype == dtype
+    assert torch.allclose(half.float(), ref, atol=2e-2)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_save_pretrained_round_trip_identical(backend, tmp_path):
     torch.manual_seed(0)

@@ -47,6 +47,8 @@ class Combiner(nn.Module):
         )
 
     def forward(self, source: torch.Tensor, pose: torch.Tensor, return_lambda: bool = False):
+        dtype = self.output_layer.weight.dtype
+        source, pose = source.to(dtype), pose.to(dtype)
         ps = self.dropout_source(F.relu(self.source_projection(source)))
         pp = self.dropout_pose(F.relu(self.pose_projection(pose)))
         c = torch.cat([pp, ps], dim=-1)

@@ -90,21 +90,21 @@ def load_scheduler(name: str = DEFAULT_SD2, option: str = "pretrained_model") ->
     return DDPMScheduler.from_config(config)
 
 
-def load_vae(name: str = DEFAULT_SD2, option: str = "pretrained_model", torch_dtype=None) -> AutoencoderKL:
+def load_vae(name: str = DEFAULT_SD2, option: str = "pretrained_model", dtype=None) -> AutoencoderKL:
     """The frozen VAE (``requires_grad`` off, eval mode)."""
     name = _resolve(name, option)
-    vae = _load(AutoencoderKL.from_pretrained, name, "vae", option, torch_dtype=torch_dtype)
+    vae = _load(AutoencoderKL.from_pretrained, name, "vae", option, dtype=dtype)
     vae.requires_grad_(False).eval()
     return vae
 
 
 def load_unet(name: str = DEFAULT_SD2, class_embed_dim: int = FUSION_DIM, option: str = "pretrained_model",
-              zero_init_class_embedding: bool = True, torch_dtype=None) -> UNet2DConditionModel:
+              zero_init_class_embedding: bool = True, dtype=None) -> UNet2DConditionModel:
     """The pretrained UNet with the fusion-embedding input added (see ``add_class_embedding``).
     A UNet that already has a projection class embedding of ``class_embed_dim`` (a trained
     FPDM UNet) is returned as saved."""
     name = _resolve(name, option)
-    unet = _load(UNet2DConditionModel.from_pretrained, name, "unet", option, torch_dtype=torch_dtype)
+    unet = _load(UNet2DConditionModel.from_pretrained, name, "unet", option, dtype=dtype)
     if (unet.config.class_embed_type == "projection"
             and unet.config.projection_class_embeddings_input_dim == class_embed_dim):
         return unet
@@ -112,12 +112,12 @@ def load_unet(name: str = DEFAULT_SD2, class_embed_dim: int = FUSION_DIM, option
 
 
 def load_sd2(name: str = DEFAULT_SD2, class_embed_dim: int = FUSION_DIM, option: str = "pretrained_model",
-             zero_init_class_embedding: bool = True, torch_dtype=None) -> SD2Components:
+             zero_init_class_embedding: bool = True, dtype=None) -> SD2Components:
     """VAE (frozen), UNet with the class-embedding input, DDPM scheduler of an SD2-family folder
     or hub id. Missing weights raise ``WeightsNotFoundError`` with a one-line fix."""
     return SD2Components(
-        vae=load_vae(name, option, torch_dtype=torch_dtype),
-        unet=load_unet(name, class_embed_dim, option, zero_init_class_embedding, torch_dtype=torch_dtype),
+        vae=load_vae(name, option, dtype=dtype),
+        unet=load_unet(name, class_embed_dim, option, zero_init_class_embedding, dtype=dtype),
         scheduler=load_scheduler(name, option),
     )
 
@@ -183,9 +183,11 @@ def tiny_sd2_configs(prediction_type: str = "epsilon", cross_attention_dim: int 
 
 
 def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_attention_dim: int = 32,
-                  seed: int = 0, overwrite: bool = False) -> Path:
+                  seed: int = 0, overwrite: bool = False, vae: AutoencoderKL | None = None) -> Path:
     """Write a tiny random SD2-style folder (``unet/``, ``vae/``, ``scheduler/``, safetensors)
-    in the hub layout; an existing complete folder is kept unless ``overwrite``."""
+    in the hub layout; an existing complete folder is kept unless ``overwrite``. ``vae``: a
+    trained VAE to save instead of the random one (``src.vae_training``); the UNet is the same
+    random tiny UNet either way."""
     from ..fileio import atomic_dir
 
     folder = Path(folder)
@@ -194,15 +196,18 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
     configs = tiny_sd2_configs(prediction_type, cross_attention_dim)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(**configs["vae"])
+        random_vae = AutoencoderKL(**configs["vae"])
         unet = UNet2DConditionModel(**configs["unet"])
     scheduler = DDPMScheduler(**configs["scheduler"])
+    trained = vae is not None
     with atomic_dir(folder) as tmp:
-        vae.save_pretrained(tmp / "vae")
+        (vae if trained else random_vae).save_pretrained(tmp / "vae")
         unet.save_pretrained(tmp / "unet")
         scheduler.save_pretrained(tmp / "scheduler")
-        (tmp / "README.md").write_text("Tiny random SD2-style model (FPDM tests and tiny preset); not trained.\n")
-        (tmp / "tiny_sd2.json").write_text(json.dumps({"prediction_type": prediction_type, "seed": seed}) + "\n")
+        what = "VAE trained (src.vae_training), UNet random" if trained else "not trained"
+        (tmp / "README.md").write_text(f"Tiny SD2-style model (FPDM tests and tiny preset); {what}.\n")
+        (tmp / "tiny_sd2.json").write_text(json.dumps({"prediction_type": prediction_type, "seed": seed,
+                                                       "trained_vae": trained}) + "\n")
     return folder
 
 

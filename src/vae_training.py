@@ -1,0 +1,173 @@
+"""A learned tiny autoencoder for small datasets (the synthetic benchmark).
+
+The tiny preset's SD2 folder (``src.models.sd2.make_tiny_sd2``) holds a random VAE, which cannot
+decode anything meaningful, so stage 2 trained on top of it cannot produce a recognisable image.
+``train_tiny_vae`` trains that same VAE (diffusers ``AutoencoderKL`` with the tiny config:
+four blocks, latents 1/8 of the image, 4 channels) on a set of images with the usual
+objective, reconstruction error plus a small KL term, and ``save_tiny_sd2`` writes it into the
+SD2 folder layout (``vae/`` trained, ``unet/`` and ``scheduler/`` as the tiny preset's), which
+B2 loads through its normal ``--pretrained_model=FOLDER`` path.
+
+The latent scaling factor matters: SD's 0.18215 is the inverse standard deviation of *its*
+VAE's latents. Diffusion assumes latents of unit scale (the noise schedule's signal-to-noise
+ratios are computed for it), so a retrained VAE gets its own ``scaling_factor`` = 1 / std of
+its latents over the training images (``latent_scaling_factor``), stored in its config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from PIL import Image
+
+from .models.sd2 import make_tiny_sd2, tiny_sd2_configs
+
+
+def load_images(paths, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Images (RGB files) as one float tensor (N, 3, H, W) in [-1, 1]; resized bicubic to
+    ``size`` (height, width) when given, else all must share one size."""
+    from .data import load_rgb, to_tensor
+
+    tensors = []
+    for p in paths:
+        im = load_rgb(p)
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BICUBIC)
+        tensors.append(to_tensor(im))
+    if not tensors:
+        raise ValueError("no images given")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)}: pass size=(height, width)")
+    return torch.stack(tensors)
+
+
+def tiny_vae(sample_size: int = 64, seed: int = 0) -> AutoencoderKL:
+    """The tiny preset's VAE architecture (``tiny_sd2_configs()['vae']``) with random weights."""
+    config = dict(tiny_sd2_configs()["vae"], sample_size=sample_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKL(**config)
+
+
+def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float = 1e-6,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Reconstruction (mean squared error on [-1, 1] pixels, plus the same weight of L1) of a
+    sample of the posterior, plus ``kl_weight`` x the KL divergence to N(0, 1) summed over a
+    latent and averaged over the batch."""
+    posterior = vae.encode(images).latent_dist
+    latents = posterior.sample(generator=generator)
+    recon = vae.decode(latents).sample
+    mse = F.mse_loss(recon, images)
+    l1 = F.l1_loss(recon, images)
+    kl = posterior.kl().mean()
+    loss = mse + l1 + kl_weight * kl
+    return loss, {"mse": float(mse.detach()), "l1": float(l1.detach()), "kl": float(kl.detach())}
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64, seed: int = 0) -> float:
+    """1 / standard deviation of the VAE's (sampled) latents over ``images``: the factor that
+    gives the diffusion model latents of unit scale, as 0.18215 does for SD's VAE."""
+    g = torch.Generator().manual_seed(seed)
+    was_training = vae.training
+    vae.eval()
+    latents = torch.cat([vae.encode(images[i:i + batch_size]).latent_dist.sample(generator=g)
+                         for i in range(0, len(images), batch_size)])
+    vae.train(was_training)
+    return float(1.0 / latents.float().std())
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Decoded posterior means of ``images`` ([-1, 1]), clamped to [-1, 1]."""
+    was_training = vae.training
+    vae.eval()
+    out = torch.cat([vae.decode(vae.encode(images[i:i + batch_size]).latent_dist.mode()).sample
+                     for i in range(0, len(images), batch_size)])
+    vae.train(was_training)
+    return out.clamp(-1, 1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (data range 1) of two batches in [-1, 1], after rounding both to 8 bits
+    as a saved image would be."""
+    to8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0  # noqa: E731
+    mse = (to8(a) - to8(b)).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64) -> float:
+    """Mean PSNR (dB, data range 1) of the VAE's reconstructions of ``images``."""
+    return float(psnr(reconstruct(vae, images, batch_size), images).mean())
+
+
+def train_tiny_vae(images: torch.Tensor, steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
+                   kl_weight: float = 1e-6, seed: int = 0, log_every: int = 100, log=print,
+                   vae: AutoencoderKL | None = None) -> tuple[AutoencoderKL, dict]:
+    """Train the tiny VAE (or ``vae``) on ``images`` (N, 3, H, W) in [-1, 1] for ``steps``
+    AdamW steps of random batches (cosine learning-rate decay, random horizontal flips), then set
+    its ``scaling_factor`` from the data. Returns (vae in eval mode, stats)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
+    vae = vae or tiny_vae(sample_size=int(images.shape[-2]), seed=seed)
+    vae.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(1, steps))))
+    g = torch.Generator().manual_seed(seed)
+    start, history = time.time(), []
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=g)
+        batch = images[idx]
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        loss, stats = vae_loss(vae, batch, kl_weight, generator=g)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % log_every == 0 or step == steps:
+            history.append({"step": step, "loss": float(loss.detach()), **stats})
+            log(f"vae step {step}/{steps}: loss {history[-1]['loss']:.4f} mse {stats['mse']:.4f} kl {stats['kl']:.1f} "
+                f"({time.time() - start:.0f}s)")
+    vae.requires_grad_(False).eval()
+    factor = latent_scaling_factor(vae, images, seed=seed)
+    vae.register_to_config(scaling_factor=factor)
+    return vae, {"steps": steps, "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight,
+                 "seconds": time.time() - start, "scaling_factor": factor, "history": history}
+
+
+def save_tiny_sd2(vae: AutoencoderKL, folder: str | Path, prediction_type: str = "epsilon", seed: int = 0,
+                  stats: dict | None = None) -> Path:
+    """Write an SD2-layout folder (``vae/`` = the trained ``vae``, ``unet/`` and ``scheduler/`` as
+    the tiny preset's) that B2 loads with ``--pretrained_model=FOLDER``; ``stats`` (training
+    record, reconstruction PSNR, ...) go to ``vae_training.json`` beside them."""
+    folder = make_tiny_sd2(folder, prediction_type=prediction_type, seed=seed, vae=vae, overwrite=True)
+    if stats is not None:
+        from .fileio import atomic_write_text
+
+        atomic_write_text(Path(folder) / "vae_training.json", json.dumps(stats, indent=2, default=float) + "\n")
+    return Path(folder)
+
+
+def sample_grid(vae: AutoencoderKL, images: torch.Tensor, count: int = 8) -> Image.Image:
+    """Two rows: ``count`` images and their reconstructions."""
+    x = images[:count]
+    rows = torch.cat([torch.cat(list(x), -1), torch.cat(list(reconstruct(vae, x)), -1)], -2)
+    arr = ((rows.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+__all__ = [
+    "latent_scaling_factor", "load_images", "psnr", "reconstruct", "reconstruction_psnr", "sample_grid",
+    "save_tiny_sd2", "tiny_vae", "train_tiny_vae", "vae_loss",
+]

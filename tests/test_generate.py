@@ -1,0 +1,142 @@
+"""C1: per-pair seeds, resumable generation, manifest and grids, through the script itself."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from src import generate as G
+from src.data import load_pairs
+from src.pipeline import make_tiny_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE, EVAL = (64, 48), (32, 24)
+COMMON = [f"--size={SIZE}", f"--eval_size={EVAL}", "--pose_draw_size=(256, 176)", "--num_inference_steps=3",
+          "--num_grids=1"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    """A saved tiny pipeline whose zero-initialised condition paths carry some weight."""
+    tmp = tmp_path_factory.mktemp("c1")
+    pipe = make_tiny_pipeline(tmp / "sd2", height=SIZE[0], width=SIZE[1])
+    g = torch.Generator().manual_seed(3)
+    for p in (pipe.pose_encoder.embedding.conv_out.weight, pipe.unet.class_embedding.linear_2.weight):
+        p.data = torch.randn(p.shape, generator=g) * 0.05
+    pipe.save_pretrained(tmp / "pipeline")
+    return tmp / "pipeline"
+
+
+def run_c1(pipeline_dir, samples_root, out, *extra):
+    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={pipeline_dir}",
+           f"--dataset_root={samples_root}", f"--out_dir={out}", *COMMON, *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter:
+    """The pipeline, interrupted (like Ctrl-C) when it is called for the (n+1)-th batch."""
+
+    def __init__(self, pipe, n):
+        self.pipe, self.n = pipe, n
+
+    def __call__(self, **kw):
+        if self.n == 0:
+            raise Interrupt
+        self.n -= 1
+        return self.pipe(**kw)
+
+
+def test_pair_names_and_seeds():
+    pair = {"source_image": "./img/WOMEN/Dresses/id_1/01_1_front.jpg", "target_image": "img/WOMEN/Dresses/id_1/02_2_side.jpg"}
+    assert G.output_name(pair) == "WOMEN-Dresses-id_1-01_1_front_2_WOMEN-Dresses-id_1-02_2_side.png"
+    assert G.pair_seed(7, pair) == G.pair_seed(7, dict(pair))
+    assert G.pair_seed(7, pair) != G.pair_seed(8, pair)
+    swapped = {"source_image": pair["target_image"], "target_image": pair["source_image"]}
+    assert G.pair_seed(7, pair) != G.pair_seed(7, swapped)
+    assert G.split_for_process(list(range(7)), 1, 3) == [1, 4]
+    assert sorted(sum((G.split_for_process(list(range(7)), i, 3) for i in range(3)), [])) == list(range(7))
+
+
+def test_interrupted_run_resumes_to_the_images_of_an_uninterrupted_run(pipeline_dir, samples_root, tmp_path):
+    from src.pipeline import FPDMPipeline
+
+    pairs = load_pairs(samples_root, "test_pairs_data.json")
+    assert len(pairs) == 5
+
+    # Uninterrupted, all five pairs in one batch.
+    whole = tmp_path / "whole"
+    run_c1(pipeline_dir, samples_root, whole, "--batch_size=5")
+
+    # Interrupted after the first batch of two, then finished by the script with batches of three.
+    resumed = tmp_path / "resumed"
+    pipe = FPDMPipeline.from_pretrained(pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(Interrupt):
+        G.generate_pairs(StopAfter(pipe, 1), samples_root, pairs, resumed, size=SIZE, eval_size=EVAL,
+                         draw_size=(256, 176), batch_size=2, num_inference_steps=3, show_progress=False)
+    written = sorted(p.name for p in (resumed / G.size_name(SIZE)).iterdir())
+    assert written == sorted(G.output_name(p) for p in pairs[:2])  # nothing partial, no temp files
+    stdout = run_c1(pipeline_dir, samples_root, resumed, "--batch_size=3")
+    assert "'generated': 3, 'skipped': 2" in stdout
+
+    for size in (SIZE, EVAL):
+        names = sorted(p.name for p in (whole / G.size_name(size)).iterdir())
+        assert names == sorted(G.output_name(p) for p in pairs)
+        for name in names:
+            a, b = pixels(whole / G.size_name(size) / name), pixels(resumed / G.size_name(size) / name)
+            assert a.shape == (*size, 3)
+            assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.999, name
+    first = [pixels(whole / G.size_name(SIZE) / G.output_name(p)) for p in pairs]
+    assert all(np.abs(first[0] - x).mean() > 1 for x in first[1:])  # the pairs' images differ
+
+    manifest = json.loads((whole / "manifest.json").read_text())
+    assert manifest == json.loads((resumed / "manifest.json").read_text())
+    assert [(m["source_image"], m["target_image"]) for m in manifest] == [
+        (p["source_image"], p["target_image"]) for p in pairs]
+    assert all((whole / m["generated"]).is_file() and (whole / m[f"generated_{G.size_name(EVAL)}"]).is_file()
+               for m in manifest)
+    grid = Image.open(whole / "grids" / "grid_000.png")
+    assert grid.size == (4 * 176, 4 * 256)
+    assert json.loads((whole / "C1_config.json").read_text())["batch_size"] == 5
+
+    # A third run has nothing left to do.
+    assert "'generated': 0, 'skipped': 5" in run_c1(pipeline_dir, samples_root, whole, "--batch_size=5")
+
+
+def test_c1_refuses_a_bad_pair_file_before_loading_the_model(samples_root, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("img", "pose"):
+        (root / name).symlink_to(Path(samples_root) / name)
+    (root / "test_pairs_data.json").write_text("[{\"source_image\": \"img/missing.jpg\"}]")
+    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={tmp_path / 'nowhere'}",
+           f"--dataset_root={root}", f"--out_dir={tmp_path / 'out'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "test_pairs_data.json" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_c1_missing_pipeline_folder_is_one_clear_message(samples_root, tmp_path):
+    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={tmp_path / 'B2' / 'pipeline'}",
+           f"--dataset_root={samples_root}", f"--out_dir={tmp_path / 'out'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'B2' / 'pipeline'}: not an FPDM pipeline folder" in proc.stderr
