@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "logs" / "demo"
 DATA = RUN / "data"
 B1_OUT, B2_OUT, C1_OUT = RUN / "B1", RUN / "B2", RUN / "C1"
-B1_STEPS = 150
+B1_STEPS = 300
 B2_STEPS = 150
 
 
