@@ -287,9 +287,13 @@ def clean_partial_checkpoints(out_dir: str | Path) -> None:
 
 
 def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
-    """"" -> None; "latest" -> the newest complete checkpoint under out_dir (None if there is
-    none); a path -> that checkpoint folder (CheckpointError if it is not one)."""
+    """"" -> None, refused (CheckpointError) when out_dir already holds checkpoints, so a rerun
+    never overwrites a run's progress; "latest" -> the newest complete checkpoint under out_dir
+    (None if there is none); a path -> that checkpoint folder (CheckpointError if it is not one)."""
     if not resume:
+        if ckpts := list_checkpoints(out_dir):
+            raise CheckpointError(f"{out_dir} already holds checkpoints (the newest: {ckpts[-1].name}); "
+                                  "pass --resume=latest to continue that run, or choose another --out_dir")
         return None
     if resume == "latest":
         ckpts = list_checkpoints(out_dir)

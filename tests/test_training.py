@@ -101,6 +101,8 @@ def test_checkpoint_rotation_keeps_last_n(tmp_path):
     ckpts = T.list_checkpoints(tmp_path)
     assert [T.checkpoint_step(p) for p in ckpts] == [5, 6, 7]
     assert T.resolve_resume("latest", tmp_path) == tmp_path / "checkpoints" / "checkpoint-7"
+    with pytest.raises(T.CheckpointError, match=r"checkpoint-7\); pass --resume=latest"):
+        T.resolve_resume("", tmp_path)  # a fresh start would overwrite this run's checkpoints
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
     assert (ckpts[-1] / "training_state.json").is_file()
     assert list(ckpts[-1].glob("random_states_*.pkl")) and list(ckpts[-1].glob("model*.safetensors"))
