@@ -10,6 +10,7 @@ no stack trace.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -75,6 +76,30 @@ def weights_not_found(what: str, name: str, option: str, *, hub_id: str | None =
         lines.append(f"  the project's default is {default_hub_id}: "
                      f"hf download {default_hub_id} --local-dir weights/{default_hub_id.split('/')[-1]}")
     return WeightsNotFoundError("\n".join(lines))
+
+
+def read_normalisation(name: str) -> dict:
+    """``image_mean`` / ``image_std`` from the ``preprocessor_config.json`` of a local folder or
+    of a hub repository already in the local cache; {} when there is none."""
+    path = None
+    if os.path.isdir(name):
+        candidate = os.path.join(name, "preprocessor_config.json")
+        path = candidate if os.path.isfile(candidate) else None
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(name, "preprocessor_config.json")
+            path = found if isinstance(found, str) else None
+        except Exception:  # noqa: BLE001 - optional metadata only
+            path = None
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+        return {k: [float(v) for v in data[k]] for k in ("image_mean", "image_std") if k in data}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def require_path(path: str | Path, what: str, option: str, *, hub_id: str | None = None) -> Path:

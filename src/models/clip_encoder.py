@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsNotFoundError, looks_like_path, weights_not_found
+from ..weights import WeightsNotFoundError, looks_like_path, read_normalisation, weights_not_found
 
 BACKENDS = ("transformers", "open_clip")
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -151,31 +151,6 @@ class HFCLIPEncoder(ImageEncoder):
             self.model.gradient_checkpointing_disable()
 
 
-def _read_hf_normalisation(name: str) -> dict:
-    """image_mean/image_std from a folder's or cached repo's preprocessor_config.json, if any."""
-    import json
-
-    path = None
-    if os.path.isdir(name):
-        candidate = os.path.join(name, "preprocessor_config.json")
-        path = candidate if os.path.isfile(candidate) else None
-    else:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(name, "preprocessor_config.json")
-            path = found if isinstance(found, str) else None
-        except Exception:  # noqa: BLE001 - optional metadata only
-            path = None
-    if path is None:
-        return {}
-    try:
-        data = json.loads(open(path).read())
-        return {k: [float(v) for v in data[k]] for k in ("image_mean", "image_std") if k in data}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
 def load_hf_encoder(name: str, option: str = "encoder") -> HFCLIPEncoder:
     from transformers import CLIPVisionModelWithProjection
 
@@ -192,7 +167,7 @@ def load_hf_encoder(name: str, option: str = "encoder") -> HFCLIPEncoder:
         "backend": "transformers",
         "clip_config": _hf_config_dict(model.config),
         "source": name,
-        **_read_hf_normalisation(name),
+        **read_normalisation(name),
     }
     return HFCLIPEncoder(config, model=model)
 

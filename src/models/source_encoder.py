@@ -21,7 +21,6 @@ The encoder is frozen: no gradients, and it stays in eval mode.
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
-from ..weights import WeightsNotFoundError, looks_like_path, weights_not_found
+from ..weights import WeightsNotFoundError, looks_like_path, read_normalisation, weights_not_found
 
 BACKENDS = ("dinov2", "clip")
 DEFAULT_SOURCE_ENCODER = "facebook/dinov2-large"
@@ -76,29 +75,6 @@ def tiny_model_config(backend: str = "dinov2", width: int = 32, layers: int = 2,
     if backend == "clip":
         common.update(intermediate_size=4 * width, projection_dim=width)
     return _config_dict(_config_class(backend)(**common))
-
-
-def read_normalisation(name: str) -> tuple[list[float], list[float]] | None:
-    """(image_mean, image_std) from a folder's or cached repo's ``preprocessor_config.json``."""
-    path = None
-    if os.path.isdir(name):
-        candidate = os.path.join(name, "preprocessor_config.json")
-        path = candidate if os.path.isfile(candidate) else None
-    else:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(name, "preprocessor_config.json")
-            path = found if isinstance(found, str) else None
-        except Exception:  # noqa: BLE001 - optional metadata only
-            path = None
-    if path is None:
-        return None
-    try:
-        data = json.loads(open(path).read())
-        return [float(v) for v in data["image_mean"]], [float(v) for v in data["image_std"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 class SourceEncoder(ModelMixin, ConfigMixin):
@@ -164,7 +140,8 @@ class SourceEncoder(ModelMixin, ConfigMixin):
             raise weights_not_found(what, name, option, hub_id=default if looks_like_path(name) else None,
                                     reason=str(e), default_hub_id=default) from None
         norm = read_normalisation(path)
-        mean, std = norm if norm is not None else DEFAULT_NORMALISATION[backend]
+        mean = norm.get("image_mean", DEFAULT_NORMALISATION[backend][0])
+        std = norm.get("image_std", DEFAULT_NORMALISATION[backend][1])
         encoder = cls(backend=backend, model_config=_config_dict(network.config), image_size=image_size,
                       image_mean=list(mean), image_std=list(std), source=name)
         encoder.model.load_state_dict(network.state_dict())
@@ -209,6 +186,6 @@ class SourceEncoder(ModelMixin, ConfigMixin):
 
 
 __all__ = [
-    "BACKENDS", "DEFAULT_SOURCE_ENCODER", "SourceEncoder", "WeightsNotFoundError", "read_normalisation",
+    "BACKENDS", "DEFAULT_SOURCE_ENCODER", "SourceEncoder", "WeightsNotFoundError",
     "tiny_model_config",
 ]
