@@ -15,6 +15,8 @@ evaluates the three guidance branches in **one** batched UNet call,
 
 and the scheduler's ``step`` turns the combined prediction (epsilon or v, from the scheduler's
 config) into the next latents. ``guidance_scale == 1`` (and no separate g_f) evaluates e_f only.
+``drop_conditions=("fusion",)`` (or "source", "pose") zeroes a condition in every branch, as
+training's condition dropout does: the ablations of the synthetic benchmark.
 
 Seeds: ``seeds=[...]`` (one int per item) gives each item its own generator for the initial
 noise and for the noise of stochastic samplers, so an image does not depend on the batch it is
@@ -44,7 +46,7 @@ from PIL import Image
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
 # resolves such names from modules already imported (it never imports what a folder names).
-from .models.conditioning import Conditions, FPDMDenoiser, PoseEncoder, SourceMLP  # noqa: F401
+from .models.conditioning import CONDITIONS, Conditions, FPDMDenoiser, PoseEncoder, SourceMLP  # noqa: F401
 from .models.fusion import FusionModel  # noqa: F401
 from .models.source_encoder import SourceEncoder  # noqa: F401
 
@@ -73,6 +75,15 @@ def combine_guidance(e_u: torch.Tensor, e_s: torch.Tensor, e_f: torch.Tensor, gu
     """SPEC 4's disentangled guidance: e_u + g (e_s - e_u) + g_f (e_f - e_s), g_f = g by default."""
     g_f = guidance_scale if fusion_guidance_scale is None else fusion_guidance_scale
     return e_u + guidance_scale * (e_s - e_u) + g_f * (e_f - e_s)
+
+
+def check_drop_conditions(names) -> tuple[str, ...]:
+    """Condition names to zero at sampling time, checked: a subset of ``CONDITIONS``."""
+    names = (names,) if isinstance(names, str) else tuple(names or ())
+    unknown = [n for n in names if n not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"drop_conditions: unknown condition(s) {unknown}; choose among {', '.join(CONDITIONS)}")
+    return names
 
 
 def guidance_conditions(conditions: Conditions) -> Conditions:
@@ -289,7 +300,7 @@ class FPDMPipeline(DiffusionPipeline):
                  guidance_scale: float = 2.0, fusion_guidance_scale: float | None = None, scheduler="ddpm",
                  generator: torch.Generator | list | None = None, seeds: list[int] | None = None,
                  height: int | None = None, width: int | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+                 return_dict: bool = True, drop_conditions=()):
         """Generate the source person(s) in the target pose(s).
 
         source_image: PIL image(s), HxWx3 uint8 array(s), or (B,3,H,W)/(3,H,W) tensors in [-1, 1].
@@ -302,14 +313,19 @@ class FPDMPipeline(DiffusionPipeline):
                       built from the pipeline scheduler's config.
         seeds:        one int per item (per-item generators); else ``generator``.
         output_type:  "pil", "np", "pt" (images in [0, 1]) or "latent".
+        drop_conditions: names among "pose", "source", "fusion" to zero in every branch, as
+                      condition dropout does in training (ablations: e.g. ("fusion",) samples
+                      without the fusion embedding, so e_f = e_s).
         """
+        drop = check_drop_conditions(drop_conditions)
         with eval_mode(*self.components.values()):
             return self._generate(source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
                                   fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type,
-                                  return_dict)
+                                  return_dict, drop)
 
     def _generate(self, source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
-                  fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type, return_dict):
+                  fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type, return_dict,
+                  drop=()):
         height = height or self.config.height
         width = width or self.config.width
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -318,6 +334,8 @@ class FPDMPipeline(DiffusionPipeline):
         inputs = self.prepare_inputs(source_image, target_pose, fusion_pose, height, width)
         batch = inputs["source"].shape[0]
         conditions = self.encode_conditions(inputs, denoiser)
+        if drop:
+            conditions = conditions.dropped(**dict.fromkeys(drop, True))
         guided = guidance_scale != 1.0 or (fusion_guidance_scale is not None and fusion_guidance_scale != 1.0)
         if guided:
             conditions = guidance_conditions(conditions)
@@ -409,6 +427,7 @@ def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilo
 
 
 __all__ = [
-    "FPDMPipeline", "SCHEDULERS", "build_pipeline", "check_widths", "combine_guidance", "eval_mode",
+    "FPDMPipeline", "SCHEDULERS", "build_pipeline", "check_drop_conditions", "check_widths", "combine_guidance",
+    "eval_mode",
     "guidance_conditions", "make_scheduler", "make_tiny_pipeline",
 ]

@@ -259,3 +259,56 @@ def appearance_match(generated: np.ndarray, kp: np.ndarray, identities: dict, ow
     dists = {name: np.nansum(np.abs(g - clothing_features(draw_figure(kp, ident, w, h), kp)))
              for name, ident in identities.items()}
     return min(dists, key=dists.get) == own
+
+
+def identity_of(image_rel: str) -> str:
+    """The identity folder of an image path: './img/SYNTH/Figures/id_00012/01_front.jpg' -> 'id_00012'."""
+    return Path(image_rel).parent.name
+
+
+class TransferScorer:
+    """Pose IoU and appearance accuracy of generated images for a list of pairs of a synthetic
+    dataset, at the generated images' size (height, width).
+
+    Everything that depends only on the pairs (target silhouettes, target keypoints, and the
+    clothing colours every candidate identity would show at each target pose) is computed once,
+    so several methods are scored against exactly the same references. Candidates default to
+    the identities of the pairs (for the test split: the test identities, never seen in training).
+    """
+
+    def __init__(self, root: str | Path, pairs: list[dict], size: tuple[int, int], candidates: list[str] | None = None):
+        from .data import load_rgb, pose_path
+
+        self.root, self.pairs, self.size = Path(root), list(pairs), tuple(size)
+        meta = json.loads((self.root / "synthetic_meta.json").read_text())["identities"]
+        names = candidates or sorted({identity_of(p["target_image"]) for p in self.pairs})
+        self.candidates = names
+        h, w = self.size
+        self.targets, self.keypoints, self.own, self.references = [], [], [], []
+        for p in self.pairs:
+            target = load_rgb(self.root / p["target_image"])
+            if target.size != (w, h):
+                target = target.resize((w, h), Image.BICUBIC)
+            kp = P.frame_to_pixels(P.read_keypoints(pose_path(self.root, p["target_image"])), w, h)
+            self.targets.append(np.asarray(target))
+            self.keypoints.append(kp)
+            self.own.append(names.index(identity_of(p["target_image"])))
+            self.references.append(np.stack([clothing_features(draw_figure(kp, meta[n], w, h), kp) for n in names]))
+
+    def score(self, images: list[np.ndarray]) -> dict:
+        """``pose_iou`` (mean IoU of generated and target silhouettes), ``appearance_accuracy``
+        (share of pairs whose generated clothing colours are nearest the own identity's among
+        the candidates) and the per-pair values."""
+        if len(images) != len(self.pairs):
+            raise ValueError(f"{len(images)} images for {len(self.pairs)} pairs")
+        ious, matches = [], []
+        for image, target, kp, own, refs in zip(images, self.targets, self.keypoints, self.own, self.references):
+            image = np.asarray(image)
+            if image.shape[:2] != self.size:
+                raise ValueError(f"generated image of size {image.shape[:2]}, expected {self.size}")
+            ious.append(pose_iou(image, target))
+            dists = np.nansum(np.abs(refs - clothing_features(image, kp)), axis=1)
+            matches.append(bool(np.argmin(dists) == own))
+        return {"pose_iou": float(np.mean(ious)), "appearance_accuracy": float(np.mean(matches)),
+                "count": len(ious), "candidates": len(self.candidates), "per_pair_iou": ious,
+                "per_pair_match": matches}

@@ -49,9 +49,12 @@ def load_images(paths, size: tuple[int, int] | None = None) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def tiny_vae(sample_size: int = 64, seed: int = 0) -> AutoencoderKL:
-    """The tiny preset's VAE architecture (``tiny_sd2_configs()['vae']``) with random weights."""
-    config = dict(tiny_sd2_configs()["vae"], sample_size=sample_size)
+def tiny_vae(sample_size: int = 64, seed: int = 0, block_out_channels=None) -> AutoencoderKL:
+    """The tiny preset's VAE architecture (``tiny_sd2_configs()['vae']``: four blocks, latents
+    1/8 of the image) with random weights; ``block_out_channels`` with three entries (e.g.
+    (16, 32, 32)) gives the same design with latents 1/4 of the image."""
+    kwargs = {} if block_out_channels is None else {"vae_channels": tuple(block_out_channels)}
+    config = dict(tiny_sd2_configs(**kwargs)["vae"], sample_size=sample_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoencoderKL(**config)
@@ -111,13 +114,14 @@ def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor, batch_size: in
 
 def train_tiny_vae(images: torch.Tensor, steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
                    kl_weight: float = 1e-6, seed: int = 0, log_every: int = 100, log=print,
-                   vae: AutoencoderKL | None = None) -> tuple[AutoencoderKL, dict]:
-    """Train the tiny VAE (or ``vae``) on ``images`` (N, 3, H, W) in [-1, 1] for ``steps``
-    AdamW steps of random batches (cosine learning-rate decay, random horizontal flips), then set
-    its ``scaling_factor`` from the data. Returns (vae in eval mode, stats)."""
+                   vae: AutoencoderKL | None = None, block_out_channels=None) -> tuple[AutoencoderKL, dict]:
+    """Train the tiny VAE (``tiny_vae(block_out_channels=...)``, or ``vae``) on ``images``
+    (N, 3, H, W) in [-1, 1] for ``steps`` AdamW steps of random batches (cosine learning-rate
+    decay, random horizontal flips), then set its ``scaling_factor`` from the data. Returns
+    (vae in eval mode, stats)."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
-    vae = vae or tiny_vae(sample_size=int(images.shape[-2]), seed=seed)
+    vae = vae or tiny_vae(sample_size=int(images.shape[-2]), seed=seed, block_out_channels=block_out_channels)
     vae.requires_grad_(True).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -143,6 +147,8 @@ def train_tiny_vae(images: torch.Tensor, steps: int = 1500, batch_size: int = 32
     factor = latent_scaling_factor(vae, images, seed=seed)
     vae.register_to_config(scaling_factor=factor)
     return vae, {"steps": steps, "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight,
+                 "block_out_channels": list(vae.config.block_out_channels),
+                 "downscale": 2 ** (len(vae.config.block_out_channels) - 1),
                  "seconds": time.time() - start, "scaling_factor": factor, "history": history}
 
 

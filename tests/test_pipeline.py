@@ -129,6 +129,29 @@ def test_pipeline_runs_one_unet_call_per_step(sd2_dir, guidance, branches):
     assert calls == [2 * branches] * 4
 
 
+def test_drop_conditions_zeroes_a_condition_in_every_branch(sd2_dir):
+    pipe = tiny_pipe(sd2_dir)
+    pipe.pose_encoder.embedding.conv_out.weight.data *= 20  # a pose effect well above rounding
+    kw = dict(num_inference_steps=3, seeds=[4, 5], height=H, width=W, output_type="latent", scheduler="ddim")
+    src, other_src, pose = images(2, 64, 64), images(2, 64, 64, seed=2), images(2, seed=1)
+    other_pose = torch.ones(2, 3, H, W)  # (two noise images give nearly the same pose features)
+    same = lambda a, b: torch.allclose(a, b, rtol=0, atol=1e-4)  # noqa: E731
+    differ = lambda a, b: (a - b).abs().max() > 1e-2  # noqa: E731
+    full = pipe(src, pose, **kw).images
+    # without the fusion embedding e_f = e_s: the same as giving the fusion branch no weight
+    no_fusion = pipe(src, pose, drop_conditions=("fusion",), **kw).images
+    assert same(no_fusion, pipe(src, pose, fusion_guidance_scale=0.0, **kw).images) and differ(no_fusion, full)
+    # with source tokens and fusion gone the source image no longer matters; with all three, nothing does
+    blind = pipe(src, pose, drop_conditions=("source", "fusion"), **kw).images
+    assert same(blind, pipe(other_src, pose, drop_conditions=("source", "fusion"), **kw).images)
+    assert differ(blind, pipe(src, other_pose, drop_conditions=("source", "fusion"), **kw).images)
+    nothing = pipe(src, pose, drop_conditions=("pose", "source", "fusion"), **kw).images
+    assert same(nothing, pipe(other_src, other_pose, drop_conditions=["pose", "source", "fusion"], **kw).images)
+    assert differ(pipe(src, pose, drop_conditions="source", **kw).images, full)
+    with pytest.raises(ValueError, match="unknown condition"):
+        pipe(src, pose, drop_conditions=("colour",), **kw)
+
+
 # ---------------------------------------------------------------------------------------------
 # samplers, inputs, outputs
 
