@@ -71,7 +71,7 @@ cache_dataset = False                      # keep decoded samples in memory (sma
 log_every = 10
 # -----------------------------------------------------------------------------------------------
 PRESETS = {
-    "tiny": {"pretrained_model": "tiny", "source_encoder": "tiny", "fusion_model": "tiny",
+    "tiny": {"pretrained_model": "tiny", "source_encoder": "tiny", "source_encoder_size": 32, "fusion_model": "tiny",
              "target_size": (128, 88), "source_size": 64, "fusion_size": 64, "pose_draw_size": (256, 176),
              "source_scales": (32, 64), "pose_channels": (8, 8, 16, 16), "mlp_hidden_dim": 32,
              "lr": 1e-3, "weight_decay": 0.0, "batch_size": 4, "gradient_accumulation_steps": 1, "epochs": 20,
@@ -102,20 +102,6 @@ def datasets():
     return train, (MemoryCache(train) if cache_dataset else train), val
 
 
-def frozen_conditions(pipe, batch, device, sample=True):
-    """VAE latents (scaled; drawn from the latent distribution, or its mean with sample=False so
-    validation leaves the global RNG alone), source tokens and fusion embeddings (no gradients)."""
-    import torch
-
-    with torch.no_grad():
-        target = batch["target"].to(device, pipe.vae.dtype)
-        dist = pipe.vae.encode(target).latent_dist
-        latents = (dist.sample() if sample else dist.mean) * pipe.vae.config.scaling_factor
-        tokens = pipe.source_encoder(batch["source"].to(device))
-        fusion = pipe.fusion_embedding(batch["fusion_source"].to(device), batch["fusion_pose"].to(device))
-    return latents.float(), tokens, fusion
-
-
 def validate(accelerator, pipe, denoiser, val_set, step, out):
     """Fixed-noise validation loss (all processes) and the image grid (main process)."""
     import numpy as np
@@ -125,6 +111,7 @@ def validate(accelerator, pipe, denoiser, val_set, step, out):
     from src.fileio import atomic_save_image
     from src.generate import comparison_grid
     from src.models.conditioning import diffusion_loss
+    from src.pipeline import frozen_conditions
 
     device = accelerator.device
     model = accelerator.unwrap_model(denoiser)
@@ -175,9 +162,8 @@ def main():
     from src import training as T
     from src.data import validate_dataset
     from src.fileio import atomic_dir
-    from src.models.conditioning import diffusion_loss, drop_masks
     from src.models.sd2 import make_tiny_sd2
-    from src.pipeline import build_pipeline
+    from src.pipeline import build_pipeline, training_loss
 
     out = Path(out_dir)
     accelerator = T.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
@@ -266,17 +252,14 @@ def main():
             for batch in T.epoch_batches(accelerator, loader, state):
                 with accelerator.accumulate(denoiser):
                     with accelerator.autocast():
-                        latents, tokens, fusion = frozen_conditions(pipe, batch, device)
-                    drop = drop_masks(latents.shape[0], rates, device=device)
-                    loss = diffusion_loss(denoiser, scheduler, latents, batch["target_pose"], tokens, fusion,
-                                          noise_offset=noise_offset, drop=drop)
+                        loss = training_loss(pipe, denoiser, batch, device, rates, noise_offset)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and max_grad_norm > 0:
                         accelerator.clip_grad_norm_(params, max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
                 state.batch_in_epoch += 1
-                meter.update(latents.shape[0] * accelerator.num_processes)
+                meter.update(batch["target"].shape[0] * accelerator.num_processes)
                 if not accelerator.sync_gradients:
                     continue
                 if ema is not None:

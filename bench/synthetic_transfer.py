@@ -42,12 +42,13 @@ vae_steps = 400
 vae_batch_size = 32
 vae_lr = 2e-3
 vae_kl_weight = 1e-6
-b1_steps = 300
+b1_steps = 1500
 b1_batch_size = 32
 b1_args = ["--eval_max_pairs=256"]       # more B1 overrides
-b2_steps = 2000
+b2_steps = 3000
 b2_batch_size = 16
 b2_lr = 1e-3
+b2_ema_decay = 0.998                     # B2 exports EMA weights at this decay; 0 = no EMA
 pose_channels = (8, 16, 16)              # pose encoder: one stride-2 step per VAE downsampling (len = len(vae_channels))
 b2_args = []                             # more B2 overrides
 train_without_fusion = False             # also train a B2 that never sees the fusion embedding
@@ -234,7 +235,7 @@ def markdown(results: dict) -> str:
         f"each, {image_size}x{image_size}, clothing colours and pattern per identity, plain background. "
         f"{results['data']['benchmark_pairs']} test pairs (test identities only, never seen in training).", "",
         f"Budget: VAE {b['vae_steps']} steps, B1 {b['b1_steps']} steps (batch {b['b1_batch_size']}), B2 "
-        f"{b['b2_steps']} steps (batch {b['b2_batch_size']}); {b['total_seconds'] / 60:.1f} min in total on "
+        f"{b['b2_steps']} steps (batch {b['b2_batch_size']}, lr {b2_lr}, EMA {b2_ema_decay or 'off'}); {b['total_seconds'] / 60:.1f} min in total on "
         f"{b['machine']} ({', '.join(f'{k} {v:.0f}s' for k, v in b['seconds'].items())}). Sampling: "
         f"{num_inference_steps} {scheduler} steps, guidance {guidance_scale}. Learned tiny VAE: reconstruction "
         f"PSNR {results['vae']['psnr_test']:.2f} dB on the test images (scaling factor "
@@ -328,6 +329,8 @@ def main() -> dict:
                  f"--pose_channels={tuple(pose_channels)}", f"--max_steps={b2_steps}", f"--batch_size={b2_batch_size}", f"--lr={b2_lr}",
                  f"--checkpointing_steps={b2_steps}", f"--validation_steps={b2_steps}", f"--val_pairs={pairs_file}",
                  f"--seed={seed}"]
+    if b2_ema_decay > 0:
+        b2_common += ["--use_ema=True", f"--ema_decay={b2_ema_decay}"]
     seconds["B2"] = run("B2", "B2.train_Diffusion_model.py", *b2_common, f"--out_dir={out / 'B2'}", *b2_args)
     if train_without_fusion:
         seconds["B2 without fusion"] = run("B2 without fusion", "B2.train_Diffusion_model.py", *b2_common,

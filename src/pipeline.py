@@ -412,6 +412,34 @@ def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large"
                         source_size=source_size, fusion_size=fusion_size, height=height, width=width)
 
 
+def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
+    """B2's frozen inputs of a batch (no gradients): VAE latents of ``batch["target"]`` (scaled;
+    drawn from the latent distribution, or its mean with sample=False so validation leaves the
+    global RNG alone), source-encoder tokens of ``batch["source"]`` and fusion embeddings of
+    ``batch["fusion_source"]``, ``batch["fusion_pose"]``."""
+    with torch.no_grad():
+        target = batch["target"].to(device, pipe.vae.dtype)
+        dist = pipe.vae.encode(target).latent_dist
+        latents = (dist.sample() if sample else dist.mean) * pipe.vae.config.scaling_factor
+        tokens = pipe.source_encoder(batch["source"].to(device))
+        fusion = pipe.fusion_embedding(batch["fusion_source"].to(device), batch["fusion_pose"].to(device))
+    return latents.float(), tokens, fusion
+
+
+def training_loss(pipe: FPDMPipeline, denoiser, batch: dict, device, rates: dict | float, noise_offset: float = 0.0,
+                  features: tuple | None = None) -> torch.Tensor:
+    """B2's loss on one batch: the frozen conditions (``frozen_conditions``), independent
+    per-item condition dropout at ``rates`` and ``diffusion_loss`` on ``batch["target_pose"]``.
+    ``features``: precomputed ``(latents, tokens, fusion)`` used instead of running the frozen
+    models (the cached-features variant of the benchmarks)."""
+    from .models.conditioning import diffusion_loss, drop_masks
+
+    latents, tokens, fusion = frozen_conditions(pipe, batch, device) if features is None else features
+    drop = drop_masks(latents.shape[0], rates, device=device)
+    return diffusion_loss(denoiser, pipe.scheduler, latents, batch["target_pose"].to(device), tokens, fusion,
+                          noise_offset=noise_offset, drop=drop)
+
+
 def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilon", height: int = 64,
                        width: int = 48, source_size: int = 64, fusion_size: int = 64, seed: int = 0) -> FPDMPipeline:
     """Tiny random pipeline for tests and demos: writes a tiny SD2 folder under ``folder`` (if not
@@ -428,6 +456,6 @@ def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilo
 
 __all__ = [
     "FPDMPipeline", "SCHEDULERS", "build_pipeline", "check_drop_conditions", "check_widths", "combine_guidance",
-    "eval_mode",
-    "guidance_conditions", "make_scheduler", "make_tiny_pipeline",
+    "eval_mode", "frozen_conditions",
+    "guidance_conditions", "make_scheduler", "make_tiny_pipeline", "training_loss",
 ]

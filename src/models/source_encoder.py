@@ -114,7 +114,7 @@ class SourceEncoder(ModelMixin, ConfigMixin):
         """Real weights from a hub id or local folder (``"tiny"``: the tiny random encoder).
         ``backend`` defaults to what the checkpoint's config says (dinov2 or clip)."""
         if name == "tiny":
-            return cls.tiny(backend or "dinov2")
+            return cls.tiny(backend or "dinov2", image_size=image_size)
         what = "source image encoder (DINOv2 / CLIP vision, transformers)"
         default = DEFAULT_HUB_IDS.get(backend or "dinov2", DEFAULT_SOURCE_ENCODER)
         path = os.path.expanduser(name)

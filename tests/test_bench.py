@@ -1,0 +1,137 @@
+"""bench/flops.py and bench/gpu_benchmark.py on the CPU: FLOP counts against analytic ones, the
+tiny accounting, and the GPU benchmark's smoke path (summary keys, MFU, errors, time budget)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from src import perf as P
+from src.config import configure
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = ["device", "torch", "train_images_per_s", "train_mfu", "baseline_train_images_per_s",
+            "sample_s_per_image", "baseline_sample_s_per_image"]
+
+
+def load_script(name: str, argv: list[str]):
+    """A bench script as a module, its header configured from ``argv`` (as on the command line)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.cfg = configure(vars(module), presets=module.PRESETS, argv=argv, quiet=True)
+    return module
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_flop_counts_are_the_analytic_ones():
+    batch, n_in, n_out = 5, 64, 32
+    linear = torch.nn.Linear(n_in, n_out)
+    x = torch.randn(batch, n_in)
+    forward, y = P.count_flops(linear, x)
+    assert forward == 2 * batch * n_in * n_out
+    backward, _ = P.count_flops(y.sum().backward)
+    assert backward == forward  # the weight's gradient only: the input needs none
+    x.requires_grad_(True)
+    backward, _ = P.count_flops(linear(x).sum().backward)
+    assert backward == 2 * forward  # the weight's and the input's gradients
+    conv = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, device="meta")
+    flops, _ = P.count_flops(conv, torch.empty(2, 3, 16, 12, device="meta"))
+    assert flops == 2 * 2 * 8 * 16 * 12 * 3 * 3 * 3
+
+
+def test_full_size_models_build_on_meta_with_the_real_parameter_counts():
+    pipe = P.random_pipeline("full", "meta")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert next(pipe.unet.parameters()).is_meta
+    assert count(pipe.unet) == 865_910_724 + 768 * 1280 + 1280 + 1280 * 1280 + 1280  # SD2 UNet + class embedding
+    assert count(pipe.vae) == 83_653_863
+    assert count(pipe.source_encoder) == 304_368_640  # DINOv2-large
+    assert pipe.source_encoder.num_tokens() == 257 and pipe.fusion_model.embed_dim == 768
+    assert not any(p.requires_grad for p in pipe.fusion_model.parameters())
+
+
+def test_flops_tiny_preset_accounts_every_component(tmp_path):
+    out = tmp_path / "flops.json"
+    module = load_script("flops", ["--preset=tiny", f"--out={out}"])
+    report = module.main()
+    assert json.loads(out.read_text())["sizes"].keys() == report["sizes"].keys() == {"64x48"}
+    r = report["sizes"]["64x48"]
+    train, sample = r["train"], r["sample"]
+    for key in ("vae_encode", "source_encoder", "fusion_model", "pose_encoder_source_mlp_forward", "unet_forward",
+                "unet_backward", "pose_encoder_source_mlp_backward"):
+        assert train[key] > 0, key
+    assert train["train_step"] > train["forward"] > train["unet_forward"]
+    assert train["train_step"] == pytest.approx(train["one_pass_train_step"])  # nothing counted twice or missed
+    assert train["train_step_precomputed"] == pytest.approx(
+        train["train_step"] - train["vae_encode"] - train["source_encoder"] - train["fusion_model"])
+    assert train["unet_backward"] == pytest.approx(2 * train["unet_forward"], rel=0.1)
+    # one sampling step = one UNet call on the three guidance branches
+    assert sample["unet_step_3_branches"] == pytest.approx(3 * train["unet_forward"])
+    assert sample["per_image"] == pytest.approx(20 * sample["unet_step_3_branches"] + sample["once"])
+    assert sample["vae_decode"] > 0
+
+
+def test_peak_table_and_mfu():
+    assert P.peak_flops("NVIDIA H100 80GB HBM3") == (989e12, "table: H100")
+    assert P.peak_flops("NVIDIA H200")[0] == 989e12
+    assert P.peak_flops("NVIDIA H100 PCIe")[0] < 989e12
+    assert P.peak_flops("NVIDIA H100 80GB HBM3", override=5e14) == (5e14, "override")
+    assert P.peak_flops("CPU (x86_64)")[0] is None
+    assert P.mfu(2e12, 100.0, 989e12) == pytest.approx(2e14 / 989e12)
+    assert P.mfu(2e12, 100.0, None) is None
+    assert P.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_gpu_benchmark_cpu_smoke_writes_the_summary(tmp_path, monkeypatch, keep_threads):
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    argv = ["--preset=cpu_smoke", f"--results_dir={tmp_path / 'results'}", "--train_batch_sizes=[1]",
+            "--ablation_batch_size=1", "--switches=['sdpa','compile']", "--compile_backend=no_such_backend",
+            "--sample_batch_sizes=[1]", "--sample_batch_size=1", "--num_inference_steps=1", "--c2_images=0",
+            "--peak_flops=1e12"]
+    module = load_script("gpu_benchmark", argv)
+    results = module.main()
+    stem = P.slug(P.device_name("cpu")) + "-tiny"
+    written = [tmp_path / "results" / f"{stem}.json", tmp_path / "out" / f"{stem}.json"]
+    for path in written:
+        data = json.loads(path.read_text())
+        assert all(k in data for k in REQUIRED)
+        assert path.with_suffix(".md").read_text().startswith("| device |")
+    sweep = results["sweep"]
+    assert results["device"] == data["device"] and results["torch"] == torch.__version__
+    assert results["train_images_per_s"] > 0 and results["baseline_train_images_per_s"] > 0
+    assert results["sample_s_per_image"] > 0 and results["baseline_sample_s_per_image"] > 0
+    best = sweep[results["train_best"]]
+    assert results["train_mfu"] == pytest.approx(best["flops_per_image"] * best["images_per_s"] / 1e12)
+    assert best["flops_per_image"] == results["flops_per_image"]["train"]["train_step"]
+    assert sweep["train_precomputed_b1"]["flops_per_image"] < best["flops_per_image"]
+    assert sweep["train_baseline_b1"]["settings"] == {**sweep["train_baseline_b1"]["settings"], **P.BASELINE_TRAIN}
+    assert math.isfinite(results["psnr_fp32_vs_fast"]) and results["psnr_fp32_vs_fast"] > 20
+    # a configuration that fails (here: an unknown compile backend) is recorded, the sweep goes on
+    assert "error" in sweep["train_compile_on_b1"] and "sample_best_b1" in sweep
+    assert "error" not in sweep["train_sdpa_off_b1"] and "error" not in sweep["sample_baseline_b1"]
+
+    # resume keeps what was measured; past the time budget the rest is recorded as skipped
+    module = load_script("gpu_benchmark", argv + ["--resume=True", "--time_budget_s=0.0"])
+    again = module.main()
+    assert again["sweep"]["train_default_b1"] == sweep["train_default_b1"]
+    assert "skipped" in again["sweep"]["train_compile_on_b1"]
+    assert again["train_images_per_s"] == results["train_images_per_s"]
+
+
+def test_cpu_results_never_go_to_bench_results(keep_threads):
+    module = load_script("gpu_benchmark", ["--preset=cpu_smoke", f"--results_dir={ROOT / 'bench' / 'results'}"])
+    with pytest.raises(SystemExit, match="GPU results"):
+        module.main()
+    module = load_script("gpu_benchmark", ["--device=cpu"])
+    with pytest.raises(SystemExit, match="CUDA GPU"):
+        module.main()
