@@ -227,3 +227,18 @@ def test_memory_cache_loads_each_item_once():
     for _ in range(2):
         assert [cache[i]["x"].item() for i in range(3)] == [0.0, 1.0, 2.0]
     assert calls == [0, 1, 2]
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    import stat
+
+    from src.fileio import DIR_MODE, FILE_MODE, atomic_dir, atomic_write_json
+
+    path = atomic_write_json(tmp_path / "metrics.json", {"a": 1})
+    with atomic_dir(tmp_path / "export") as folder:
+        (folder / "config.json").write_text("{}")
+    assert stat.S_IMODE(path.stat().st_mode) == FILE_MODE
+    assert stat.S_IMODE((tmp_path / "export").stat().st_mode) == DIR_MODE
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (FILE_MODE, DIR_MODE) == (0o666 & ~mask, 0o777 & ~mask)  # as open()/mkdir() give, not tempfile's 0600/0700
