@@ -131,6 +131,42 @@ def _vae_latents(pipe, target):
     return pipe.vae.encode(target.to(pipe.vae.dtype)).latent_dist.sample() * pipe.vae.config.scaling_factor
 
 
+def _latent_shape(pipe, batch: dict) -> tuple[int, int, int]:
+    """(batch, latent height, latent width) of ``batch["target"]``."""
+    h, w = batch["target"].shape[-2:]
+    return batch["target"].shape[0], h // pipe.vae_scale_factor, w // pipe.vae_scale_factor
+
+
+def _random_latents(pipe, batch: dict, device) -> torch.Tensor:
+    b, h, w = _latent_shape(pipe, batch)
+    return torch.randn(b, pipe.unet.config.in_channels, h, w, device=device)
+
+
+def _frozen_features(pipe, batch: dict, components, device, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source tokens and fusion embeddings of ``batch``: counted into ``out`` for the components
+    asked for, random tensors of the same shapes for the others."""
+    b = batch["target"].shape[0]
+    if "source_encoder" in components:
+        out["source_encoder"], tokens = count_flops(pipe.source_encoder, batch["source"])
+    else:
+        tokens = torch.randn(b, pipe.source_encoder.num_tokens(), pipe.source_encoder.width, device=device)
+    if "fusion_model" in components:
+        out["fusion_model"], fusion = count_flops(pipe.fusion_embedding, batch["fusion_source"], batch["fusion_pose"])
+    else:
+        fusion = torch.randn(b, pipe.fusion_model.embed_dim, device=device)
+    return tokens, fusion
+
+
+def _random_conditions(pipe, batch: dict, tokens: torch.Tensor, fusion: torch.Tensor, device):
+    """Conditions of the shapes the pose encoder and source MLP would give, when they are not counted."""
+    from .models.conditioning import Conditions
+
+    b, h, w = _latent_shape(pipe, batch)
+    unet = pipe.unet.config
+    return Conditions(torch.randn(b, unet.block_out_channels[0], h, w, device=device),
+                      torch.randn(b, tokens.shape[1], unet.cross_attention_dim, device=device), fusion)
+
+
 def _train_flops(pipe, batch: dict, components, device) -> dict:
     """FLOPs of one B2 step on ``batch`` per component; a component left out is replaced by a
     random tensor of its output's shape."""
@@ -138,25 +174,15 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
     from .pipeline import training_loss
 
     b = batch["target"].shape[0]
-    unet, denoiser = pipe.unet, pipe.denoiser()
+    denoiser = pipe.denoiser()
     denoiser.train()
     out = {}
-    h, w = batch["target"].shape[-2:]
-    f = pipe.vae_scale_factor
     with torch.no_grad():
         if "vae_encode" in components:
             out["vae_encode"], latents = count_flops(_vae_latents, pipe, batch["target"])
         else:
-            latents = torch.randn(b, unet.config.in_channels, h // f, w // f, device=device)
-        if "source_encoder" in components:
-            out["source_encoder"], tokens = count_flops(pipe.source_encoder, batch["source"])
-        else:
-            tokens = torch.randn(b, pipe.source_encoder.num_tokens(), pipe.source_encoder.width, device=device)
-        if "fusion_model" in components:
-            out["fusion_model"], fusion = count_flops(pipe.fusion_embedding, batch["fusion_source"],
-                                                      batch["fusion_pose"])
-        else:
-            fusion = torch.randn(b, pipe.fusion_model.embed_dim, device=device)
+            latents = _random_latents(pipe, batch, device)
+        tokens, fusion = _frozen_features(pipe, batch, components, device, out)
     drop = drop_masks(b, CONDITION_DROPOUT, device=device)
     timesteps = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (b,), device=device)
     noisy = pipe.scheduler.add_noise(latents.float(), torch.randn_like(latents.float()), timesteps)
@@ -165,10 +191,7 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
             denoiser.encode_conditions, batch["target_pose"], tokens, fusion, drop["pose"], drop["source"],
             drop["fusion"])
     else:
-        c0 = unet.config.block_out_channels[0]
-        conditions = Conditions(torch.randn(b, c0, h // f, w // f, device=device),
-                                torch.randn(b, tokens.shape[1], unet.config.cross_attention_dim, device=device),
-                                fusion)
+        conditions = _random_conditions(pipe, batch, tokens, fusion, device)
     if "unet" in components:
         # The UNet runs on detached copies of the conditions, so that its backward and the pose
         # encoder's / source MLP's are counted apart.
@@ -194,32 +217,18 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
 def _sample_flops(pipe, batch: dict, components, guidance_scale: float, device) -> dict:
     """FLOPs per component of C1's once-per-image work and of one sampling step (three
     guidance branches in one batched UNet call)."""
-    from .models.conditioning import Conditions
     from .pipeline import FPDMPipeline, guidance_conditions
 
-    b = batch["target"].shape[0]
-    unet, denoiser = pipe.unet, pipe.denoiser()
+    denoiser = pipe.denoiser()
     denoiser.eval()
-    h, w = batch["target"].shape[-2:]
-    f = pipe.vae_scale_factor
     out = {}
-    if "source_encoder" in components:
-        out["source_encoder"], tokens = count_flops(pipe.source_encoder, batch["source"])
-    else:
-        tokens = torch.randn(b, pipe.source_encoder.num_tokens(), pipe.source_encoder.width, device=device)
-    if "fusion_model" in components:
-        out["fusion_model"], fusion = count_flops(pipe.fusion_embedding, batch["fusion_source"], batch["fusion_pose"])
-    else:
-        fusion = torch.randn(b, pipe.fusion_model.embed_dim, device=device)
+    tokens, fusion = _frozen_features(pipe, batch, components, device, out)
     if "pose_encoder_source_mlp" in components:
         out["pose_encoder_source_mlp"], conditions = count_flops(denoiser.encode_conditions, batch["target_pose"],
                                                                  tokens, fusion)
     else:
-        c0 = unet.config.block_out_channels[0]
-        conditions = Conditions(torch.randn(b, c0, h // f, w // f, device=device),
-                                torch.randn(b, tokens.shape[1], unet.config.cross_attention_dim, device=device),
-                                fusion)
-    latents = torch.randn(b, unet.config.in_channels, h // f, w // f, device=device)
+        conditions = _random_conditions(pipe, batch, tokens, fusion, device)
+    latents = _random_latents(pipe, batch, device)
     if "unet" in components:
         t = torch.tensor(pipe.scheduler.config.num_train_timesteps // 2, device=device)
         out["unet_step_3_branches"], _ = count_flops(FPDMPipeline.guided_prediction, denoiser, latents, t,
