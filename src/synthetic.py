@@ -251,16 +251,6 @@ def clothing_features(image: np.ndarray, kp: np.ndarray) -> np.ndarray:
     return np.concatenate(feats)
 
 
-def appearance_match(generated: np.ndarray, kp: np.ndarray, identities: dict, own: str) -> bool:
-    """True when the generated figure's clothing colours are nearer those of its own identity
-    (drawn exactly at the same pose) than those of every other identity given."""
-    h, w = generated.shape[:2]
-    g = clothing_features(generated, kp)
-    dists = {name: np.nansum(np.abs(g - clothing_features(draw_figure(kp, ident, w, h), kp)))
-             for name, ident in identities.items()}
-    return min(dists, key=dists.get) == own
-
-
 def identity_of(image_rel: str) -> str:
     """The identity folder of an image path: './img/SYNTH/Figures/id_00012/01_front.jpg' -> 'id_00012'."""
     return Path(image_rel).parent.name
