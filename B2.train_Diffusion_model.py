@@ -211,14 +211,13 @@ def main():
         accelerator.register_for_checkpointing(ema)
     steps_per_epoch = math.ceil(len(loader) / gradient_accumulation_steps)
     total_steps = epochs * steps_per_epoch if max_steps < 0 else min(max_steps, epochs * steps_per_epoch)
-    scheduler = pipe.scheduler
     rates = {"pose": drop_pose, "source": drop_source, "fusion": drop_fusion}
 
     if accelerator.is_main_process:
         save_config(cfg, out, "B2_config.json")
         T.clean_partial_checkpoints(out)
     T.init_trackers(accelerator, "B2", cfg)
-    accelerator.print(f"prediction type {scheduler.config.prediction_type}; {sum(p.numel() for p in trained):,} "
+    accelerator.print(f"prediction type {pipe.scheduler.config.prediction_type}; {sum(p.numel() for p in trained):,} "
                       f"trained parameters; {total_steps} steps of {batch_size} x {gradient_accumulation_steps} x "
                       f"{accelerator.num_processes} pairs")
     state, last_checkpoint = T.TrainState(), T.resolve_resume(resume, out)

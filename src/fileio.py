@@ -19,8 +19,9 @@ def _umask() -> int:
 
 # tempfile makes private files (0600) and folders (0700); outputs get the modes a plain
 # open()/mkdir() would give them, so results and exported models are readable as usual.
-FILE_MODE = 0o666 & ~_umask()
-DIR_MODE = 0o777 & ~_umask()
+_MASK = _umask()
+FILE_MODE = 0o666 & ~_MASK
+DIR_MODE = 0o777 & ~_MASK
 
 
 @contextmanager
