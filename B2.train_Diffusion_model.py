@@ -23,11 +23,10 @@ out_dir = "logs/B2"
 pretrained_model = "stabilityai/stable-diffusion-2-1"  # SD2-family hub id or folder; "tiny" = tiny random SD2
 source_encoder = "facebook/dinov2-large"   # hub id or folder (DINOv2, or a CLIP vision tower); "tiny"
 source_backend = ""                        # "" = as the checkpoint says; "dinov2" or "clip"
-source_encoder_size = 224                  # the source encoder's input resolution
 fusion_model = "logs/B1/fusion_model"      # the B1 export; "tiny" = random tiny model (smoke runs only)
 target_size = (512, 352)                   # (height, width) of target image and pose
-source_size = 512                          # the source image, square
-fusion_size = 224                          # the fusion model's inputs (as stage 1)
+source_size = 512                          # the source, square, as the source encoder sees it (1297 DINOv2 tokens)
+fusion_size = 224                          # the fusion model's inputs: source and target pose squashed
 pose_draw_size = (550, 375)                # poses are drawn at this size, then resized to target_size
 source_scales = (256, 512)                 # the source is fed at one of these at random (augmentation)
 flip_prob = 0.5
@@ -35,11 +34,14 @@ identity_prob = 0.05
 jitter_sigma = 1.0                         # keypoint noise in pixels at pose_draw_size
 pose_channels = (16, 32, 96, 256)          # pose encoder (ControlNet conditioning embedding)
 mlp_hidden_dim = 768                       # source MLP: width -> 768 -> cross_attention_dim
-mlp_dropout = 0.2
-lr = 1e-4                                  # AdamW
-weight_decay = 1e-2
+mlp_dropout = 0.2                          # dropout of the source MLP and of the fusion MLP (768 -> 768 -> 1280)
+lr = 1e-4                                  # AdamW; the base of the per-epoch schedule below
+lr_warmup_epochs = 5                       # epoch e < 5: lr * (e + 1) / 5            (the authors' WarmupStepLR,
+lr_step_epochs = 50                        # then lr * lr_gamma ** ((e - 5) // 50):    set once per epoch)
+lr_gamma = 0.1
+weight_decay = 0.0
 adam_epsilon = 1e-8
-max_grad_norm = 1.0                        # 0 = no clipping
+max_grad_norm = 0.0                        # 0 = no clipping (the authors'); e.g. 1.0 clips
 batch_size = 42                            # per process
 gradient_accumulation_steps = 3
 epochs = 100
@@ -71,10 +73,10 @@ cache_dataset = False                      # keep decoded samples in memory (sma
 log_every = 10
 # -----------------------------------------------------------------------------------------------
 PRESETS = {
-    "tiny": {"pretrained_model": "tiny", "source_encoder": "tiny", "source_encoder_size": 32, "fusion_model": "tiny",
+    "tiny": {"pretrained_model": "tiny", "source_encoder": "tiny", "fusion_model": "tiny",
              "target_size": (128, 88), "source_size": 64, "fusion_size": 64, "pose_draw_size": (256, 176),
              "source_scales": (32, 64), "pose_channels": (8, 8, 16, 16), "mlp_hidden_dim": 32,
-             "lr": 1e-3, "weight_decay": 0.0, "batch_size": 4, "gradient_accumulation_steps": 1, "epochs": 20,
+             "lr": 1e-3, "lr_warmup_epochs": 0, "batch_size": 4, "gradient_accumulation_steps": 1, "epochs": 20,
              "checkpointing_steps": 20, "checkpoints_total_limit": 2, "validation_steps": 50,
              "validation_pairs": 2, "validation_loss_pairs": 8, "validation_inference_steps": 5,
              "num_workers": 0, "cache_dataset": False, "log_every": 5},
@@ -178,9 +180,9 @@ def main():
         with accelerator.main_process_first():
             sd2 = str(make_tiny_sd2(out / "tiny_sd2"))
     pipe = build_pipeline(sd2, source_encoder, fusion_model, source_backend=source_backend or None,
-                          source_image_size=source_encoder_size, pose_channels=pose_channels,
-                          mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout, source_size=source_size,
-                          fusion_size=fusion_size, height=target_size[0], width=target_size[1])
+                          pose_channels=pose_channels, mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout,
+                          fusion_mlp_dropout=mlp_dropout, source_size=source_size, fusion_size=fusion_size,
+                          height=target_size[0], width=target_size[1])
     pipe.set_progress_bar_config(disable=True)
     device = accelerator.device
     for frozen in (pipe.vae, pipe.source_encoder, pipe.fusion_model):
@@ -212,6 +214,9 @@ def main():
     steps_per_epoch = math.ceil(len(loader) / gradient_accumulation_steps)
     total_steps = epochs * steps_per_epoch if max_steps < 0 else min(max_steps, epochs * steps_per_epoch)
     rates = {"pose": drop_pose, "source": drop_source, "fusion": drop_fusion}
+
+    def lr_of_epoch(epoch: int) -> float:
+        return T.warmup_step_lr(epoch, lr, lr_warmup_epochs, lr_step_epochs, lr_gamma)
 
     if accelerator.is_main_process:
         save_config(cfg, out, "B2_config.json")
@@ -248,6 +253,7 @@ def main():
     with T.StopSignal() as stop:
         while state.global_step < total_steps:
             train_ds.set_epoch(state.epoch)  # augmentations are a function of (seed, epoch, index)
+            T.set_learning_rate(optimizer, lr_of_epoch(state.epoch))  # a function of the epoch: resumes exactly
             for batch in T.epoch_batches(accelerator, loader, state):
                 with accelerator.accumulate(denoiser):
                     with accelerator.autocast():

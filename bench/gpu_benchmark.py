@@ -36,7 +36,6 @@ model = "full"                               # "full": the paper's sizes (shippe
 size = (512, 352)                            # target (height, width): training and sampling
 source_size = 512                            # source image (square)
 fusion_size = 224                            # fusion-model inputs
-source_encoder_size = 224                    # DINOv2 input resolution (B2's source_encoder_size)
 train_batch_sizes = [8, 16, 32]
 ablation_batch_size = 16                     # batch of the headline pair and of the switch ablations
 switches = ["bf16", "sdpa", "tf32", "channels_last", "compile", "gradient_checkpointing", "fused_adamw"]
@@ -68,7 +67,7 @@ threads = 0                                  # torch CPU threads; 0 = torch's de
 seed = 7
 # -----------------------------------------------------------------------------------------------
 PRESETS = {
-    "cpu_smoke": {"model": "tiny", "size": (64, 48), "source_size": 64, "fusion_size": 64, "source_encoder_size": 32,
+    "cpu_smoke": {"model": "tiny", "size": (64, 48), "source_size": 64, "fusion_size": 64,
                   "train_batch_sizes": [1, 2], "ablation_batch_size": 2,
                   "switches": ["bf16", "sdpa", "channels_last", "gradient_checkpointing", "fused_adamw"],
                   "train_warmup": 1, "train_iters": 2, "sample_batch_sizes": [1, 2], "sample_batch_size": 2,
@@ -268,7 +267,7 @@ def run_item(item: dict, dev, flops: dict, peak: float | None) -> dict:
     from src import perf as P
 
     common = dict(model=model, height=size[0], width=size[1], source_size=source_size, fusion_size=fusion_size,
-                  source_encoder_size=source_encoder_size, seed=seed)
+                  seed=seed)
     compile_kwargs = {"mode": compile_mode} if compile_backend == "inductor" else {"backend": compile_backend}
     kind, settings = item["kind"], item.get("settings")
     sampling = dict(steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler)
@@ -317,7 +316,7 @@ def main() -> dict:
         paths.append(Path(os.environ["OUT"]) / f"{stem}.json")
     peak, peak_source = P.peak_flops(name, peak_flops)
     flops = P.flop_accounting(model, size[0], size[1], source_size=source_size, fusion_size=fusion_size,
-                              source_encoder_size=source_encoder_size, num_inference_steps=num_inference_steps,
+                              num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale)
     results = {"device": name, "torch": torch.__version__, "diffusers": diffusers.__version__,
                "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),

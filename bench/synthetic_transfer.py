@@ -340,7 +340,7 @@ def main() -> dict:
     seconds["C1"] = run("C1", "C1.test_Diffusion_model.py", "--preset=tiny", f"--pipeline={out / 'B2' / 'pipeline'}",
                         f"--dataset_root={data}", f"--test_pairs={pairs_file}", f"--out_dir={c1 / 'fpdm'}",
                         f"--size={size_arg}", f"--eval_size={size_arg}",
-                        f"--pose_draw_size=({pose_draw_size[0]},{pose_draw_size[1]})",
+                        f"--pose_draw_size=({pose_draw_size[0]},{pose_draw_size[1]})", "--test_pose=draw",
                         f"--num_inference_steps={num_inference_steps}", f"--guidance_scale={guidance_scale}",
                         f"--scheduler={scheduler}", f"--seed={seed}", f"--batch_size={c1_batch_size}")
     methods = {"fpdm": c1 / "fpdm"}

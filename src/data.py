@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 
@@ -153,6 +154,32 @@ def resize_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+# How each image reaches the fusion model (the authors' preparation). A pose is always squashed
+# to the square: a centre crop would cut the head and feet off a tall render. Stage 1's photos go
+# through CLIP's processor (shortest edge, centre crop); stage 2 and sampling squash the source.
+FUSION_VIEWS = {"pose": "squash", "stage1_photo": "crop", "source": "squash"}
+
+
+def fusion_input(image: Image.Image | torch.Tensor, size: int, kind: str) -> torch.Tensor:
+    """The fusion model's input (3, size, size) in [-1, 1] of a PIL image or a (3, H, W) tensor in
+    [-1, 1]; ``kind`` is a key of ``FUSION_VIEWS`` and decides crop or squash for B1, B2, C1
+    and the pipeline alike."""
+    if kind not in FUSION_VIEWS:
+        raise ValueError(f"unknown fusion input kind {kind!r}; choose one of {', '.join(FUSION_VIEWS)}")
+    crop = FUSION_VIEWS[kind] == "crop"
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+        return to_tensor(resize_crop(image, size) if crop else image.resize((size, size), Image.BICUBIC))
+    x = image.float()[None]
+    if crop:
+        from .models.clip_encoder import clip_resize
+
+        return clip_resize(x, size)[0]
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return x[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # validation
 
@@ -238,7 +265,8 @@ def stage2_pose(kp_frame: np.ndarray, size: tuple[int, int], draw_size: tuple[in
 
 
 class FusionDataset(Dataset):
-    """Stage 1: (source, target pose, target), each CLIP-style resized and centre-cropped."""
+    """Stage 1: (source, target pose, target) as the fusion model sees them (``fusion_input``):
+    source and target through CLIP's crop, the pose (A1's render at the photo's size) squashed."""
 
     def __init__(self, dataset_root: str | Path, pair_file: str, image_size: int = 224):
         self.root = Path(dataset_root)
@@ -255,9 +283,9 @@ class FusionDataset(Dataset):
         pose = target_pose_image(self.root, pair["target_image"], target.size)
         s = self.image_size
         return {
-            "source": to_tensor(resize_crop(source, s)),
-            "pose": to_tensor(resize_crop(pose, s)),
-            "target": to_tensor(resize_crop(target, s)),
+            "source": fusion_input(source, s, "stage1_photo"),
+            "pose": fusion_input(pose, s, "pose"),
+            "target": fusion_input(target, s, "stage1_photo"),
             "index": index,
         }
 
@@ -270,6 +298,8 @@ class DiffusionDataset(Dataset):
     ``jitter_sigma`` pixels at ``pose_draw_size``, a joint horizontal flip with probability
     ``flip_prob``, identity pairs with probability ``identity_prob`` and the source fed at a
     random one of ``source_scales`` (downscaled, then back to ``source_size``).
+    The fusion model gets the (flipped) source and the very pose render the UNet gets, jittered
+    and flipped, both squashed to ``fusion_size`` (``fusion_input``).
     """
 
     def __init__(self, dataset_root: str | Path, pair_file: str, target_size=(512, 352),
@@ -313,16 +343,11 @@ class DiffusionDataset(Dataset):
         flip = train and rng.random() < self.flip_prob
 
         dh, dw = self.pose_draw_size
-        w, h = target.size
         kp_draw = P.frame_to_pixels(kp, dw, dh)
-        kp_full = P.frame_to_pixels(kp, w, h)
         if flip:
             source = source.transpose(Image.FLIP_LEFT_RIGHT)
             target = target.transpose(Image.FLIP_LEFT_RIGHT)
             kp_draw = P.hflip_keypoints(kp_draw, dw)
-            kp_full = P.hflip_keypoints(kp_full, w)
-        # The fusion model sees the pose as stage 1 did: drawn at the photo's own size, no jitter.
-        fusion_pose = Image.fromarray(P.draw_pose(kp_full, h, w))
         if train and self.jitter_sigma > 0:
             kp_draw = P.jitter_keypoints(kp_draw, self.jitter_sigma, rng)
         th, tw = self.target_size
@@ -338,7 +363,7 @@ class DiffusionDataset(Dataset):
             "target": to_tensor(target.resize((tw, th), Image.BICUBIC)),
             "target_pose": to_tensor(pose),
             "source": to_tensor(src),
-            "fusion_source": to_tensor(resize_crop(source, self.fusion_size)),
-            "fusion_pose": to_tensor(resize_crop(fusion_pose, self.fusion_size)),
+            "fusion_source": fusion_input(source, self.fusion_size, "source"),
+            "fusion_pose": fusion_input(pose, self.fusion_size, "pose"),
             "index": index,
         }

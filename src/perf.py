@@ -60,14 +60,13 @@ def component_config(name: str) -> dict:
 
 
 def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, width: int = 352,
-                    source_size: int = 512, fusion_size: int = 224, source_encoder_size: int = 224,
-                    seed: int = 0):
+                    source_size: int = 512, fusion_size: int = 224, seed: int = 0):
     """An FPDMPipeline of random weights built on ``device`` ("meta": no memory): ``"full"`` from
     the shipped configs, ``"tiny"`` as the tiny preset. Frozen parts (VAE, source encoder, fusion
     model) have ``requires_grad`` off, as in ``build_pipeline``. Seeds torch's global RNG."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from .models.conditioning import PoseEncoder, SourceMLP
+    from .models.conditioning import FusionMLP, PoseEncoder, SourceMLP
     from .models.fusion import FusionModel
     from .models.sd2 import tiny_sd2_configs
     from .models.source_encoder import SourceEncoder
@@ -81,26 +80,28 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
             fusion = FusionModel(encoder_config={"backend": "transformers", "source": "random",
                                                  "clip_config": component_config("clip_vit_large_patch14_vision")})
             source_encoder = SourceEncoder(backend="dinov2", model_config=component_config("dinov2_large"),
-                                           image_size=source_encoder_size)
+                                           image_size=source_size)
             unet_config, vae_config = component_config("sd2_unet"), component_config("sd2_vae")
             scheduler_config = component_config("sd2_scheduler")
             pose_channels, mlp_hidden = POSE_CHANNELS, 768
         else:
             fusion = FusionModel.tiny()
-            source_encoder = SourceEncoder.tiny()
+            source_encoder = SourceEncoder.tiny(image_size=source_size)
             tiny = tiny_sd2_configs()
             unet_config, vae_config, scheduler_config = tiny["unet"], tiny["vae"], tiny["scheduler"]
             pose_channels, mlp_hidden = TINY_POSE_CHANNELS, 32
-        unet = UNet2DConditionModel.from_config({**unet_config, "class_embed_type": "projection",
-                                                 "projection_class_embeddings_input_dim": fusion.embed_dim})
+        unet = UNet2DConditionModel.from_config({**unet_config, "class_embed_type": "identity"})
         vae = AutoencoderKL.from_config(vae_config)
         pose_encoder = PoseEncoder(out_channels=unet.config.block_out_channels[0], block_out_channels=pose_channels)
         source_mlp = SourceMLP(in_dim=source_encoder.width, hidden_dim=mlp_hidden,
                                out_dim=unet.config.cross_attention_dim)
+        fusion_mlp = FusionMLP(in_dim=fusion.embed_dim, hidden_dim=fusion.embed_dim,
+                               out_dim=unet.time_embedding.linear_2.out_features)
     vae.requires_grad_(False).eval()
     fusion.requires_grad_(False).eval()
     return FPDMPipeline(vae=vae, unet=unet, scheduler=DDPMScheduler.from_config(scheduler_config),
-                        pose_encoder=pose_encoder, source_mlp=source_mlp, source_encoder=source_encoder,
+                        pose_encoder=pose_encoder, source_mlp=source_mlp, fusion_mlp=fusion_mlp,
+                        source_encoder=source_encoder,
                         fusion_model=fusion, source_size=source_size, fusion_size=fusion_size,
                         height=height, width=width)
 
@@ -196,7 +197,7 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
         # The UNet runs on detached copies of the conditions, so that its backward and the pose
         # encoder's / source MLP's are counted apart.
         leaves = Conditions(conditions.pose_features.detach().requires_grad_(),
-                            conditions.encoder_hidden_states.detach().requires_grad_(), conditions.class_labels)
+                            conditions.encoder_hidden_states.detach().requires_grad_(), conditions.fusion)
         out["unet_forward"], pred = count_flops(denoiser.denoise, noisy, timesteps, leaves)
         loss = F.mse_loss(pred.float(), torch.zeros_like(pred, dtype=torch.float32))
         out["unet_backward"], _ = count_flops(loss.backward)
@@ -239,7 +240,7 @@ def _sample_flops(pipe, batch: dict, components, guidance_scale: float, device) 
 
 
 def flop_accounting(model: str = "full", height: int = 512, width: int = 352, source_size: int = 512,
-                    fusion_size: int = 224, source_encoder_size: int = 224, batch: int = 2,
+                    fusion_size: int = 224, batch: int = 2,
                     num_inference_steps: int = 20, guidance_scale: float = 2.0, components=COMPONENTS,
                     device="meta") -> dict:
     """FLOPs per image of one B2 training step and of C1's sampling at one size.
@@ -258,7 +259,7 @@ def flop_accounting(model: str = "full", height: int = 512, width: int = 352, so
         raise ValueError(f"unknown components {unknown}; choose among {', '.join(COMPONENTS)}")
     device = torch.device(device)
     pipe = random_pipeline(model, device, height=height, width=width, source_size=source_size,
-                           fusion_size=fusion_size, source_encoder_size=source_encoder_size)
+                           fusion_size=fusion_size)
     inputs = example_batch(batch, height, width, source_size, fusion_size, device)
     train = {k: v / batch for k, v in _train_flops(pipe, inputs, components, device).items()}
     sample = {k: v / batch for k, v in _sample_flops(pipe, inputs, components, guidance_scale, device).items()}
@@ -269,7 +270,7 @@ def flop_accounting(model: str = "full", height: int = 512, width: int = 352, so
     step = sample.get("unet_step_3_branches", 0)
     return {
         "model": model, "size": [height, width], "source_size": source_size, "fusion_size": fusion_size,
-        "source_encoder_size": source_encoder_size, "batch": batch, "device": str(device),
+        "batch": batch, "device": str(device),
         "components": list(components),
         "train": {**train, "forward": forward, "backward": backward, "train_step": forward + backward,
                   "train_step_precomputed": forward + backward - frozen},
@@ -419,7 +420,7 @@ def apply_switches(denoiser, sdpa: bool, channels_last: bool, gradient_checkpoin
 
 
 def measure_training(settings: TrainSettings, device, *, model: str = "full", height: int = 512, width: int = 352,
-                     source_size: int = 512, fusion_size: int = 224, source_encoder_size: int = 224,
+                     source_size: int = 512, fusion_size: int = 224,
                      warmup: int = 3, iters: int = 10, compile_kwargs: dict | None = None, seed: int = 0) -> dict:
     """Time B2's step (``training_loss`` under autocast, backward, gradient clipping, AdamW) on a
     fixed random batch with random weights: images/s, step seconds, peak memory. Data loading
@@ -431,7 +432,7 @@ def measure_training(settings: TrainSettings, device, *, model: str = "full", he
     reset_memory(device)
     set_tf32(settings.tf32)
     pipe = random_pipeline(model, device, height=height, width=width, source_size=source_size,
-                           fusion_size=fusion_size, source_encoder_size=source_encoder_size, seed=seed)
+                           fusion_size=fusion_size, seed=seed)
     denoiser = pipe.denoiser()
     apply_switches(denoiser, settings.sdpa, settings.channels_last, settings.gradient_checkpointing,
                    settings.compile, compile_kwargs)
@@ -491,13 +492,13 @@ BASELINE_SAMPLE = dict(dtype="fp32", autocast="fp16", sdpa=False, tf32=False, ch
 
 
 def sampling_pipeline(settings: SampleSettings, device, *, model: str = "full", height: int = 512, width: int = 352,
-                      source_size: int = 512, fusion_size: int = 224, source_encoder_size: int = 224,
+                      source_size: int = 512, fusion_size: int = 224,
                       compile_kwargs: dict | None = None, seed: int = 0, pipe=None):
     """A random-weight pipeline (or ``pipe``) with the settings' dtype and switches applied."""
     set_tf32(settings.tf32)
     if pipe is None:
         pipe = random_pipeline(model, device, height=height, width=width, source_size=source_size,
-                               fusion_size=fusion_size, source_encoder_size=source_encoder_size, seed=seed)
+                               fusion_size=fusion_size, seed=seed)
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
@@ -523,7 +524,7 @@ def sample_images(pipe, settings: SampleSettings, inputs: dict, device, *, steps
 
 
 def measure_sampling(settings: SampleSettings, device, *, model: str = "full", height: int = 512, width: int = 352,
-                     source_size: int = 512, fusion_size: int = 224, source_encoder_size: int = 224,
+                     source_size: int = 512, fusion_size: int = 224,
                      steps: int = 20, guidance_scale: float = 2.0, scheduler: str = "ddpm", warmup: int = 1,
                      iters: int = 2, compile_kwargs: dict | None = None, seed: int = 0) -> dict:
     """Seconds per image of whole C1 pipeline calls (conditions, ``steps`` three-branch UNet
@@ -531,7 +532,7 @@ def measure_sampling(settings: SampleSettings, device, *, model: str = "full", h
     device = torch.device(device)
     reset_memory(device)
     pipe = sampling_pipeline(settings, device, model=model, height=height, width=width, source_size=source_size,
-                             fusion_size=fusion_size, source_encoder_size=source_encoder_size,
+                             fusion_size=fusion_size, 
                              compile_kwargs=compile_kwargs, seed=seed)
     inputs = example_batch(settings.batch, height, width, source_size, fusion_size, device, seed)
     seeds = list(range(seed, seed + settings.batch))
@@ -547,7 +548,7 @@ def _to_uint8(images) -> list[np.ndarray]:
 
 def sampling_psnr(fast: SampleSettings, device, *, baseline: SampleSettings | None = None, model: str = "full",
                   height: int = 512, width: int = 352, source_size: int = 512, fusion_size: int = 224,
-                  source_encoder_size: int = 224, steps: int = 20, guidance_scale: float = 2.0,
+                  steps: int = 20, guidance_scale: float = 2.0,
                   scheduler: str = "ddpm", compile_kwargs: dict | None = None, seed: int = 0) -> dict:
     """PSNR (dB, uint8 images, data range 1, as C2) between images sampled from the same random
     weights, inputs and seeds in fp32 (no TF32) and with ``fast`` (and ``baseline``) settings;
@@ -558,7 +559,7 @@ def sampling_psnr(fast: SampleSettings, device, *, baseline: SampleSettings | No
     reset_memory(device)
     reference = SampleSettings(batch=fast.batch, dtype="fp32", autocast="", sdpa=True, tf32=False)
     pipe = sampling_pipeline(reference, device, model=model, height=height, width=width, source_size=source_size,
-                             fusion_size=fusion_size, source_encoder_size=source_encoder_size, seed=seed)
+                             fusion_size=fusion_size, seed=seed)
     inputs = example_batch(fast.batch, height, width, source_size, fusion_size, device, seed)
     seeds = list(range(seed, seed + fast.batch))
     kwargs = dict(steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seeds=seeds, output_type="np")

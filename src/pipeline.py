@@ -1,12 +1,16 @@
 """FPDMPipeline: source photo + target pose -> that person in that pose (SPEC 4).
 
 Components (one self-contained folder with ``save_pretrained`` / ``from_pretrained``, weights in
-safetensors): ``vae``, ``unet`` (a standard diffusers UNet2DConditionModel with a projection
-class embedding), ``scheduler``, ``pose_encoder``, ``source_mlp``, ``source_encoder`` and
-``fusion_model`` (stage 1).
+safetensors): ``vae``, ``unet`` (a standard diffusers UNet2DConditionModel with the identity
+class embedding), ``scheduler``, ``pose_encoder``, ``source_mlp``, ``fusion_mlp``,
+``source_encoder`` and ``fusion_model`` (stage 1). The config records the geometry: output
+``height`` x ``width``, ``source_size`` (the square source the source encoder sees, 512) and
+``fusion_size`` (the fusion model's square inputs, 224).
 
 Per call: the source encoder's tokens (through the source MLP) and the fusion embedding
-f(source, target pose) are computed once; the pose encoder runs once; then every denoising step
+f(source, target pose) are computed once (the fusion model sees the source and the target pose
+squashed to ``fusion_size``, ``src.data.fusion_input``); the pose encoder runs once; then every
+denoising step
 evaluates the three guidance branches in **one** batched UNet call,
 
     e_u: no pose, no source tokens, no fusion      e_s: pose + source tokens, no fusion
@@ -43,10 +47,13 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from .data import fusion_input, to_tensor
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
 # resolves such names from modules already imported (it never imports what a folder names).
-from .models.conditioning import CONDITIONS, Conditions, FPDMDenoiser, PoseEncoder, SourceMLP  # noqa: F401
+from .models.conditioning import (  # noqa: F401
+    CONDITIONS, Conditions, FPDMDenoiser, FusionMLP, PoseEncoder, SourceMLP, time_embedding_dim,
+)
 from .models.fusion import FusionModel  # noqa: F401
 from .models.source_encoder import SourceEncoder  # noqa: F401
 
@@ -106,11 +113,6 @@ def _as_list(x) -> list:
     return [x]
 
 
-def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
-
-
 def _is_keypoints(x) -> bool:
     return isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 2
 
@@ -126,7 +128,7 @@ def _image_tensor(item, size: tuple[int, int] | None, what: str) -> torch.Tensor
         item = item.convert("RGB")
         if size is not None and item.size != (size[1], size[0]):
             item = item.resize((size[1], size[0]), Image.BICUBIC)
-        return _pil_to_tensor(item)
+        return to_tensor(item)
     if isinstance(item, torch.Tensor):
         t = item.float()
         if t.ndim != 3 or t.shape[0] != 3:
@@ -137,16 +139,15 @@ def _image_tensor(item, size: tuple[int, int] | None, what: str) -> torch.Tensor
     raise TypeError(f"{what}: unsupported input type {type(item).__name__}")
 
 
-def _crop_tensor(item, size: int, what: str) -> torch.Tensor:
-    """A fusion-model input: PIL/arrays CLIP-style resized and centre-cropped to ``size`` as
-    stage 1's dataset does; tensors as given (the fusion model resizes them itself)."""
-    from .data import resize_crop
-
+def _fusion_tensor(item, size: int, kind: str, what: str) -> torch.Tensor:
+    """A fusion-model input (``src.data.fusion_input``) of any supported image kind."""
     if isinstance(item, np.ndarray) and item.ndim == 3:
         item = Image.fromarray(item.astype(np.uint8))
-    if isinstance(item, Image.Image):
-        return _pil_to_tensor(resize_crop(item.convert("RGB"), size))
-    return _image_tensor(item, None, what)
+    if not isinstance(item, (Image.Image, torch.Tensor)):
+        raise TypeError(f"{what}: unsupported input type {type(item).__name__}")
+    if isinstance(item, torch.Tensor) and (item.ndim != 3 or item.shape[0] != 3):
+        raise ValueError(f"{what}: expected a (3, H, W) tensor in [-1, 1], got shape {tuple(item.shape)}")
+    return fusion_input(item, size, kind)
 
 
 def _broadcast(items: list, batch: int, what: str) -> list:
@@ -164,12 +165,13 @@ def _stack(tensors: list[torch.Tensor], what: str) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def check_widths(unet, pose_encoder, source_mlp, source_encoder, fusion_model) -> None:
+def check_widths(unet, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model) -> None:
     """Raise ValueError naming the first pair of components whose widths do not fit."""
     c = unet.config
     pairs = [
-        ("fusion model embedding", getattr(fusion_model, "embed_dim", None),
-         "UNet class-embedding input", c.projection_class_embeddings_input_dim),
+        ("fusion model embedding", getattr(fusion_model, "embed_dim", None), "fusion MLP input",
+         fusion_mlp.config.in_dim),
+        ("fusion MLP output", fusion_mlp.config.out_dim, "UNet time embedding", time_embedding_dim(unet)),
         ("source encoder width", getattr(source_encoder, "width", None), "source MLP input", source_mlp.config.in_dim),
         ("source MLP output", source_mlp.config.out_dim, "UNet cross_attention_dim", c.cross_attention_dim),
         ("pose encoder output", pose_encoder.config.out_channels, "UNet block_out_channels[0]",
@@ -198,23 +200,24 @@ def eval_mode(*modules):
 class FPDMPipeline(DiffusionPipeline):
     """Pose-guided person image synthesis with a fusion embedding (see the module docstring)."""
 
-    model_cpu_offload_seq = "source_encoder->fusion_model->pose_encoder->source_mlp->unet->vae"
+    model_cpu_offload_seq = "source_encoder->fusion_model->pose_encoder->source_mlp->fusion_mlp->unet->vae"
 
-    def __init__(self, vae, unet, scheduler, pose_encoder, source_mlp, source_encoder, fusion_model,
+    def __init__(self, vae, unet, scheduler, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model,
                  source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder,
-                              source_mlp=source_mlp, source_encoder=source_encoder, fusion_model=fusion_model)
+                              source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
+                              fusion_model=fusion_model)
         self.register_to_config(source_size=source_size, fusion_size=fusion_size, height=height, width=width)
-        check_widths(unet, pose_encoder, source_mlp, source_encoder, fusion_model)
+        check_widths(unet, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
     # -- pieces, usable on their own (training validation, tests)
 
     def denoiser(self) -> FPDMDenoiser:
-        """The UNet + pose encoder + source MLP as one module (shares the components)."""
-        return FPDMDenoiser(self.unet, self.pose_encoder, self.source_mlp)
+        """The UNet + pose encoder + source MLP + fusion MLP as one module (shares the components)."""
+        return FPDMDenoiser(self.unet, self.pose_encoder, self.source_mlp, self.fusion_mlp)
 
     def prepare_inputs(self, source_image, target_pose, fusion_pose=None, height: int | None = None,
                        width: int | None = None) -> dict:
@@ -234,16 +237,16 @@ class FPDMPipeline(DiffusionPipeline):
         out = {
             "source": _stack([_image_tensor(x, (s, s), "source_image") for x in sources], "source_image"),
             "pose": _stack([_image_tensor(p, (height, width), "target_pose") for p in pose_items], "target_pose"),
-            "fusion_source": _stack([_crop_tensor(x, self.config.fusion_size, "source_image") for x in sources],
-                                    "source_image"),
+            "fusion_source": _stack([_fusion_tensor(x, self.config.fusion_size, "source", "source_image")
+                                     for x in sources], "source_image"),
         }
         if fusion_pose is None:
-            out["fusion_pose"] = out["pose"]
+            fusion_poses = list(out["pose"])
         else:
             fp = _broadcast(_as_list(fusion_pose), batch, "fusion_pose")
-            fp = [Image.fromarray(draw_pose(p, height, width)) if _is_keypoints(p) else p for p in fp]
-            out["fusion_pose"] = _stack([_crop_tensor(x, self.config.fusion_size, "fusion_pose") for x in fp],
-                                        "fusion_pose")
+            fusion_poses = [Image.fromarray(draw_pose(p, height, width)) if _is_keypoints(p) else p for p in fp]
+        out["fusion_pose"] = _stack([_fusion_tensor(x, self.config.fusion_size, "pose", "fusion_pose")
+                                     for x in fusion_poses], "fusion_pose")
         return out
 
     @torch.no_grad()
@@ -265,7 +268,7 @@ class FPDMPipeline(DiffusionPipeline):
                           fusion_guidance_scale: float | None = None, scheduler=None) -> torch.Tensor:
         """One step's prediction. ``conditions`` are the 3B guidance branches
         (``guidance_conditions``) when guiding, else the B plain conditions."""
-        n = conditions.class_labels.shape[0] // latents.shape[0]
+        n = conditions.fusion.shape[0] // latents.shape[0]
         model_in = torch.cat([latents] * n) if n > 1 else latents
         if scheduler is not None:
             model_in = scheduler.scale_model_input(model_in, t)
@@ -307,8 +310,8 @@ class FPDMPipeline(DiffusionPipeline):
         target_pose:  rendered pose image(s) (PIL, array, tensor in [-1, 1]) or keypoint arrays
                       (18, 2) / (B, 18, 2) in pixels of the output size (drawn with
                       ``src.pose.draw_pose``); a single source or pose is broadcast to the batch.
-        fusion_pose:  the pose image the fusion model sees (as in stage 1: drawn at the photo's
-                      own size); defaults to the target pose.
+        fusion_pose:  the pose image the fusion model sees; defaults to the target pose, as in
+                      stage-2 training (squashed to ``fusion_size`` either way).
         scheduler:    "ddpm" (the authors'), "ddim", "dpm++", "unipc", or a scheduler object;
                       built from the pipeline scheduler's config.
         seeds:        one int per item (per-item generators); else ``generator``.
@@ -373,15 +376,16 @@ TINY_POSE_CHANNELS = (8, 8, 16, 16)
 
 
 def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large", fusion_model=None, *,
-                   source_backend: str | None = None, source_image_size: int = 224,
-                   pose_channels=POSE_CHANNELS, mlp_hidden_dim: int = 768, mlp_dropout: float = 0.2,
-                   source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352,
-                   zero_init_class_embedding: bool = True, option: str = "pretrained_model",
+                   source_backend: str | None = None, pose_channels=POSE_CHANNELS, mlp_hidden_dim: int = 768,
+                   mlp_dropout: float = 0.2, fusion_mlp_hidden_dim: int | None = None,
+                   fusion_mlp_dropout: float = 0.2, source_size: int = 512, fusion_size: int = 224,
+                   height: int = 512, width: int = 352, option: str = "pretrained_model",
                    source_option: str = "source_encoder", fusion_option: str = "fusion_model") -> FPDMPipeline:
     """A pipeline ready to train (stage 2 start): the pretrained SD2 folder or hub id with the
-    class-embedding input sized to the fusion model, the frozen source encoder (hub id, folder,
-    ``"tiny"`` or a SourceEncoder), the stage-1 fusion model (a FusionModel, its folder, or
-    ``"tiny"``), a new pose encoder and a new source MLP sized to fit.
+    identity class embedding, the frozen source encoder (hub id, folder, ``"tiny"`` or a
+    SourceEncoder) fed the ``source_size`` square source, the stage-1 fusion model (a
+    FusionModel, its folder, or ``"tiny"``), and a new pose encoder, source MLP and fusion MLP
+    sized to fit (the fusion MLP's hidden width defaults to the fusion embedding's).
     ``pretrained_model`` must be a folder or hub id (``make_tiny_sd2`` writes a tiny one)."""
     from .models.sd2 import load_sd2
     from .weights import WeightsNotFoundError
@@ -399,17 +403,21 @@ def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large"
         fusion_model = FusionModel.from_pretrained(os.path.expanduser(fusion_model))
     fusion_model.requires_grad_(False).eval()
     if isinstance(source_encoder, str):
-        source_encoder = SourceEncoder.load(source_encoder, backend=source_backend, image_size=source_image_size,
+        source_encoder = SourceEncoder.load(source_encoder, backend=source_backend, image_size=source_size,
                                             option=source_option)
-    sd2 = load_sd2(pretrained_model, class_embed_dim=fusion_model.embed_dim, option=option,
-                   zero_init_class_embedding=zero_init_class_embedding)
+    elif source_encoder.config.image_size != source_size:
+        source_encoder.register_to_config(image_size=source_size)
+    sd2 = load_sd2(pretrained_model, option=option)
     c = sd2.unet.config
     pose_encoder = PoseEncoder(out_channels=c.block_out_channels[0], block_out_channels=tuple(pose_channels))
     source_mlp = SourceMLP(in_dim=source_encoder.width, hidden_dim=mlp_hidden_dim, out_dim=c.cross_attention_dim,
                            dropout=mlp_dropout)
+    fusion_mlp = FusionMLP(in_dim=fusion_model.embed_dim, hidden_dim=fusion_mlp_hidden_dim or fusion_model.embed_dim,
+                           out_dim=time_embedding_dim(sd2.unet), dropout=fusion_mlp_dropout)
     return FPDMPipeline(vae=sd2.vae, unet=sd2.unet, scheduler=sd2.scheduler, pose_encoder=pose_encoder,
-                        source_mlp=source_mlp, source_encoder=source_encoder, fusion_model=fusion_model,
-                        source_size=source_size, fusion_size=fusion_size, height=height, width=width)
+                        source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
+                        fusion_model=fusion_model, source_size=source_size, fusion_size=fusion_size, height=height,
+                        width=width)
 
 
 def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
@@ -449,7 +457,8 @@ def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sd2_folder = make_tiny_sd2(folder, prediction_type=prediction_type, seed=seed)
-        return build_pipeline(str(sd2_folder), SourceEncoder.tiny(), fusion_model or FusionModel.tiny(),
+        return build_pipeline(str(sd2_folder), SourceEncoder.tiny(image_size=source_size),
+                              fusion_model or FusionModel.tiny(),
                               pose_channels=TINY_POSE_CHANNELS, mlp_hidden_dim=32, source_size=source_size,
                               fusion_size=fusion_size, height=height, width=width)
 

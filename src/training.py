@@ -399,6 +399,22 @@ class StopSignal:
         return bool(accelerator.gather(flag).max().item() > 0)
 
 
+def warmup_step_lr(epoch: int, lr: float, warmup_epochs: int = 5, step_epochs: int = 50,
+                   gamma: float = 0.1) -> float:
+    """The authors' stage-2 learning rate of an epoch (their WarmupStepLR, stepped once per epoch):
+    ``lr * (epoch + 1) / warmup_epochs`` during warm-up, then ``lr * gamma ** ((epoch -
+    warmup_epochs) // step_epochs)``; ``warmup_epochs=0`` skips the warm-up, ``step_epochs=0``
+    never decays."""
+    if epoch < warmup_epochs:
+        return lr * (epoch + 1) / warmup_epochs
+    return lr * gamma ** ((epoch - warmup_epochs) // step_epochs) if step_epochs > 0 else lr
+
+
+def set_learning_rate(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def check_finite(loss: float, step: int, last_checkpoint: str | Path | None = None) -> None:
     """Raise NonFiniteLossError for a NaN/inf loss, naming the last good checkpoint."""
     if math.isfinite(loss):

@@ -53,10 +53,11 @@ def test_full_size_models_build_on_meta_with_the_real_parameter_counts():
     pipe = P.random_pipeline("full", "meta")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert next(pipe.unet.parameters()).is_meta
-    assert count(pipe.unet) == 865_910_724 + 768 * 1280 + 1280 + 1280 * 1280 + 1280  # SD2 UNet + class embedding
+    assert count(pipe.unet) == 865_910_724  # SD2 UNet; its identity class embedding has no weights
+    assert count(pipe.fusion_mlp) == 768 * 768 + 768 + 768 * 1280 + 1280  # 768 -> 768 -> 1280
     assert count(pipe.vae) == 83_653_863
     assert count(pipe.source_encoder) == 304_368_640  # DINOv2-large
-    assert pipe.source_encoder.num_tokens() == 257 and pipe.fusion_model.embed_dim == 768
+    assert pipe.source_encoder.num_tokens() == 1297 and pipe.fusion_model.embed_dim == 768  # source at 512 px
     assert not any(p.requires_grad for p in pipe.fusion_model.parameters())
 
 

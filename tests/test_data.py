@@ -181,3 +181,61 @@ def test_diffusion_dataset_items_and_augmentations(samples_root):
     assert not torch.equal(jit[1]["target_pose"], D.DiffusionDataset(
         samples_root, "test_pairs_data.json", train=True, flip_prob=0.0, jitter_sigma=3.0,
         identity_prob=0.0, source_scales=(64,), **kw)[1]["target_pose"])
+
+
+def face_point_colour_distances(pose: torch.Tensor, kp_frame: np.ndarray) -> list[float]:
+    """For each face keypoint (nose, eyes, ears) present in the annotation frame: the distance
+    from its palette colour to the nearest pixel colour in a 5x5 window around where the point
+    lands in a squashed square input (0 = that exact colour; black is ~255-360 away)."""
+    size = pose.shape[-1]
+    rgb = np.array(P.COLORS_BGR, dtype=np.float64)[:, ::-1]
+    image = ((pose + 1) * 127.5).permute(1, 2, 0).numpy()
+    out = []
+    for j in (0, 14, 15, 16, 17):
+        if np.isnan(kp_frame[j]).any():
+            continue
+        x = int(round((kp_frame[j, 0] - 40) * size / 176))  # the 176x256 person frame, squashed
+        y = int(round(kp_frame[j, 1] * size / 256))
+        window = image[max(0, y - 2):y + 3, max(0, x - 2):x + 3].reshape(-1, 3)
+        out.append(float(np.linalg.norm(window - rgb[j], axis=1).min()) if len(window) else 999.0)
+    return out
+
+
+def test_fusion_model_pose_input_keeps_the_face_points(samples_root):
+    """The pose is squashed to the fusion model's square, never centre-cropped: a crop of the tall
+    render cuts the head off most DeepFashion poses."""
+    checked = 0
+    for pair_file in PAIRS:
+        stage1 = D.FusionDataset(samples_root, pair_file, image_size=224)
+        stage2 = D.DiffusionDataset(samples_root, pair_file, train=False, fusion_size=224)
+        for i, pair in enumerate(stage1.pairs):
+            kp = P.read_keypoints(D.pose_path(samples_root, pair["target_image"]))
+            for pose in (stage1[i]["pose"], stage2[i]["fusion_pose"]):
+                distances = face_point_colour_distances(pose, kp)
+                assert distances and max(distances) < 180, (pair["target_image"], distances)
+                checked += 1
+    assert checked == 2 * sum(len(D.load_pairs(samples_root, f)) for f in PAIRS)
+
+
+def test_stage1_photos_are_cropped_and_stage2_inputs_squashed(samples_root):
+    photo = D.load_rgb(samples_root / D.load_pairs(samples_root, "test_pairs_data.json")[0]["source_image"])
+    w, h = photo.size
+    cropped = D.fusion_input(photo, 64, "stage1_photo")
+    expected = D.to_tensor(photo.crop((0, (h - w) // 2, w, (h - w) // 2 + w)).resize((64, 64), Image.BICUBIC))
+    assert (cropped - expected).abs().mean() < 0.02  # CLIP's processor: shortest edge, centre crop
+    squashed = D.fusion_input(photo, 64, "source")
+    assert torch.equal(squashed, D.to_tensor(photo.resize((64, 64), Image.BICUBIC)))
+    # tensors take the same view as PIL images
+    as_tensor = D.fusion_input(D.to_tensor(photo), 64, "source")
+    assert (as_tensor - squashed).abs().mean() < 0.02
+
+
+def test_stage2_fusion_pose_is_the_unets_jittered_flipped_render(samples_root):
+    kw = dict(target_size=(128, 88), source_size=64, fusion_size=64, pose_draw_size=(256, 176))
+    ds = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0, jitter_sigma=3.0,
+                            identity_prob=0.0, source_scales=(64,), **kw)
+    item = ds[1]
+    unet_pose = D.to_pil(item["target_pose"]).resize((64, 64), Image.BICUBIC)
+    assert (item["fusion_pose"] - D.to_tensor(unet_pose)).abs().max() < 2 / 127.5 + 1e-6
+    unflipped = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)[1]["fusion_pose"]
+    assert (item["fusion_pose"] - unflipped).abs().mean() > 0.01

@@ -10,11 +10,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from src.models.conditioning import (
-    Conditions, FPDMDenoiser, PoseEncoder, SourceMLP, diffusion_loss, drop_masks, prediction_target,
+    Conditions, FPDMDenoiser, FusionMLP, PoseEncoder, SourceMLP, diffusion_loss, drop_masks, prediction_target,
 )
-from src.models.sd2 import (
-    DEFAULT_SD2, add_class_embedding, load_scheduler, load_sd2, load_unet, make_tiny_sd2,
-)
+from src.models.sd2 import DEFAULT_SD2, load_scheduler, load_sd2, load_unet, make_tiny_sd2
 from src.models.source_encoder import BACKENDS, SourceEncoder, tiny_model_config
 from src.pipeline import make_tiny_pipeline
 from src.weights import WeightsNotFoundError
@@ -79,45 +77,49 @@ def test_tiny_sd2_folder_has_the_hub_layout(tiny_sd2):
 
 
 def test_loading_keeps_every_pretrained_weight(tiny_sd2):
-    parts = load_sd2(str(tiny_sd2), class_embed_dim=FUSION_DIM)
+    parts = load_sd2(str(tiny_sd2))
     pretrained = UNet2DConditionModel.from_pretrained(tiny_sd2, subfolder="unet").state_dict()
     loaded = parts.unet.state_dict()
-    new = set(loaded) - set(pretrained)
-    assert new and all(k.startswith("class_embedding.") for k in new)
-    assert set(pretrained) <= set(loaded)
+    assert set(loaded) == set(pretrained)  # the identity class embedding adds no weights
     for k, v in pretrained.items():
         assert torch.equal(loaded[k], v), k
-    assert parts.unet.config.class_embed_type == "projection"
-    assert parts.unet.config.projection_class_embeddings_input_dim == FUSION_DIM
+    assert parts.unet.config.class_embed_type == "identity"
     vae = AutoencoderKL.from_pretrained(tiny_sd2, subfolder="vae").state_dict()
     assert all(torch.equal(parts.vae.state_dict()[k], v) for k, v in vae.items())
     assert not any(p.requires_grad for p in parts.vae.parameters())
     assert parts.prediction_type == "epsilon"
 
 
-def test_zero_initialised_class_embedding_keeps_the_pretrained_output(tiny_sd2):
+def test_identity_class_embedding_adds_class_labels_to_the_time_embedding(tiny_sd2):
     base = UNet2DConditionModel.from_pretrained(tiny_sd2, subfolder="unet").eval()
-    unet = add_class_embedding(base, FUSION_DIM).eval()
-    x, t, _, tokens, fusion = inputs()
+    unet = load_unet(str(tiny_sd2)).eval()
+    x, t, _, tokens, _ = inputs()
+    width = unet.time_embedding.linear_2.out_features
+    extra = torch.randn(2, width)
+    base.time_embedding.register_forward_hook(lambda m, a, o: o + extra)  # the same sum, done by hand
     with torch.no_grad():
         ref = base(x, t, encoder_hidden_states=tokens).sample
-        out = unet(x, t, encoder_hidden_states=tokens, class_labels=fusion).sample
-    assert torch.allclose(out, ref, atol=1e-6)
+        out = unet(x, t, encoder_hidden_states=tokens, class_labels=extra).sample
+        zero = unet(x, t, encoder_hidden_states=tokens, class_labels=torch.zeros(2, width)).sample
+        plain = UNet2DConditionModel.from_pretrained(tiny_sd2, subfolder="unet").eval()(
+            x, t, encoder_hidden_states=tokens).sample
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(zero, plain, atol=1e-6)  # zero class labels: the pretrained UNet's output
 
 
-def test_default_dim_and_an_already_extended_unet(tiny_sd2, tmp_path):
+def test_a_trained_unet_loads_as_saved(tiny_sd2, tmp_path):
     unet = load_unet(str(tiny_sd2))
-    assert unet.config.projection_class_embeddings_input_dim == 768
-    unet.class_embedding.linear_2.weight.data.normal_()
+    unet.conv_in.weight.data.normal_()
     unet.save_pretrained(tmp_path / "trained" / "unet")
     for sub in ("vae", "scheduler"):
         (tmp_path / "trained" / sub).symlink_to(tiny_sd2 / sub)
-    again = load_unet(str(tmp_path / "trained"))  # a trained FPDM UNet loads as saved
-    assert torch.equal(again.class_embedding.linear_2.weight, unet.class_embedding.linear_2.weight)
+    again = load_unet(str(tmp_path / "trained"))
+    assert again.config.class_embed_type == "identity"
+    assert torch.equal(again.conv_in.weight, unet.conv_in.weight)
 
 
 def test_v_prediction_comes_from_the_scheduler_config(tiny_sd2_v):
-    assert load_sd2(str(tiny_sd2_v), class_embed_dim=FUSION_DIM).prediction_type == "v_prediction"
+    assert load_sd2(str(tiny_sd2_v)).prediction_type == "v_prediction"
 
 
 def test_missing_sd2_folder_gives_the_clear_message(tmp_path):
@@ -185,6 +187,23 @@ def test_source_encoder_missing_weights_message(tmp_path):
         SourceEncoder.load("facebook/dinov2-large")
 
 
+def test_source_encoder_sees_the_source_at_512_without_a_crop(tiny_sd2):
+    from src.pipeline import build_pipeline
+
+    torch.manual_seed(0)
+    # DINOv2's patch 14 on a small random network; the pipeline's default source size decides
+    patch14 = SourceEncoder(backend="dinov2", model_config=tiny_model_config("dinov2", patch_size=14, image_size=518))
+    pipe = build_pipeline(str(tiny_sd2), patch14, "tiny")
+    assert pipe.config.source_size == 512 and pipe.source_encoder.config.image_size == 512
+    source = pipe.prepare_inputs(torch.rand(3, 600, 400) * 2 - 1, torch.zeros(3, 512, 352))["source"]
+    assert source.shape == (1, 3, 512, 512)  # squashed to the square, nothing cut
+    tokens = pipe.source_encoder(source)
+    assert tokens.shape[1] == pipe.source_encoder.num_tokens() == 1 + 36 * 36 == 1297
+    # the tiny preset, same rule at its own size: 64 px with patch 8
+    tiny = make_tiny_pipeline(tiny_sd2, source_size=64)
+    assert tiny.source_encoder(torch.zeros(1, 3, 64, 64)).shape[1] == 1 + 8 * 8
+
+
 def test_default_source_encoder_config_is_dinov2_large_width():
     cfg = tiny_model_config("dinov2", width=1024, layers=1, heads=16, patch_size=14, image_size=224)
     assert cfg["hidden_size"] == 1024 and cfg["model_type"] == "dinov2"
@@ -210,8 +229,33 @@ def test_source_mlp_defaults():
     assert (mlp.config.in_dim, mlp.config.hidden_dim, mlp.config.out_dim, mlp.config.dropout) == (1024, 768, 1024, 0.2)
     linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(1024, 768), (768, 1024)]
-    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in mlp.modules())
     assert mlp(torch.randn(2, 5, 1024)).shape == (2, 5, 1024)
+
+
+def test_source_mlp_has_the_authors_layer_order():
+    layers = list(SourceMLP().net)
+    assert [type(m) for m in layers] == [torch.nn.Linear, torch.nn.GELU, torch.nn.Dropout, torch.nn.LayerNorm,
+                                         torch.nn.Linear, torch.nn.Dropout]
+    assert layers[2].p == 0.2 and layers[5].p == 0.2 and layers[3].normalized_shape == (768,)
+
+
+def test_fusion_mlp_has_the_authors_layers_and_default_init():
+    torch.manual_seed(0)
+    mlp = FusionMLP()
+    layers = list(mlp.net)
+    assert [type(m) for m in layers] == [torch.nn.Linear, torch.nn.GELU, torch.nn.Dropout, torch.nn.Linear,
+                                         torch.nn.Dropout]
+    assert [(m.in_features, m.out_features) for m in layers if isinstance(m, torch.nn.Linear)] == [(768, 768),
+                                                                                                  (768, 1280)]
+    assert layers[2].p == 0.2 and layers[4].p == 0.2
+    # PyTorch's default init (no zeroed layer): weights bounded by 1/sqrt(fan_in), none all zero
+    for m in (layers[0], layers[3]):
+        bound = 1 / m.in_features ** 0.5
+        assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.9 * bound
+    mlp.eval()
+    x = torch.randn(3, 768)
+    expected = layers[3](torch.nn.functional.gelu(layers[0](x)))
+    assert torch.allclose(mlp(x), expected, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +267,7 @@ def test_zero_pose_path_leaves_the_unet_output_unchanged_at_init(tiny_sd2):
     x, t, pose, tokens, fusion = inputs()
     with torch.no_grad():
         out = den(x, t, pose, tokens, fusion)
-        plain = den.unet(x, t, encoder_hidden_states=den.source_mlp(tokens), class_labels=fusion).sample
+        plain = den.unet(x, t, encoder_hidden_states=den.source_mlp(tokens), class_labels=den.fusion_mlp(fusion)).sample
         other = den(x, t, rand(2, 3, 64, 48, seed=9), tokens, fusion)
     assert torch.equal(out, plain) and torch.equal(out, other)
 
@@ -231,10 +275,6 @@ def test_zero_pose_path_leaves_the_unet_output_unchanged_at_init(tiny_sd2):
 def test_after_one_step_pose_and_fusion_change_the_output(tiny_sd2):
     den = make_denoiser(tiny_sd2)
     x, t, pose, tokens, fusion = inputs(seed=5)
-    with torch.no_grad():
-        den.eval()
-        before_f = den(x, t, pose, tokens, -fusion) - den(x, t, pose, tokens, fusion)
-    assert before_f.abs().max() < 1e-6  # zero-initialised class-embedding output layer
     den.train()
     one_training_step(den)
     den.eval()
@@ -248,16 +288,19 @@ def test_after_one_step_pose_and_fusion_change_the_output(tiny_sd2):
     assert pose_diff > 1e-6 and pose_path > 1e-3 and fusion_diff > 1e-4
 
 
-def test_fusion_embedding_enters_through_the_class_embedding(tiny_sd2):
+def test_fusion_embedding_enters_through_the_fusion_mlp(tiny_sd2):
     den = make_denoiser(tiny_sd2).eval()
-    torch.nn.init.normal_(den.unet.class_embedding.linear_2.weight, std=0.1)
     seen = []
-    den.unet.class_embedding.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    den.fusion_mlp.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    added = []
+    den.unet.class_embedding.register_forward_hook(lambda m, a, o: added.append(o.clone()))
     x, t, pose, tokens, fusion = inputs()
     with torch.no_grad():
         a = den(x, t, pose, tokens, fusion)
         b = den(x, t, pose, tokens, fusion.roll(1, dims=0))
+        mlp_out = den.fusion_mlp(fusion)
     assert torch.equal(seen[0], fusion)
+    assert torch.allclose(added[0], mlp_out)  # the identity class embedding passes the MLP output on
     assert (a - b).abs().max() > 1e-4
 
 
@@ -282,10 +325,9 @@ def test_source_tokens_reach_cross_attention(tiny_sd2):
 def test_condition_dropout_zeroes_each_condition_where_it_enters(tiny_sd2):
     den = make_denoiser(tiny_sd2).eval()
     torch.nn.init.normal_(den.pose_encoder.embedding.conv_out.weight, std=0.1)
-    torch.nn.init.normal_(den.unet.class_embedding.linear_2.weight, std=0.1)
     got = {}
     den.unet.conv_in.register_forward_hook(lambda m, a, o: got.__setitem__("pose", m._fpdm_pose_residual.clone()))
-    den.unet.class_embedding.register_forward_pre_hook(lambda m, a: got.__setitem__("fusion", a[0].clone()))
+    den.fusion_mlp.register_forward_pre_hook(lambda m, a: got.__setitem__("fusion", a[0].clone()))
     attn2 = next(m for n, m in den.unet.named_modules() if n.endswith("attn2"))
     attn2.register_forward_pre_hook(lambda m, a, kw: got.__setitem__("source", kw["encoder_hidden_states"].clone()),
                                     with_kwargs=True)
@@ -311,7 +353,7 @@ def test_condition_dropout_zeroes_each_condition_where_it_enters(tiny_sd2):
 
 def test_unet_stays_a_standard_diffusers_unet(tiny_sd2, tmp_path):
     den = make_denoiser(tiny_sd2)
-    den2 = FPDMDenoiser(den.unet, den.pose_encoder, den.source_mlp)  # a second wrapper: one hook only
+    den2 = FPDMDenoiser(den.unet, den.pose_encoder, den.source_mlp, den.fusion_mlp)  # a second wrapper: one hook
     assert len(den.unet.conv_in._forward_hooks) == 1 and den2.unet is den.unet
     den.unet.save_pretrained(tmp_path / "unet")
     again = UNet2DConditionModel.from_pretrained(tmp_path / "unet")
@@ -321,9 +363,12 @@ def test_unet_stays_a_standard_diffusers_unet(tiny_sd2, tmp_path):
 def test_width_mismatch_is_a_clear_error(tiny_sd2):
     den = make_denoiser(tiny_sd2)
     with pytest.raises(ValueError, match="cross-attention"):
-        FPDMDenoiser(den.unet, den.pose_encoder, SourceMLP(32, 32, 64))
+        FPDMDenoiser(den.unet, den.pose_encoder, SourceMLP(32, 32, 64), den.fusion_mlp)
     with pytest.raises(ValueError, match="conv_in"):
-        FPDMDenoiser(den.unet, PoseEncoder(out_channels=16, block_out_channels=(8, 8, 8, 8)), den.source_mlp)
+        FPDMDenoiser(den.unet, PoseEncoder(out_channels=16, block_out_channels=(8, 8, 8, 8)), den.source_mlp,
+                     den.fusion_mlp)
+    with pytest.raises(ValueError, match="time embedding"):
+        FPDMDenoiser(den.unet, den.pose_encoder, den.source_mlp, FusionMLP(32, 32, 64))
 
 
 def test_performance_switches_keep_the_output(tiny_sd2):
@@ -340,6 +385,7 @@ def test_performance_switches_keep_the_output(tiny_sd2):
         den.set_channels_last(False)
     den.train()
     den.source_mlp.eval()  # no dropout, to compare the gradients
+    den.fusion_mlp.eval()
     loss_plain = den(x, t, pose, tokens, fusion).square().mean()
     loss_plain.backward()
     g_plain = den.pose_encoder.embedding.conv_out.weight.grad.clone()
@@ -552,3 +598,65 @@ def test_b2_resume_is_exact_and_sigterm_saves(synthetic_root, tmp_path):
     assert proc.returncode == 0, output[-2000:]
     assert "stopped at step" in output
     assert list((tmp_path / "c" / "checkpoints").glob("checkpoint-*/training_state.json"))
+
+
+def test_warmup_step_lr_is_the_authors_per_epoch_schedule():
+    from src.training import warmup_step_lr
+
+    for e in range(100):
+        expected = 1e-4 * (e + 1) / 5 if e < 5 else 1e-4 * 0.1 ** ((e - 5) // 50)
+        assert warmup_step_lr(e, 1e-4) == pytest.approx(expected, rel=1e-12), e
+    assert warmup_step_lr(3, 1e-4, warmup_epochs=0) == 1e-4 and warmup_step_lr(70, 1e-4, step_epochs=0) == 1e-4
+
+
+def read_scalars(folder, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in sorted(folder.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            values.update({e.step: e.value for e in acc.Scalars(tag)})
+    return values
+
+
+@pytest.mark.slow
+def test_b2_learning_rate_over_100_epochs_and_after_a_sigterm_resume_mid_warmup(synthetic_root, tmp_path):
+    """B2's lr is the authors' per-epoch schedule, set from the epoch at every epoch start, so a
+    run stopped by SIGTERM during warm-up and resumed follows the same curve."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pairs = json.loads((synthetic_root / "train_pairs_data.json").read_text())[:2]
+    (synthetic_root / "two_pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "B2"
+    common = ["--preset=tiny", f"--dataset_root={synthetic_root}", "--train_pairs=two_pairs.json", "--batch_size=2",
+              "--epochs=100", "--lr=1e-3", "--lr_warmup_epochs=5", "--lr_step_epochs=50", "--lr_gamma=0.1",
+              "--validation_steps=0", "--validation_pairs=0", "--validation_loss_pairs=2", "--log_every=1",
+              f"--out_dir={out}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "B2.train_Diffusion_model.py"), *common,
+                             "--checkpointing_steps=1", "--checkpoints_total_limit=2"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-1").is_dir():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "stopped at step" in output, output[-2000:]
+    stopped = int(output.split("stopped at step ")[1].split(";")[0])
+    assert stopped < 5  # one step per epoch: still warming up
+    r = run_b2(*common, "--checkpointing_steps=1000", "--resume=latest")
+    assert r.returncode == 0 and f"resumed from {out / 'checkpoints' / f'checkpoint-{stopped}'}" in r.stdout, r.stderr[-2000:]
+
+    lr, epoch = read_scalars(out / "tensorboard", "lr"), read_scalars(out / "tensorboard", "epoch")
+    assert sorted(lr) == list(range(1, 101))  # one optimiser step per epoch, every step logged
+    by_epoch = {int(epoch[s]): lr[s] for s in lr}
+    for e in (0, 4, 5, 54, 55, 99):
+        expected = 1e-3 * (e + 1) / 5 if e < 5 else 1e-3 * 0.1 ** ((e - 5) // 50)
+        assert by_epoch[e] == pytest.approx(expected, rel=1e-6), e
+    for e in range(stopped, 5):  # the warm-up epochs after the resume
+        assert by_epoch[e] == pytest.approx(1e-3 * (e + 1) / 5, rel=1e-6), e

@@ -22,12 +22,12 @@ COMMON = [f"--size={SIZE}", f"--eval_size={EVAL}", "--pose_draw_size=(256, 176)"
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
-    """A saved tiny pipeline whose zero-initialised condition paths carry some weight."""
+    """A saved tiny pipeline whose zero-initialised pose path carries some weight."""
     tmp = tmp_path_factory.mktemp("c1")
     pipe = make_tiny_pipeline(tmp / "sd2", height=SIZE[0], width=SIZE[1])
     g = torch.Generator().manual_seed(3)
-    for p in (pipe.pose_encoder.embedding.conv_out.weight, pipe.unet.class_embedding.linear_2.weight):
-        p.data = torch.randn(p.shape, generator=g) * 0.05
+    pipe.pose_encoder.embedding.conv_out.weight.data = torch.randn(
+        pipe.pose_encoder.embedding.conv_out.weight.shape, generator=g) * 0.05
     pipe.save_pretrained(tmp / "pipeline")
     return tmp / "pipeline"
 
@@ -140,3 +140,36 @@ def test_c1_missing_pipeline_folder_is_one_clear_message(samples_root, tmp_path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert f"{tmp_path / 'B2' / 'pipeline'}: not an FPDM pipeline folder" in proc.stderr
+
+
+def test_default_test_pose_is_a1s_render_at_the_photo_size_resized(samples_root, tmp_path):
+    """The authors' C1 reads A1's pose image (drawn at 750x1101) and resizes it; "draw" draws at
+    the training size instead, so its lines are thicker at the model size."""
+    import shutil
+
+    from src import data as D
+    from src import pose as P
+
+    root = tmp_path / "data"
+    shutil.copytree(samples_root, root)
+    pair = load_pairs(root, "test_pairs_data.json")[0]
+    size, draw = (512, 352), (550, 375)
+    with Image.open(D.image_path(root, pair["target_image"])) as im:
+        photo = im.size
+    kp = P.read_keypoints(D.pose_path(root, pair["target_image"]))
+    a1_render = Image.fromarray(P.draw_pose_from_frame(kp, photo[1], photo[0]))
+    default = G.test_pose(root, pair["target_image"], size, draw)  # no pose_img/ yet: drawn at the photo size
+    expected = np.asarray(a1_render.resize((size[1], size[0]), Image.BICUBIC))
+    assert np.array_equal(np.asarray(default), expected)
+    saved = D.pose_image_path(root, pair["target_image"])  # A1's file, when present, is what is read
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    a1_render.transpose(Image.FLIP_LEFT_RIGHT).save(saved, quality=100)
+    from_file = G.test_pose(root, pair["target_image"], size, draw)
+    assert np.abs(np.asarray(from_file, np.int16) - np.asarray(
+        a1_render.transpose(Image.FLIP_LEFT_RIGHT).resize((size[1], size[0]), Image.BICUBIC), np.int16)).mean() < 2
+    drawn = G.test_pose(root, pair["target_image"], size, draw, "draw")
+    assert np.array_equal(np.asarray(drawn), np.asarray(D.stage2_pose(kp, size, draw)))
+    lit = lambda im: int((np.asarray(im).max(axis=2) > 128).sum())  # noqa: E731
+    assert lit(drawn) > 1.3 * lit(default)  # thinner lines in the authors' test poses
+    with pytest.raises(ValueError, match="test_pose"):
+        G.test_pose(root, pair["target_image"], size, draw, "other")

@@ -83,7 +83,8 @@ def test_pixel_metrics_equal_scikit_image(samples_root):
         structural_similarity(a / 255.0, b / 255.0, win_size=51, channel_axis=2, data_range=1), abs=1e-12)
     assert M.ssim_256(a, b) == pytest.approx(
         structural_similarity(a.astype(float), b.astype(float), gaussian_weights=True, sigma=1.5,
-                              use_sample_covariance=False, channel_axis=2, data_range=255), abs=1e-12)
+                              use_sample_covariance=False, channel_axis=2, data_range=np.ptp(a.astype(float))),
+        abs=1e-12)
     assert M.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a / 255.0, b / 255.0, data_range=1), abs=1e-9)
     assert 0 < M.ssim(a, b) < 1 and 0 < M.ssim_256(a, b) < 1 and 10 < M.psnr(a, b) < 40
     assert M.ssim(a, a) == pytest.approx(1.0) and M.psnr(a, a) == float("inf")
@@ -332,3 +333,223 @@ def test_c2_missing_torchvision_weights_gives_null_fid(tmp_path, samples_root):
     assert block["protocol"]["fid_backbone"] == "torchvision"
     assert (out.parent / "C2_config.json").is_file()
     assert "| FPDM | 256x176 |" in r.stdout and "n/a |" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# peers' protocol (issue 12): SSIM-256 data range, torchvision FID features, authors' file names
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SMALL = (128, 88)
+
+
+def test_ssim_256_data_range_is_generated_max_minus_min(samples_root):
+    t = M.load_eval_image(sample_images(samples_root)[0], SMALL)
+    blurred = np.asarray(Image.fromarray(t).filter(ImageFilter.GaussianBlur(1.5))).astype(np.float64)
+    g = np.clip(blurred * 0.6 + 40, 0, 255).astype(np.uint8)      # generated range about 40..193
+    truth = np.clip(t, 10, 240).astype(np.uint8)                     # another range
+    gf, tf = g / 255.0 * 255.0, truth / 255.0 * 255.0               # as the authors' code: [0,1] floats * 255
+    assert gf.max() - gf.min() not in (255.0, tf.max() - tf.min())
+    direct = structural_similarity(gf, tf, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                   channel_axis=2, data_range=gf.max() - gf.min())
+    assert M.ssim_256(g, truth) == pytest.approx(direct, abs=1e-12)
+    fixed_255 = structural_similarity(gf, tf, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                      channel_axis=2, data_range=255)
+    assert abs(direct - fixed_255) > 1e-3  # the test tells the two data ranges apart
+    assert "data_range=generated.max()-generated.min()" in M.SSIM_256_PROTOCOL and "data_range=255" not in M.SSIM_256_PROTOCOL
+
+
+def random_torchvision_inception_state(seed: int = 0) -> dict:
+    """A torchvision Inception-v3 state dict with seeded random weights and batch-norm statistics
+    calibrated on random inputs (the activations stay of order 1 through the network)."""
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
+        bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for m in bns:
+            m.momentum = None  # cumulative average over the calibration batch
+            m.reset_running_stats()
+            m.weight.data.uniform_(0.8, 1.2)
+            m.bias.data.normal_(0.0, 0.1)
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(4, 3, 299, 299) * 2 - 1)
+    return net.eval().state_dict()
+
+
+@pytest.fixture(scope="module")
+def tv_torch_home(tmp_path_factory) -> Path:
+    """A TORCH_HOME whose hub checkpoint folder holds a random torchvision Inception-v3 file
+    under the ImageNet weights' name."""
+    home = tmp_path_factory.mktemp("tv_torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(random_torchvision_inception_state(), home / "hub" / "checkpoints" / M.TV_INCEPTION_FILE)
+    return home
+
+
+def peers_inception_features(state: dict, images: torch.Tensor, scale_input: bool = True) -> torch.Tensor:
+    """SPEC 5, written out: torchvision Inception-v3 blocks (Conv2d_1a_3x3 ... Mixed_7c with the
+    3x3/2 max-pools, adaptive average pool), input in [0, 1] resized bilinearly to 299, then per
+    channel x * (std / 0.5) + (mean - 0.5) / 0.5 (``scale_input=False``: 2x - 1 instead, which is
+    what ImageNet normalisation followed by transform_input gives)."""
+    import torchvision
+
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    net.load_state_dict(state)
+    net.eval()
+    blocks = torch.nn.Sequential(
+        net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, torch.nn.MaxPool2d(kernel_size=3, stride=2),
+        net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, torch.nn.MaxPool2d(kernel_size=3, stride=2),
+        net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d,
+        net.Mixed_6e, net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, torch.nn.AdaptiveAvgPool2d(output_size=(1, 1)))
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    if scale_input:
+        x = torch.cat([x[:, c:c + 1] * (IMAGENET_STD[c] / 0.5) + (IMAGENET_MEAN[c] - 0.5) / 0.5 for c in range(3)], 1)
+    else:
+        x = x * 2 - 1
+    with torch.no_grad():
+        return blocks(x).reshape(len(x), -1)
+
+
+def test_torchvision_fid_features_are_the_peers(tv_torch_home, monkeypatch, samples_root):
+    monkeypatch.setenv("TORCH_HOME", str(tv_torch_home))
+    model = M.build_inception("torchvision")
+    paths = sample_images(samples_root)[:3]
+    images = torch.stack([torch.from_numpy(M.load_eval_image(p, SMALL)) for p in paths])
+    images = torch.cat([images, torch.full_like(images[:1], 255)])  # and a white image
+    ours = model(images)
+    state = torch.load(tv_torch_home / "hub" / "checkpoints" / M.TV_INCEPTION_FILE, weights_only=True)
+    theirs = peers_inception_features(state, images)
+    assert ours.shape == theirs.shape == (4, M.FEATURE_DIM)
+    tol = 1e-5 * theirs.abs().max().item()
+    assert theirs.abs().max().item() > 0.1 and (ours - theirs).abs().max().item() < tol
+    # the features of another input scaling are far off: the comparison tells them apart
+    other = peers_inception_features(state, images, scale_input=False)
+    assert (other - theirs).abs().max().item() > 1000 * tol
+    # the same through the file-level path
+    feats = M.inception_features(paths, SMALL, model, batch_size=2, progress=False)
+    assert np.allclose(feats, theirs[:3].double().numpy(), rtol=0, atol=tol)
+    desc = M.FID_BACKBONE_PROTOCOL["torchvision"]
+    for needle in ("align_corners=False", "transform_input=False", "x * (std/0.5) + (mean-0.5)/0.5",
+                   "Mixed_7c", "no ImageNet normalisation before"):
+        assert needle in desc, needle
+
+
+def test_fid_stats_cache_key_follows_the_backbone_protocol(monkeypatch, samples_root):
+    paths = sample_images(samples_root)[:2]
+    key = M.stats_cache_key(paths, SIZE, "torchvision")
+    monkeypatch.setitem(M.FID_BACKBONE_PROTOCOL, "torchvision", "an earlier feature definition")
+    assert M.stats_cache_key(paths, SIZE, "torchvision") != key
+
+
+def test_authors_and_pidm_file_names(samples_root):
+    pair = {"source_image": "./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg",
+            "target_image": "./img/MEN/Tees_Tanks/id_00007301/04_1_front.jpg"}
+    names = M.expected_names(pair)
+    # a file name of the FPDM authors' shipped sample outputs (dataset/deepfashion_samples/generate_ab6_20_0)
+    assert names["authors"] == "MENTees_Tanksid_0000730104_7_additional.jpg_2_MENTees_Tanksid_0000730104_1_front.jpg.png"
+    assert names["pidm"] == "fashionMENTees_Tanksid0000730104_7additional_2_fashionMENTees_Tanksid0000730104_1front_vis.png"
+    assert M.authors_name("img/WOMEN/Blouses_Shirts/id_00003372/03_2_side.jpg") == "WOMENBlouses_Shirtsid_0000337203_2_side.jpg"
+    assert M.pidm_name("./img/a/b.jpg") is None
+    assert set(M.expected_names({"source_image": "./img/a/b.jpg", "target_image": "./img/a/c.jpg"})) == {"authors"}
+    for p in json.loads((samples_root / "test_pairs_data.json").read_text()):
+        assert M.expected_names(p) == {"authors": authors_file_name(p), "pidm": pidm_file_name(p)}
+
+
+def authors_file_name(pair: dict) -> str:
+    """The FPDM authors' C1 rule: each path after './img' with '/' removed; '<src>_2_<tgt>.png'."""
+    src, tgt = (pair[k].split("./img", 1)[1].replace("/", "") for k in ("source_image", "target_image"))
+    return f"{src}_2_{tgt}.png"
+
+
+def pidm_file_name(pair: dict) -> str:
+    """PIDM's rule: 'fashion' + gender + category + id without '_' + file stem with only its first
+    '_' kept; '<src>_2_<tgt>_vis.png'."""
+    def one(path):
+        gender, category, person, file = path.split("img/", 1)[1].split("/")
+        stem = file.rsplit(".", 1)[0].split("_")
+        return "fashion" + gender + category + person.replace("_", "") + stem[0] + "_" + "".join(stem[1:])
+    return f"{one(pair['source_image'])}_2_{one(pair['target_image'])}_vis.png"
+
+
+def make_named(tmp_path: Path, samples_root: Path, pidm_for: int = 4) -> tuple[Path, Path, list[dict]]:
+    """The same generated images of every test pair in two folders: ``named`` (no manifest; the
+    FPDM authors' names, pair ``pidm_for`` named the PIDM way; images at 64x44 and 128x88) and
+    ``listed`` (0.png, 1.png, ... with a manifest.json)."""
+    pairs = json.loads((samples_root / "test_pairs_data.json").read_text())
+    named, listed = tmp_path / "named", tmp_path / "listed"
+    named.mkdir()
+    listed.mkdir()
+    rng = np.random.default_rng(0)
+    entries = []
+    for i, p in enumerate(pairs):
+        size = (44, 64) if i % 2 else (88, 128)
+        im = np.asarray(Image.open(samples_root / p["target_image"]).convert("RGB").resize(size, Image.BICUBIC))
+        im = np.clip(im.astype(int) + rng.integers(-20, 21, im.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(im).save(named / (pidm_file_name(p) if i == pidm_for else authors_file_name(p)))
+        Image.fromarray(im).save(listed / f"{i}.png")
+        entries.append({"generated": f"{i}.png", **p})
+    (listed / "manifest.json").write_text(json.dumps(entries))
+    return named, listed, pairs
+
+
+def test_c2_named_folder_equals_manifest(tmp_path, samples_root, tv_torch_home):
+    named, listed, pairs = make_named(tmp_path, samples_root)
+    results = {}
+    for name, folder in (("named", named), ("listed", listed)):
+        r = run_c2(f"--generated={folder}", f"--dataset_root={samples_root}", "--eval_sizes=['128x88']",
+                   "--fid_backbone=torchvision", "--fid_reference=test", "--lpips_backbone_random=True",
+                   "--batch_size=4", "--num_workers=0", "--fid_cache=", torch_home=tv_torch_home)
+        assert r.returncode == 0, r.stderr[-3000:]
+        results[name] = json.loads((folder / "metrics.json").read_text())["128x88"]
+    a, b = results["named"], results["listed"]
+    assert a["count"] == b["count"] == len(pairs)
+    for k in ("ssim", "ssim_256", "psnr", "lpips", "fid"):
+        assert isinstance(a[k], float) and a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
+    assert a["protocol"]["generated_found_by"].startswith("file names")
+    assert b["protocol"]["generated_found_by"] == "manifest.json"
+    assert a["protocol"]["fid_backbone_description"] == M.FID_BACKBONE_PROTOCOL["torchvision"]
+    assert a["protocol"]["ssim_256"] == M.SSIM_256_PROTOCOL
+
+
+def test_named_folder_problems_listed_at_once(tmp_path, samples_root):
+    named, _, pairs = make_named(tmp_path, samples_root)
+    entries, reference = M.check_inputs(named, samples_root, ["256x176", "512x352"], fid_reference="test")
+    assert [(e.source_image, e.target_image) for e in entries] == [(p["source_image"], p["target_image"]) for p in pairs]
+    assert all(e.generated["256x176"] == e.generated["512x352"] and e.generated["256x176"].parent == named
+               for e in entries)
+    assert len(reference) == len({p["target_image"] for p in pairs})
+
+    missing = authors_file_name(pairs[1])
+    (named / missing).unlink()                                                   # missing
+    Image.new("RGB", (88, 128)).save(named / "someone_else.png")                 # matches no pair
+    Image.new("RGB", (88, 128)).save(named / pidm_file_name(pairs[2]))           # ambiguous with the authors' name
+    (named / "notes.txt").write_text("not an image")                             # ignored
+    (named / "metrics.json").write_text("{}")                                    # ignored
+    with pytest.raises(M.ManifestError) as e:
+        M.check_inputs(named, samples_root, ["256x176"], fid_reference="test", expected_count=4)
+    text = str(e.value)
+    assert len(e.value.problems) == 4, text
+    for needle in (f"{named / missing}: generated image of {pairs[1]['source_image']}", "someone_else.png: matches no pair",
+                   f"{pairs[2]['source_image']} -> {pairs[2]['target_image']}: 2 generated images match",
+                   "5 pairs, expected 4"):
+        assert needle in text, needle
+    assert "notes.txt" not in text and "metrics.json" not in text
+
+    # an explicit manifest mode on the named folder, an unknown mode, a folder of other names
+    with pytest.raises(M.ManifestError) as e:
+        M.check_inputs(named, samples_root, ["256x176"], fid_reference="test", naming="manifest")
+    assert "manifest.json: manifest not found" in str(e.value)
+    with pytest.raises(M.ManifestError) as e:
+        M.check_inputs(named, samples_root, ["256x176"], fid_reference="test", naming="authors")
+    assert "naming='authors'" in str(e.value)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (88, 128)).save(other / "0.png")
+    with pytest.raises(M.ManifestError) as e:
+        M.check_inputs(other, samples_root, ["256x176"], fid_reference="test")
+    assert "no manifest.json and no image named after a pair" in str(e.value)
+    assert authors_file_name(pairs[0]) in str(e.value)

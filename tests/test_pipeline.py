@@ -31,10 +31,10 @@ def sd2_dir(tmp_path_factory):
 
 def tiny_pipe(sd2_dir, seed=0, **kw) -> FPDMPipeline:
     pipe = make_tiny_pipeline(sd2_dir, seed=seed, **kw)
-    # Give the zero-initialised paths some weight, so every condition matters.
+    # Give the zero-initialised pose path some weight, so every condition matters.
     g = torch.Generator().manual_seed(seed + 100)
-    for p in (pipe.pose_encoder.embedding.conv_out.weight, pipe.unet.class_embedding.linear_2.weight):
-        p.data = torch.randn(p.shape, generator=g) * 0.05
+    pipe.pose_encoder.embedding.conv_out.weight.data = torch.randn(
+        pipe.pose_encoder.embedding.conv_out.weight.shape, generator=g) * 0.05
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -70,7 +70,7 @@ class StubDenoiser:
         self.calls.append(x.shape[0])
         b = x.shape[0]
         pose = cond.pose_features.flatten(1).sum(1) if cond.pose_features is not None else torch.zeros(b)
-        value = 1.0 * pose + 10.0 * cond.encoder_hidden_states.flatten(1).sum(1) + 100.0 * cond.class_labels.sum(1)
+        value = 1.0 * pose + 10.0 * cond.encoder_hidden_states.flatten(1).sum(1) + 100.0 * cond.fusion.sum(1)
         return x * 0.5 + value.view(-1, 1, 1, 1)
 
 
@@ -208,10 +208,11 @@ def test_inputs_pil_keypoints_and_output_types(sd2_dir):
 def test_sampling_puts_modules_in_eval_mode_and_restores_them(sd2_dir):
     pipe = tiny_pipe(sd2_dir)
     pipe.source_mlp.train()  # dropout 0.2 would make sampling random
+    pipe.fusion_mlp.train()
     kw = dict(num_inference_steps=2, seeds=[1], height=H, width=W, output_type="np")
     a = pipe(images(1, 64, 64), images(1, seed=1), **kw).images
     b = pipe(images(1, 64, 64), images(1, seed=1), **kw).images
-    assert np.array_equal(a, b) and pipe.source_mlp.training
+    assert np.array_equal(a, b) and pipe.source_mlp.training and pipe.fusion_mlp.training
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,16 +227,17 @@ def test_save_load_round_trip_gives_the_same_image(sd2_dir, tmp_path):
     pipe.save_pretrained(tmp_path / "pipeline")
     folder = tmp_path / "pipeline"
     index = json.loads((folder / "model_index.json").read_text())
-    for name in ("vae", "unet", "scheduler", "pose_encoder", "source_mlp", "source_encoder", "fusion_model"):
+    for name in ("vae", "unet", "scheduler", "pose_encoder", "source_mlp", "fusion_mlp", "source_encoder",
+                 "fusion_model"):
         assert name in index and (folder / name).is_dir()
     assert index["height"] == H and index["width"] == W
     weights = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.safetensors"))
-    assert len(weights) == 6 and not list(folder.rglob("*.bin"))  # self-contained, safetensors only
+    assert len(weights) == 7 and not list(folder.rglob("*.bin"))  # self-contained, safetensors only
     loaded = FPDMPipeline.from_pretrained(folder)
     loaded.set_progress_bar_config(disable=True)
     after = loaded(src, pose, **kw).images
     assert np.array_equal(before, after)
-    for name in ("unet", "pose_encoder", "source_mlp", "source_encoder", "fusion_model", "vae"):
+    for name in ("unet", "pose_encoder", "source_mlp", "fusion_mlp", "source_encoder", "fusion_model", "vae"):
         a, b = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
@@ -288,7 +290,8 @@ def test_build_pipeline_sizes_the_new_parts_and_reports_missing_parts(sd2_dir, t
     assert pipe.pose_encoder.config.out_channels == pipe.unet.config.block_out_channels[0]
     assert pipe.source_mlp.config.in_dim == pipe.source_encoder.width
     assert pipe.source_mlp.config.out_dim == pipe.unet.config.cross_attention_dim
-    assert pipe.unet.config.projection_class_embeddings_input_dim == pipe.fusion_model.embed_dim
+    assert pipe.fusion_mlp.config.in_dim == pipe.fusion_model.embed_dim
+    assert pipe.fusion_mlp.config.out_dim == pipe.unet.time_embedding.linear_2.out_features
     with pytest.raises(WeightsNotFoundError, match="B1"):
         build_pipeline(str(sd2_dir), "tiny", str(tmp_path / "no_fusion_model"))
     with pytest.raises(WeightsNotFoundError, match="stable-diffusion-2-1"):

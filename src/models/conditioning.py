@@ -3,20 +3,23 @@
 - ``PoseEncoder``: ControlNet's conditioning embedding (diffusers'
   ``ControlNetConditioningEmbedding``): channels 16, 32, 96, 256, three stride-2 steps, last conv
   zero-initialised, out = the UNet's ``block_out_channels[0]`` (320) at latent size.
-- ``SourceMLP``: source-encoder tokens (1024) -> 768 -> UNet ``cross_attention_dim`` (1024),
-  dropout 0.2.
-- ``FPDMDenoiser``: composes an unmodified diffusers ``UNet2DConditionModel`` with the two:
+- ``SourceMLP``: source-encoder tokens (1024) -> 768 -> UNet ``cross_attention_dim`` (1024):
+  Linear, GELU, Dropout(0.2), LayerNorm, Linear, Dropout(0.2), the authors' layer order.
+- ``FusionMLP``: fusion embedding (768) -> 768 -> the UNet's time-embedding width (1280):
+  Linear, GELU, Dropout(0.2), Linear, Dropout(0.2), PyTorch's default init (the authors'
+  ``class_embed_type: 'mlp'``).
+- ``FPDMDenoiser``: composes an unmodified diffusers ``UNet2DConditionModel`` with the three:
     * pose features are **added to the output of ``unet.conv_in``** (a forward hook on that conv;
       the UNet itself stays a standard diffusers UNet and saves as one),
     * the source MLP's output is the UNet's ``encoder_hidden_states`` (cross-attention),
-    * the fusion embedding is the UNet's ``class_labels`` (projection class embedding, added to
-      the timestep embedding).
+    * the fusion MLP's output is the UNet's ``class_labels``; the UNet's class embedding is the
+      identity (``class_embed_type="identity"``), so it is added to the timestep embedding as is.
 
-Condition dropout (training, and the guidance branches of sampling) **zeroes a condition where it
-enters the UNet**: the pose features added after ``conv_in``, the ``encoder_hidden_states``
-after the source MLP, and the fusion embedding given as ``class_labels`` (before the UNet's
-class-embedding projection). Masks are per item; a dropped item's condition is multiplied by 0,
-so every parameter stays in the graph (no unused parameters under DDP).
+Condition dropout (training, and the guidance branches of sampling) zeroes the pose features
+added after ``conv_in``, the ``encoder_hidden_states`` after the source MLP, and the fusion
+embedding **before** the fusion MLP (as the authors zero it; the MLP's biases still reach the
+time embedding). Masks are per item; a dropped item's condition is multiplied by 0, so every
+parameter stays in the graph (no unused parameters under DDP).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
 
 class SourceMLP(ModelMixin, ConfigMixin):
     """Source tokens (B, N, in_dim) -> cross-attention states (B, N, out_dim):
-    Linear, GELU, LayerNorm, Dropout, Linear."""
+    Linear, GELU, Dropout, LayerNorm, Linear, Dropout."""
 
     config_name = "config.json"
 
@@ -65,12 +68,35 @@ class SourceMLP(ModelMixin, ConfigMixin):
     def __init__(self, in_dim: int = 1024, hidden_dim: int = 768, out_dim: int = 1024, dropout: float = 0.2):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.LayerNorm(hidden_dim), nn.Dropout(dropout),
-            nn.Linear(hidden_dim, out_dim),
+            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.LayerNorm(hidden_dim),
+            nn.Linear(hidden_dim, out_dim), nn.Dropout(dropout),
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.net(tokens.to(self.dtype))
+
+
+class FusionMLP(ModelMixin, ConfigMixin):
+    """Fusion embedding (B, in_dim) -> (B, out_dim), added to the UNet's timestep embedding:
+    Linear, GELU, Dropout, Linear, Dropout."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, in_dim: int = 768, hidden_dim: int = 768, out_dim: int = 1280, dropout: float = 0.2):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, out_dim), nn.Dropout(dropout),
+        )
+
+    def forward(self, fusion: torch.Tensor) -> torch.Tensor:
+        return self.net(fusion.to(self.dtype))
+
+
+def time_embedding_dim(unet) -> int:
+    """Width of the UNet's timestep embedding (1280 for SD2): the fusion MLP's output."""
+    return unet.time_embedding.linear_2.out_features
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,22 +124,23 @@ def install_pose_hook(unet) -> None:
 
 @dataclass
 class Conditions:
-    """The conditions as they enter the UNet (after dropout)."""
+    """The conditions after dropout: pose and source as they enter the UNet, the fusion
+    embedding as it enters the fusion MLP."""
 
     pose_features: torch.Tensor | None   # (B, C0, h, w), added after conv_in
     encoder_hidden_states: torch.Tensor  # (B, N, cross_attention_dim)
-    class_labels: torch.Tensor           # (B, fusion dim)
+    fusion: torch.Tensor                 # (B, fusion dim), the fusion MLP's input
 
     def repeat(self, n: int) -> "Conditions":
         """The batch repeated ``n`` times along dim 0 (as ``torch.cat([x] * n)``)."""
         rep = lambda t: None if t is None else torch.cat([t] * n)  # noqa: E731
-        return Conditions(rep(self.pose_features), rep(self.encoder_hidden_states), rep(self.class_labels))
+        return Conditions(rep(self.pose_features), rep(self.encoder_hidden_states), rep(self.fusion))
 
     def dropped(self, pose: bool = False, source: bool = False, fusion: bool = False) -> "Conditions":
         """The same conditions with whole ones zeroed (all items): the guidance branches."""
         zero = lambda t, drop: t if (t is None or not drop) else torch.zeros_like(t)  # noqa: E731
         return Conditions(zero(self.pose_features, pose), zero(self.encoder_hidden_states, source),
-                          zero(self.class_labels, fusion))
+                          zero(self.fusion, fusion))
 
     @staticmethod
     def cat(items: list["Conditions"]) -> "Conditions":
@@ -124,7 +151,7 @@ class Conditions:
                 raise ValueError("cannot join conditions with and without pose features")
             return torch.cat(ts)
         return Conditions(join([c.pose_features for c in items]), join([c.encoder_hidden_states for c in items]),
-                          join([c.class_labels for c in items]))
+                          join([c.fusion for c in items]))
 
 
 def _keep(drop: torch.Tensor | bool | None, batch: int, ref: torch.Tensor) -> torch.Tensor | None:
@@ -140,7 +167,7 @@ def _keep(drop: torch.Tensor | bool | None, batch: int, ref: torch.Tensor) -> to
 
 
 class FPDMDenoiser(nn.Module):
-    """UNet + pose encoder + source MLP: the trainable part of stage 2.
+    """UNet + pose encoder + source MLP + fusion MLP: the trainable part of stage 2.
 
     ``forward(noisy_latents, timesteps, pose_images, source_tokens, fusion_emb, drop_pose=None,
     drop_source=None, drop_fusion=None)`` returns the UNet's prediction (B, 4, h, w). Drop masks
@@ -149,12 +176,15 @@ class FPDMDenoiser(nn.Module):
     conditions once and runs only the UNet at every step.
     """
 
-    def __init__(self, unet, pose_encoder: PoseEncoder, source_mlp: SourceMLP):
+    def __init__(self, unet, pose_encoder: PoseEncoder, source_mlp: SourceMLP, fusion_mlp: FusionMLP):
         super().__init__()
         c = unet.config
-        if c.class_embed_type != "projection":
-            raise ValueError("the UNet needs class_embed_type='projection' for the fusion embedding "
+        if c.class_embed_type != "identity":
+            raise ValueError("the UNet needs class_embed_type='identity' for the fusion MLP's output "
                              "(load it with src.models.sd2.load_unet)")
+        if fusion_mlp.config.out_dim != time_embedding_dim(unet):
+            raise ValueError(f"fusion MLP gives {fusion_mlp.config.out_dim} features; the UNet's time embedding "
+                             f"is {time_embedding_dim(unet)} wide")
         if pose_encoder.config.out_channels != c.block_out_channels[0]:
             raise ValueError(f"pose encoder gives {pose_encoder.config.out_channels} channels; the UNet's conv_in "
                              f"gives {c.block_out_channels[0]}")
@@ -164,11 +194,12 @@ class FPDMDenoiser(nn.Module):
         self.unet = unet
         self.pose_encoder = pose_encoder
         self.source_mlp = source_mlp
+        self.fusion_mlp = fusion_mlp
         install_pose_hook(unet)
 
     @property
     def fusion_dim(self) -> int:
-        return self.unet.config.projection_class_embeddings_input_dim
+        return self.fusion_mlp.config.in_dim
 
     # -- conditions
 
@@ -185,18 +216,18 @@ class FPDMDenoiser(nn.Module):
         keep = _keep(drop_source, batch, states)
         if keep is not None:
             states = states * keep.view(-1, 1, 1)
-        labels = fusion_emb.to(self.unet.dtype)
-        keep = _keep(drop_fusion, batch, labels)
+        fusion = fusion_emb.to(self.fusion_mlp.dtype)
+        keep = _keep(drop_fusion, batch, fusion)
         if keep is not None:
-            labels = labels * keep.view(-1, 1)
-        return Conditions(pose, states, labels)
+            fusion = fusion * keep.view(-1, 1)
+        return Conditions(pose, states, fusion)
 
     def denoise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, conditions: Conditions) -> torch.Tensor:
         conv = self.unet.conv_in
         conv._fpdm_pose_residual = conditions.pose_features
         try:
             return self.unet(noisy_latents, timesteps, encoder_hidden_states=conditions.encoder_hidden_states,
-                             class_labels=conditions.class_labels, return_dict=False)[0]
+                             class_labels=self.fusion_mlp(conditions.fusion), return_dict=False)[0]
         finally:
             conv._fpdm_pose_residual = None
 
@@ -285,6 +316,6 @@ def diffusion_loss(denoiser: FPDMDenoiser, scheduler, latents: torch.Tensor, pos
 
 
 __all__ = [
-    "CONDITIONS", "Conditions", "FPDMDenoiser", "PoseEncoder", "SourceMLP", "diffusion_loss", "drop_masks",
-    "install_pose_hook", "prediction_target",
+    "CONDITIONS", "Conditions", "FPDMDenoiser", "FusionMLP", "PoseEncoder", "SourceMLP", "diffusion_loss",
+    "drop_masks", "install_pose_hook", "prediction_target", "time_embedding_dim",
 ]

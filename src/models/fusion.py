@@ -1,15 +1,18 @@
 """Stage 1 (SPEC 2): the fusion embedding.
 
 One shared CLIP image encoder E embeds the source image s, the rendered target pose p and the
-target image t (L2-normalised, cosine space). A combiner after CLIP4Cir fuses (s, p) into f:
+target image t: the **raw** projected embeddings (``image_embeds``, not L2-normalised), because
+the combiner's residual mixes them into f at their own scale, as the authors' model does.
+A combiner after CLIP4Cir fuses (s, p) into f; only f is normalised:
 
     ps = drop(relu(Ls(s)))    pp = drop(relu(Lp(p)))    c = cat(pp, ps)
     h = drop(relu(Lc(c)))     lam = sigmoid(Linear(2P->H), ReLU, Dropout, Linear(H->1))(c)
     f = normalize(Lo(h) + lam * p + (1 - lam) * s)
 
-trained with the source-enhanced InfoNCE: targets [t; s] against candidates [f; s] at
-temperature 0.07, row i's positive is candidate i, plus 1e-4 x the mean L1 distance between f
-and s. ``FusionModel`` is a diffusers ModelMixin/ConfigMixin: ``save_pretrained`` writes
+trained with the source-enhanced InfoNCE on cosine similarity: targets [t; s] against
+candidates [f; s] at temperature 0.07, row i's positive is candidate i, plus 1e-4 x the mean
+absolute difference between the extended sources [s; s] (raw) and the candidates [f; s] (so
+half of its terms are zero), the L1 term exactly as the authors compute it. ``FusionModel`` is a diffusers ModelMixin/ConfigMixin: ``save_pretrained`` writes
 safetensors + config.json, and ``from_pretrained`` rebuilds the architecture from the saved
 encoder config (random weights, no hub access) before loading the saved weights.
 """
@@ -112,13 +115,14 @@ class FusionModel(ModelMixin, ConfigMixin):
         return self.encoder.embed_dim
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Unit-norm CLIP embeddings (B, D) of images in [-1, 1] at any size."""
-        return F.normalize(self.encoder(images).float(), dim=-1)
+        """Raw projected CLIP embeddings (B, D) of images in [-1, 1] (see ``src.data.fusion_input``
+        for the view each kind of image gets)."""
+        return self.encoder(images).float()
 
     def encode_many(self, *image_sets: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``encode`` of several image batches (sizes may differ) through E as one batch."""
         pixels = torch.cat([self.encoder.preprocess(x) for x in image_sets])
-        emb = F.normalize(self.encoder.embed_pixels(pixels).float(), dim=-1)
+        emb = self.encoder.embed_pixels(pixels).float()
         return emb.split([x.shape[0] for x in image_sets])
 
     def fuse(self, source_images: torch.Tensor, pose_images: torch.Tensor) -> torch.Tensor:
@@ -127,8 +131,8 @@ class FusionModel(ModelMixin, ConfigMixin):
         return self.combiner(s, p)
 
     def forward(self, source: torch.Tensor, pose: torch.Tensor, target: torch.Tensor | None = None) -> dict:
-        """Embeddings of one batch: ``source``, ``pose``, ``fusion`` and (if given) ``target``,
-        all (B, D) unit norm. The three image sets go through E as one batch."""
+        """Embeddings of one batch: raw ``source``, ``pose`` and (if given) ``target`` (B, D), and
+        the unit-norm ``fusion``. The three image sets go through E as one batch."""
         images = [source, pose] + ([target] if target is not None else [])
         emb = self.encode_many(*images)
         f = self.combiner(emb[0], emb[1])
@@ -144,23 +148,25 @@ class FusionModel(ModelMixin, ConfigMixin):
 
 def fusion_logits(target: torch.Tensor, source: torch.Tensor, fusion: torch.Tensor,
                   temperature: float = TEMPERATURE) -> torch.Tensor:
-    """(2B, 2B) logits of the extended targets [t; s] against the candidates [f; s]."""
-    t_ext = torch.cat([target, source]).float()
-    c_ext = torch.cat([fusion, source]).float()
+    """(2B, 2B) cosine similarities of the extended targets [t; s] against the candidates
+    [f; s], divided by the temperature."""
+    t_ext = F.normalize(torch.cat([target, source]).float(), dim=-1)
+    c_ext = F.normalize(torch.cat([fusion, source]).float(), dim=-1)
     return t_ext @ c_ext.t() / temperature
 
 
 def fusion_loss(target: torch.Tensor, source: torch.Tensor, fusion: torch.Tensor,
                 temperature: float = TEMPERATURE, l1_weight: float = L1_WEIGHT) -> tuple[torch.Tensor, dict]:
     """Source-enhanced InfoNCE (mean over the 2B rows; row i's positive is candidate i) plus
-    ``l1_weight`` x mean absolute difference of f and s. Inputs are unit-norm (B, D).
+    ``l1_weight`` x the mean absolute difference of the extended sources [s; s] and the
+    candidates [f; s]. Inputs (B, D): raw ``target`` and ``source``, unit-norm ``fusion``.
 
     Returns (loss, stats) with stats ``infonce``, ``l1`` and the in-batch ``top1`` (share of the
     first B rows, the targets, whose own fusion embedding scores highest), all detached."""
     logits = fusion_logits(target, source, fusion, temperature)
     labels = torch.arange(logits.shape[0], device=logits.device)
     infonce = F.cross_entropy(logits, labels)
-    l1 = F.l1_loss(fusion.float(), source.float())
+    l1 = F.l1_loss(torch.cat([fusion, source]).float(), torch.cat([source, source]).float())
     loss = infonce + l1_weight * l1
     b = target.shape[0]
     with torch.no_grad():

@@ -5,12 +5,12 @@
 ``DDPMScheduler`` built from the folder's scheduler config, whose ``prediction_type``
 (``epsilon`` or ``v_prediction``) decides the training target and how samplers step.
 
-The fusion embedding enters the UNet through diffusers' own class embedding
-(``class_embed_type="projection"``, ``projection_class_embeddings_input_dim=768``): it is
-projected to the time-embedding width and added to the timestep embedding. A pretrained SD2
-UNet has no class embedding, so ``add_class_embedding`` builds the same UNet with it and copies
-every pretrained tensor over; only ``class_embedding.*`` is new (its last layer starts at zero
-by default, so the pretrained UNet's output is unchanged until training moves it).
+The fusion embedding reaches the UNet's timestep embedding through the fusion MLP (a pipeline
+component of its own, ``src.models.conditioning.FusionMLP``), whose output the UNet takes as
+``class_labels`` with diffusers' identity class embedding (``class_embed_type="identity"``:
+added to the timestep embedding as is). A pretrained SD2 UNet has no class embedding, so
+``with_identity_class_embedding`` builds the same UNet with that config and assigns every
+pretrained tensor to it; the identity has no parameters, so nothing is new.
 
 ``make_tiny_sd2(folder)`` writes a tiny random SD2-style folder in the same layout (VAE with
 four blocks, so latents are 1/8 of the image as in SD; a two-block UNet), which the tests and
@@ -31,10 +31,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from ..weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
 DEFAULT_SD2 = "stabilityai/stable-diffusion-2-1"
-FUSION_DIM = 768
 WHAT = "Stable Diffusion 2 (unet/, vae/, scheduler/)"
 SUBFOLDERS = ("unet", "vae", "scheduler")
-CLASS_EMBEDDING_PREFIX = "class_embedding."
 
 
 @dataclass
@@ -98,54 +96,38 @@ def load_vae(name: str = DEFAULT_SD2, option: str = "pretrained_model", dtype=No
     return vae
 
 
-def load_unet(name: str = DEFAULT_SD2, class_embed_dim: int = FUSION_DIM, option: str = "pretrained_model",
-              zero_init_class_embedding: bool = True, dtype=None) -> UNet2DConditionModel:
-    """The pretrained UNet with the fusion-embedding input added (see ``add_class_embedding``).
-    A UNet that already has a projection class embedding of ``class_embed_dim`` (a trained
-    FPDM UNet) is returned as saved."""
+def load_unet(name: str = DEFAULT_SD2, option: str = "pretrained_model", dtype=None) -> UNet2DConditionModel:
+    """The pretrained UNet with the identity class embedding (see ``with_identity_class_embedding``);
+    a trained FPDM UNet, which has it already, is returned as saved."""
     name = _resolve(name, option)
     unet = _load(UNet2DConditionModel.from_pretrained, name, "unet", option, dtype=dtype)
-    if (unet.config.class_embed_type == "projection"
-            and unet.config.projection_class_embeddings_input_dim == class_embed_dim):
-        return unet
-    return add_class_embedding(unet, class_embed_dim, zero_init=zero_init_class_embedding)
+    return with_identity_class_embedding(unet)
 
 
-def load_sd2(name: str = DEFAULT_SD2, class_embed_dim: int = FUSION_DIM, option: str = "pretrained_model",
-             zero_init_class_embedding: bool = True, dtype=None) -> SD2Components:
-    """VAE (frozen), UNet with the class-embedding input, DDPM scheduler of an SD2-family folder
-    or hub id. Missing weights raise ``WeightsNotFoundError`` with a one-line fix."""
+def load_sd2(name: str = DEFAULT_SD2, option: str = "pretrained_model", dtype=None) -> SD2Components:
+    """VAE (frozen), UNet with the identity class embedding, DDPM scheduler of an SD2-family
+    folder or hub id. Missing weights raise ``WeightsNotFoundError`` with a one-line fix."""
     return SD2Components(
         vae=load_vae(name, option, dtype=dtype),
-        unet=load_unet(name, class_embed_dim, option, zero_init_class_embedding, dtype=dtype),
+        unet=load_unet(name, option, dtype=dtype),
         scheduler=load_scheduler(name, option),
     )
 
 
-def add_class_embedding(unet: UNet2DConditionModel, dim: int = FUSION_DIM,
-                        zero_init: bool = True) -> UNet2DConditionModel:
-    """The same UNet with ``class_embed_type="projection"`` (input ``dim``), every pretrained
-    tensor kept (assigned, not copied). Raises if anything but ``class_embedding.*`` would be new."""
+def with_identity_class_embedding(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """The same UNet with ``class_embed_type="identity"``, every pretrained tensor kept
+    (assigned, not copied). Raises if the UNet has a class embedding of another kind."""
+    if unet.config.class_embed_type == "identity":
+        return unet
+    if unet.config.class_embed_type is not None or unet.config.num_class_embeds is not None:
+        raise ValueError(f"the UNet already has a class embedding ({unet.config.class_embed_type or 'num_class_embeds'}); "
+                         "FPDM needs an SD2 UNet without one")
     config = dict(unet.config)
-    config.update(class_embed_type="projection", projection_class_embeddings_input_dim=dim,
-                  num_class_embeds=None)
+    config.update(class_embed_type="identity")
     # Built without allocating weights; the pretrained tensors are then assigned (no copy).
     with init_empty_weights():
         new = UNet2DConditionModel.from_config(config)
-    old_state = {k: v for k, v in unet.state_dict().items() if not k.startswith(CLASS_EMBEDDING_PREFIX)}
-    result = new.load_state_dict(old_state, strict=False, assign=True)
-    not_new = [k for k in result.missing_keys if not k.startswith(CLASS_EMBEDDING_PREFIX)]
-    if not_new or result.unexpected_keys:
-        raise RuntimeError(f"adding the class embedding changed the UNet: missing {not_new[:5]}, "
-                           f"unexpected {result.unexpected_keys[:5]}")
-    embedding = new.class_embedding.to_empty(device=unet.device)
-    for module in embedding.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.reset_parameters()
-    if zero_init:
-        torch.nn.init.zeros_(embedding.linear_2.weight)
-        torch.nn.init.zeros_(embedding.linear_2.bias)
-    embedding.to(dtype=unet.dtype)
+    new.load_state_dict(unet.state_dict(), strict=True, assign=True)
     left = [n for n, t in list(new.named_parameters()) + list(new.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"adding the class embedding left tensors unset: {left[:5]}")
@@ -212,6 +194,6 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
 
 
 __all__ = [
-    "DEFAULT_SD2", "FUSION_DIM", "SD2Components", "add_class_embedding", "load_scheduler", "load_sd2",
-    "load_unet", "load_vae", "make_tiny_sd2", "tiny_sd2_configs",
+    "DEFAULT_SD2", "SD2Components", "load_scheduler", "load_sd2", "load_unet", "load_vae", "make_tiny_sd2",
+    "tiny_sd2_configs", "with_identity_class_embedding",
 ]

@@ -1,14 +1,15 @@
 """Frozen source-appearance encoder of stage 2 (SPEC 3, condition 2).
 
 ``encoder(images)`` takes images in [-1, 1] at any size, resizes them (bicubic, antialiased) to
-the encoder's own square resolution (``image_size``, default 224), applies the encoder's own
-mean/std and returns **every** output token of the last layer, ``last_hidden_state``
-(B, N, width): class token first, then the patch tokens. The source is a square image (the
-dataset feeds it at 512x512), so the resize keeps the whole image, no crop.
+the square resolution ``image_size`` (the pipeline's ``source_size``, 512 as the authors),
+applies the encoder's own mean/std and returns **every** output token of the last layer,
+``last_hidden_state`` (B, N, width): class token first, then the patch tokens; the position
+embeddings are interpolated to the grid. The source is a square image (the dataset feeds it at
+512x512), so the resize keeps the whole image, no crop.
 
 Backends, one interface
 - ``"dinov2"``: transformers ``AutoModel`` of a DINOv2 checkpoint (default
-  ``facebook/dinov2-large``, width 1024; 257 tokens at 224 px with patch 14).
+  ``facebook/dinov2-large``, width 1024; 1 + 36x36 = 1297 tokens at 512 px with patch 14).
 - ``"clip"``:   transformers ``CLIPVisionModel`` (e.g. ``openai/clip-vit-large-patch14``).
 
 ``SourceEncoder`` is a diffusers ModelMixin/ConfigMixin: its config holds the backend, the
@@ -83,7 +84,7 @@ class SourceEncoder(ModelMixin, ConfigMixin):
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, backend: str = "dinov2", model_config: dict | None = None, image_size: int = 224,
+    def __init__(self, backend: str = "dinov2", model_config: dict | None = None, image_size: int = 512,
                  image_mean: list | tuple | None = None, image_std: list | tuple | None = None,
                  source: str = "random"):
         super().__init__()
@@ -109,7 +110,7 @@ class SourceEncoder(ModelMixin, ConfigMixin):
                    image_size=image_size, source="tiny")
 
     @classmethod
-    def load(cls, name: str = DEFAULT_SOURCE_ENCODER, backend: str | None = None, image_size: int = 224,
+    def load(cls, name: str = DEFAULT_SOURCE_ENCODER, backend: str | None = None, image_size: int = 512,
              option: str = "source_encoder") -> "SourceEncoder":
         """Real weights from a hub id or local folder (``"tiny"``: the tiny random encoder).
         ``backend`` defaults to what the checkpoint's config says (dinov2 or clip)."""
@@ -182,7 +183,10 @@ class SourceEncoder(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """All last-layer tokens (B, N, width) of images in [-1, 1]."""
-        return self.model(pixel_values=self.preprocess(images)).last_hidden_state
+        kwargs = {}
+        if self.config.backend == "clip" and self.config.image_size != self.model.config.image_size:
+            kwargs["interpolate_pos_encoding"] = True  # DINOv2 interpolates by itself
+        return self.model(pixel_values=self.preprocess(images), **kwargs).last_hidden_state
 
 
 __all__ = [
