@@ -182,7 +182,7 @@ def main():
     pipe = build_pipeline(sd2, source_encoder, fusion_model, source_backend=source_backend or None,
                           pose_channels=pose_channels, mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout,
                           fusion_mlp_dropout=mlp_dropout, source_size=source_size, fusion_size=fusion_size,
-                          height=target_size[0], width=target_size[1])
+                          height=target_size[0], width=target_size[1], pose_draw_size=pose_draw_size)
     pipe.set_progress_bar_config(disable=True)
     device = accelerator.device
     for frozen in (pipe.vae, pipe.source_encoder, pipe.fusion_model):

@@ -5,7 +5,8 @@ safetensors): ``vae``, ``unet`` (a standard diffusers UNet2DConditionModel with 
 class embedding), ``scheduler``, ``pose_encoder``, ``source_mlp``, ``fusion_mlp``,
 ``source_encoder`` and ``fusion_model`` (stage 1). The config records the geometry: output
 ``height`` x ``width``, ``source_size`` (the square source the source encoder sees, 512) and
-``fusion_size`` (the fusion model's square inputs, 224).
+``fusion_size`` (the fusion model's square inputs, 224) and ``pose_draw_size`` (where B2
+drew its target poses before resizing them to the output size, 550x375).
 
 Per call: the source encoder's tokens (through the source MLP) and the fusion embedding
 f(source, target pose) are computed once (the fusion model sees the source and the target pose
@@ -203,12 +204,14 @@ class FPDMPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "source_encoder->fusion_model->pose_encoder->source_mlp->fusion_mlp->unet->vae"
 
     def __init__(self, vae, unet, scheduler, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model,
-                 source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352):
+                 source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352,
+                 pose_draw_size: tuple | list | None = None):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder,
                               source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
                               fusion_model=fusion_model)
-        self.register_to_config(source_size=source_size, fusion_size=fusion_size, height=height, width=width)
+        self.register_to_config(source_size=source_size, fusion_size=fusion_size, height=height, width=width,
+                                pose_draw_size=list(pose_draw_size) if pose_draw_size else None)
         check_widths(unet, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -219,12 +222,19 @@ class FPDMPipeline(DiffusionPipeline):
         """The UNet + pose encoder + source MLP + fusion MLP as one module (shares the components)."""
         return FPDMDenoiser(self.unet, self.pose_encoder, self.source_mlp, self.fusion_mlp)
 
+    def draw_target_pose(self, keypoints: np.ndarray, height: int, width: int) -> Image.Image:
+        """Pixel keypoints at the output size -> the pose image as B2 trained on it: drawn at the
+        config's ``pose_draw_size`` (scaled to it), then resized; at the output size when unset."""
+        from .data import draw_pose_resized
+
+        draw = tuple(self.config.pose_draw_size or (height, width))
+        scale = np.array([draw[1] / width, draw[0] / height])
+        return draw_pose_resized(np.asarray(keypoints, dtype=np.float64) * scale, draw, (height, width))
+
     def prepare_inputs(self, source_image, target_pose, fusion_pose=None, height: int | None = None,
                        width: int | None = None) -> dict:
         """Images of any supported kind -> tensors in [-1, 1]: ``source`` (B,3,S,S), ``pose``
         (B,3,H,W), ``fusion_source`` and ``fusion_pose`` (fusion-model inputs)."""
-        from .pose import draw_pose
-
         height = height or self.config.height
         width = width or self.config.width
         sources = _as_list(source_image)
@@ -233,7 +243,7 @@ class FPDMPipeline(DiffusionPipeline):
         sources = _broadcast(sources, batch, "source_image")
         poses = _broadcast(poses, batch, "target_pose")
         s = self.config.source_size
-        pose_items = [Image.fromarray(draw_pose(p, height, width)) if _is_keypoints(p) else p for p in poses]
+        pose_items = [self.draw_target_pose(p, height, width) if _is_keypoints(p) else p for p in poses]
         out = {
             "source": _stack([_image_tensor(x, (s, s), "source_image") for x in sources], "source_image"),
             "pose": _stack([_image_tensor(p, (height, width), "target_pose") for p in pose_items], "target_pose"),
@@ -244,7 +254,7 @@ class FPDMPipeline(DiffusionPipeline):
             fusion_poses = list(out["pose"])
         else:
             fp = _broadcast(_as_list(fusion_pose), batch, "fusion_pose")
-            fusion_poses = [Image.fromarray(draw_pose(p, height, width)) if _is_keypoints(p) else p for p in fp]
+            fusion_poses = [self.draw_target_pose(p, height, width) if _is_keypoints(p) else p for p in fp]
         out["fusion_pose"] = _stack([_fusion_tensor(x, self.config.fusion_size, "pose", "fusion_pose")
                                      for x in fusion_poses], "fusion_pose")
         return out
@@ -309,7 +319,8 @@ class FPDMPipeline(DiffusionPipeline):
         source_image: PIL image(s), HxWx3 uint8 array(s), or (B,3,H,W)/(3,H,W) tensors in [-1, 1].
         target_pose:  rendered pose image(s) (PIL, array, tensor in [-1, 1]) or keypoint arrays
                       (18, 2) / (B, 18, 2) in pixels of the output size (drawn with
-                      ``src.pose.draw_pose``); a single source or pose is broadcast to the batch.
+                      drawn as B2 drew them, see ``draw_target_pose``); a single source or pose is
+                      broadcast to the batch.
         fusion_pose:  the pose image the fusion model sees; defaults to the target pose, as in
                       stage-2 training (squashed to ``fusion_size`` either way).
         scheduler:    "ddpm" (the authors'), "ddim", "dpm++", "unipc", or a scheduler object;
@@ -379,7 +390,7 @@ def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large"
                    source_backend: str | None = None, pose_channels=POSE_CHANNELS, mlp_hidden_dim: int = 768,
                    mlp_dropout: float = 0.2, fusion_mlp_hidden_dim: int | None = None,
                    fusion_mlp_dropout: float = 0.2, source_size: int = 512, fusion_size: int = 224,
-                   height: int = 512, width: int = 352, option: str = "pretrained_model",
+                   height: int = 512, width: int = 352, pose_draw_size=None, option: str = "pretrained_model",
                    source_option: str = "source_encoder", fusion_option: str = "fusion_model") -> FPDMPipeline:
     """A pipeline ready to train (stage 2 start): the pretrained SD2 folder or hub id with the
     identity class embedding, the frozen source encoder (hub id, folder, ``"tiny"`` or a
@@ -417,7 +428,7 @@ def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large"
     return FPDMPipeline(vae=sd2.vae, unet=sd2.unet, scheduler=sd2.scheduler, pose_encoder=pose_encoder,
                         source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
                         fusion_model=fusion_model, source_size=source_size, fusion_size=fusion_size, height=height,
-                        width=width)
+                        width=width, pose_draw_size=pose_draw_size)
 
 
 def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
