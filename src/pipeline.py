@@ -318,9 +318,8 @@ class FPDMPipeline(DiffusionPipeline):
 
         source_image: PIL image(s), HxWx3 uint8 array(s), or (B,3,H,W)/(3,H,W) tensors in [-1, 1].
         target_pose:  rendered pose image(s) (PIL, array, tensor in [-1, 1]) or keypoint arrays
-                      (18, 2) / (B, 18, 2) in pixels of the output size (drawn with
-                      drawn as B2 drew them, see ``draw_target_pose``); a single source or pose is
-                      broadcast to the batch.
+                      (18, 2) / (B, 18, 2) in pixels of the output size (drawn as B2 drew
+                      them, see ``draw_target_pose``); a single source or pose is broadcast.
         fusion_pose:  the pose image the fusion model sees; defaults to the target pose, as in
                       stage-2 training (squashed to ``fusion_size`` either way).
         scheduler:    "ddpm" (the authors'), "ddim", "dpm++", "unipc", or a scheduler object;
