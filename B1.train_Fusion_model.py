@@ -36,7 +36,7 @@ checkpointing_steps = 500
 checkpoints_total_limit = 3
 resume = ""                                # "", "latest" or a checkpoint folder
 seed = 7
-max_steps = -1                             # -1 = no limit (stop after `epochs`)
+max_steps = -1                             # > 0: train exactly this many steps, overriding `epochs`
 eval_max_pairs = 10000                     # evaluate on the first N pairs of each list (-1 = all)
 eval_at_start = True                       # also record the metrics before training
 val_every_epochs = 1
@@ -56,6 +56,9 @@ from pathlib import Path  # noqa: E402
 
 from src.config import configure, save_config  # noqa: E402
 
+# torch and the project's models are imported inside the functions, after configure(): --help and
+# a bad option answer at once instead of after seconds of imports.
+
 
 def dataset(pairs_file, max_pairs=-1):
     from torch.utils.data import Subset
@@ -68,32 +71,32 @@ def dataset(pairs_file, max_pairs=-1):
     return MemoryCache(ds) if cache_dataset else ds
 
 
-def evaluate(accelerator, model, ds):
+def retrieval_metrics_of(accelerator, model, ds):
     import torch
     from torch.utils.data import DataLoader
 
-    from src.models.fusion import evaluate as fusion_evaluate
+    from src.models.fusion import evaluate_retrieval
 
     loader = accelerator.prepare(DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                             generator=torch.Generator()))  # leaves the global RNG alone
     with accelerator.autocast():
-        return fusion_evaluate(accelerator.unwrap_model(model), loader, gather=accelerator.gather_for_metrics,
+        return evaluate_retrieval(accelerator.unwrap_model(model), loader, gather=accelerator.gather_for_metrics,
                                temperature=temperature, l1_weight=l1_weight)
 
 
-def main():
+def main(cfg):
     import torch
     from tqdm.auto import tqdm
 
-    from src import training as T
-    from src.data import validate_dataset
+    from src import training
+    from src.data import check_dataset
     from src.fileio import atomic_write_json
     from src.models.fusion import FusionModel, fusion_loss
 
     out = Path(out_dir)
-    accelerator = T.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
-    T.main_process_check(accelerator, validate_dataset, dataset_root, [train_pairs, val_pairs], workers=max(1, num_workers))
-    T.seed_everything(seed)
+    accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
+    training.main_process_check(accelerator, check_dataset, dataset_root, [train_pairs, val_pairs], workers=max(1, num_workers))
+    training.seed_everything(seed)
     if encoder == "tiny":
         model = FusionModel.tiny(backend, dropout=dropout, projection_dim=projection_dim, hidden_dim=hidden_dim)
     else:
@@ -107,28 +110,30 @@ def main():
         else dataset(train_pairs, eval_max_pairs)
     val_set = dataset(val_pairs, eval_max_pairs)
     drop_last = len(train_set) >= batch_size * accelerator.num_processes
-    loader = T.make_dataloader(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers,
+    loader = training.make_dataloader(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers,
                                drop_last=drop_last)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / gradient_accumulation_steps)
-    total_steps = epochs * steps_per_epoch if max_steps < 0 else min(max_steps, epochs * steps_per_epoch)
+    total_steps, why = training.total_steps(epochs, steps_per_epoch, max_steps)
+    accelerator.print(f"{total_steps} steps ({why}) of {batch_size} x {gradient_accumulation_steps} x "
+                      f"{accelerator.num_processes} pairs")
 
     if accelerator.is_main_process:
         save_config(cfg, out, "B1_config.json")
-    T.init_trackers(accelerator, "B1", cfg)
+    training.init_trackers(accelerator, "B1", cfg)
     if accelerator.is_main_process:
-        T.clean_partial_checkpoints(out)
-    state, last_checkpoint = T.TrainState(), T.resolve_resume(resume, out)
+        training.clean_partial_checkpoints(out)
+    state, last_checkpoint = training.TrainState(), training.resolve_resume(resume, out)
     if last_checkpoint:
-        state = T.load_checkpoint(accelerator, last_checkpoint)
+        state = training.load_checkpoint(accelerator, last_checkpoint)
         accelerator.print(f"resumed from {last_checkpoint} at step {state.global_step}")
     elif resume:
-        accelerator.print(f"no checkpoint under {T.checkpoints_dir(out)}: starting from scratch")
+        accelerator.print(f"no checkpoint under {training.checkpoints_dir(out)}: starting from scratch")
 
     metrics, initial_file = {}, out / "initial_metrics.json"
     if eval_at_start and state.global_step == 0:
-        metrics["initial"] = {"train": evaluate(accelerator, model, train_eval_set),
-                              "val": evaluate(accelerator, model, val_set)}
+        metrics["initial"] = {"train": retrieval_metrics_of(accelerator, model, train_eval_set),
+                              "val": retrieval_metrics_of(accelerator, model, val_set)}
         accelerator.print(f"initial: {metrics['initial']}")
         accelerator.log({f"{s}/{k}": v for s in ("train", "val") for k, v in metrics["initial"][s].items()}, step=0)
         if accelerator.is_main_process:
@@ -136,12 +141,12 @@ def main():
     elif initial_file.is_file():  # a resumed run reports the metrics its first part measured
         metrics["initial"] = json.loads(initial_file.read_text())
 
-    meter = T.Throughput()
+    meter = training.Throughput()
     bar = tqdm(total=total_steps, initial=state.global_step, desc="B1", disable=not accelerator.is_local_main_process)
     model.train()
-    with T.StopSignal() as stop:
+    with training.StopSignal() as stop:
         while state.global_step < total_steps:
-            for batch in T.epoch_batches(accelerator, loader, state):
+            for batch in training.epoch_batches(accelerator, loader, state):
                 with accelerator.accumulate(model):
                     emb = model(batch["source"], batch["pose"], batch["target"])
                     loss, stats = fusion_loss(emb["target"], emb["source"], emb["fusion"], temperature, l1_weight)
@@ -157,7 +162,7 @@ def main():
                 state.global_step += 1
                 bar.update(1)
                 loss_value = accelerator.reduce(loss.detach().float(), "mean").item()
-                T.check_finite(loss_value, state.global_step, last_checkpoint)
+                training.check_finite(loss_value, state.global_step, last_checkpoint)
                 if state.global_step % log_every == 0 or state.global_step == 1:
                     top1 = accelerator.reduce(stats["top1"], "mean").item()
                     accelerator.log({"train/loss": loss_value, "train/batch_top1": top1,
@@ -166,7 +171,7 @@ def main():
                     bar.set_postfix(loss=f"{loss_value:.4f}", top1=f"{top1:.2f}", img_s=f"{meter.rate:.1f}")
                 stopping = stop.should_stop(accelerator)
                 if state.global_step % checkpointing_steps == 0 or stopping:
-                    last_checkpoint = T.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
+                    last_checkpoint = training.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
                 if stopping:
                     accelerator.print(f"stopped at step {state.global_step}; checkpoint {last_checkpoint}; "
                                       "continue with --resume=latest")
@@ -177,19 +182,19 @@ def main():
             else:  # the epoch ran to its end
                 state.next_epoch()
                 if state.epoch % val_every_epochs == 0:
-                    val = evaluate(accelerator, model, val_set)
+                    val = retrieval_metrics_of(accelerator, model, val_set)
                     accelerator.log({f"val/{k}": v for k, v in val.items()}, step=state.global_step)
                     accelerator.print(f"epoch {state.epoch}: val {val}")
     bar.close()
 
-    if last_checkpoint is None or T.checkpoint_step(last_checkpoint) != state.global_step:
-        last_checkpoint = T.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
-    metrics.update(train=evaluate(accelerator, model, train_eval_set), val=evaluate(accelerator, model, val_set))
+    if last_checkpoint is None or training.checkpoint_step(last_checkpoint) != state.global_step:
+        last_checkpoint = training.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
+    metrics.update(train=retrieval_metrics_of(accelerator, model, train_eval_set), val=retrieval_metrics_of(accelerator, model, val_set))
     metrics.update(step=state.global_step, epoch=state.epoch, num_processes=accelerator.num_processes,
-                   replicas_in_sync=T.replicas_in_sync(accelerator, model))
+                   replicas_in_sync=training.replicas_in_sync(accelerator, model))
     accelerator.log({f"final_{s}/{k}": v for s in ("train", "val") for k, v in metrics[s].items()},
                     step=state.global_step)
-    T.save_pretrained_atomic(accelerator, model, out / "fusion_model")
+    training.save_pretrained_atomic(accelerator, model, out / "fusion_model")
     if accelerator.is_main_process:
         atomic_write_json(out / "metrics.json", metrics)
         print(f"train {metrics['train']}\nval {metrics['val']}\nfusion model: {out / 'fusion_model'}")
@@ -203,6 +208,6 @@ if __name__ == "__main__":
     cfg = configure(globals(), presets=PRESETS)
     with exit_on_missing_weights():
         try:
-            main()
+            main(cfg)
         except NonFiniteLossError as e:
             raise SystemExit(f"error: {e}") from None

@@ -4,7 +4,7 @@
     python B2.train_Diffusion_model.py --preset=tiny --dataset_root=PATH --out_dir=OUT     # CPU smoke run
     python B2.train_Diffusion_model.py ... --resume=latest                                 # continue a run
 
-Trains the UNet, the pose encoder and the source MLP (SPEC 3); the VAE, the source encoder
+Trains the UNet, the pose encoder, the source MLP and the fusion MLP; the VAE, the source encoder
 (DINOv2) and the stage-1 fusion model stay frozen. Loss: MSE on the scheduler's prediction
 target (epsilon or v, from the SD2 folder's scheduler config), with noise offset and each
 condition dropped independently (zeroed where it enters the UNet).
@@ -45,7 +45,7 @@ max_grad_norm = 0.0                        # 0 = no clipping (the authors'); e.g
 batch_size = 42                            # per process
 gradient_accumulation_steps = 3
 epochs = 100
-max_steps = -1                             # -1 = no limit (stop after `epochs`)
+max_steps = -1                             # > 0: train exactly this many steps, overriding `epochs`
 noise_offset = 0.1
 drop_pose = 0.2                            # condition dropout rates (independent)
 drop_source = 0.2
@@ -87,6 +87,9 @@ from pathlib import Path  # noqa: E402
 
 from src.config import configure, save_config  # noqa: E402
 
+# torch, diffusers and the project's models are imported inside the functions, after configure():
+# --help and a bad option answer at once instead of after seconds of imports.
+
 
 def datasets():
     from torch.utils.data import Subset
@@ -104,16 +107,16 @@ def datasets():
     return train, (MemoryCache(train) if cache_dataset else train), val
 
 
-def validate(accelerator, pipe, denoiser, val_set, step, out):
+def validation_loss_and_grid(accelerator, pipe, denoiser, val_set, step, out):
     """Fixed-noise validation loss (all processes) and the image grid (main process)."""
     import numpy as np
     import torch
 
-    from src.data import to_pil
+    from src.images import to_pil
     from src.fileio import atomic_save_image
-    from src.generate import comparison_grid
+    from src.images import comparison_grid
     from src.models.conditioning import diffusion_loss
-    from src.pipeline import frozen_conditions
+    from src.stage2_training import frozen_conditions
 
     device = accelerator.device
     model = accelerator.unwrap_model(denoiser)
@@ -157,32 +160,34 @@ def validate(accelerator, pipe, denoiser, val_set, step, out):
     return result
 
 
-def main():
+def main(cfg):
     import torch
     from tqdm.auto import tqdm
 
-    from src import training as T
-    from src.data import validate_dataset
+    from src import training
+    from src.data import check_dataset
+    from src.devices import enable_tf32
     from src.fileio import atomic_dir
     from src.models.sd2 import make_tiny_sd2
-    from src.pipeline import build_pipeline, training_loss
+    from src.stage2_training import Geometry, Heads, build_pipeline, training_loss
 
     out = Path(out_dir)
-    accelerator = T.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
-    T.main_process_check(accelerator, validate_dataset, dataset_root, [train_pairs, val_pairs],
+    accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
+    training.main_process_check(accelerator, check_dataset, dataset_root, [train_pairs, val_pairs],
                          workers=max(1, num_workers))
-    T.seed_everything(seed)
-    if tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    training.seed_everything(seed)
+    if tf32:
+        enable_tf32()
     sd2 = pretrained_model
     if pretrained_model == "tiny":
         with accelerator.main_process_first():
             sd2 = str(make_tiny_sd2(out / "tiny_sd2"))
-    pipe = build_pipeline(sd2, source_encoder, fusion_model, source_backend=source_backend or None,
-                          pose_channels=pose_channels, mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout,
-                          fusion_mlp_dropout=mlp_dropout, source_size=source_size, fusion_size=fusion_size,
-                          height=target_size[0], width=target_size[1], pose_draw_size=pose_draw_size)
+    geometry = Geometry(height=target_size[0], width=target_size[1], source_size=source_size,
+                        fusion_size=fusion_size, pose_draw_size=tuple(pose_draw_size))
+    heads = Heads(pose_channels=tuple(pose_channels), mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout,
+                  fusion_mlp_dropout=mlp_dropout)
+    pipe = build_pipeline(sd2, source_encoder, fusion_model, geometry=geometry, heads=heads,
+                          source_backend=source_backend or None)
     pipe.set_progress_bar_config(disable=True)
     device = accelerator.device
     for frozen in (pipe.vae, pipe.source_encoder, pipe.fusion_model):
@@ -198,7 +203,7 @@ def main():
 
     train_ds, train_set, val_set = datasets()
     drop_last = len(train_set) >= batch_size * accelerator.num_processes
-    loader = T.make_dataloader(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers,
+    loader = training.make_dataloader(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers,
                                drop_last=drop_last)
     denoiser, optimizer, loader = accelerator.prepare(denoiser, optimizer, loader)
     if compile:
@@ -212,49 +217,49 @@ def main():
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
     steps_per_epoch = math.ceil(len(loader) / gradient_accumulation_steps)
-    total_steps = epochs * steps_per_epoch if max_steps < 0 else min(max_steps, epochs * steps_per_epoch)
+    total_steps, why = training.total_steps(epochs, steps_per_epoch, max_steps)
     rates = {"pose": drop_pose, "source": drop_source, "fusion": drop_fusion}
 
     def lr_of_epoch(epoch: int) -> float:
-        return T.warmup_step_lr(epoch, lr, lr_warmup_epochs, lr_step_epochs, lr_gamma)
+        return training.warmup_step_lr(epoch, lr, lr_warmup_epochs, lr_step_epochs, lr_gamma)
 
     if accelerator.is_main_process:
         save_config(cfg, out, "B2_config.json")
-        T.clean_partial_checkpoints(out)
-    T.init_trackers(accelerator, "B2", cfg)
+        training.clean_partial_checkpoints(out)
+    training.init_trackers(accelerator, "B2", cfg)
     accelerator.print(f"prediction type {pipe.scheduler.config.prediction_type}; {sum(p.numel() for p in trained):,} "
-                      f"trained parameters; {total_steps} steps of {batch_size} x {gradient_accumulation_steps} x "
-                      f"{accelerator.num_processes} pairs")
-    state, last_checkpoint = T.TrainState(), T.resolve_resume(resume, out)
+                      f"trained parameters; {total_steps} steps ({why}) of {batch_size} x "
+                      f"{gradient_accumulation_steps} x {accelerator.num_processes} pairs")
+    state, last_checkpoint = training.TrainState(), training.resolve_resume(resume, out)
     if last_checkpoint:
         has_ema = any(Path(last_checkpoint).glob("custom_checkpoint_*"))
         if has_ema != use_ema:
-            raise T.CheckpointError(f"{last_checkpoint} was saved with use_ema={has_ema}; resume with "
+            raise training.CheckpointError(f"{last_checkpoint} was saved with use_ema={has_ema}; resume with "
                                     f"--use_ema={has_ema} or start a new out_dir")
-        state = T.load_checkpoint(accelerator, last_checkpoint)
+        state = training.load_checkpoint(accelerator, last_checkpoint)
         accelerator.print(f"resumed from {last_checkpoint} at step {state.global_step}")
     elif resume:
-        accelerator.print(f"no checkpoint under {T.checkpoints_dir(out)}: starting from scratch")
+        accelerator.print(f"no checkpoint under {training.checkpoints_dir(out)}: starting from scratch")
 
     def run_validation():
         if ema is not None:
             ema.store(trained)
             ema.copy_to(trained)
-        result = validate(accelerator, pipe, denoiser, val_set, state.global_step, out)
+        result = validation_loss_and_grid(accelerator, pipe, denoiser, val_set, state.global_step, out)
         if ema is not None:
             ema.restore(trained)
         accelerator.log({"val/loss": result["val/loss"]}, step=state.global_step)
         accelerator.print(f"step {state.global_step}: val loss {result['val/loss']:.4f}"
                           + (f", grid {result['grid']}" if "grid" in result else ""))
 
-    meter = T.Throughput()
+    meter = training.Throughput()
     bar = tqdm(total=total_steps, initial=state.global_step, desc="B2", disable=not accelerator.is_local_main_process)
     denoiser.train()
-    with T.StopSignal() as stop:
+    with training.StopSignal() as stop:
         while state.global_step < total_steps:
             train_ds.set_epoch(state.epoch)  # augmentations are a function of (seed, epoch, index)
-            T.set_learning_rate(optimizer, lr_of_epoch(state.epoch))  # a function of the epoch: resumes exactly
-            for batch in T.epoch_batches(accelerator, loader, state):
+            training.set_learning_rate(optimizer, lr_of_epoch(state.epoch))  # a function of the epoch: resumes exactly
+            for batch in training.epoch_batches(accelerator, loader, state):
                 with accelerator.accumulate(denoiser):
                     with accelerator.autocast():
                         loss = training_loss(pipe, denoiser, batch, device, rates, noise_offset)
@@ -272,14 +277,14 @@ def main():
                 state.global_step += 1
                 bar.update(1)
                 loss_value = accelerator.reduce(loss.detach().float(), "mean").item()
-                T.check_finite(loss_value, state.global_step, last_checkpoint)
+                training.check_finite(loss_value, state.global_step, last_checkpoint)
                 if state.global_step % log_every == 0 or state.global_step == 1:
                     accelerator.log({"train/loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
                                      "images_per_s": meter.rate, "epoch": state.epoch}, step=state.global_step)
                     bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{meter.rate:.1f}")
                 stopping = stop.should_stop(accelerator)
                 if state.global_step % checkpointing_steps == 0 or stopping:
-                    last_checkpoint = T.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
+                    last_checkpoint = training.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
                 if stopping:
                     accelerator.print(f"stopped at step {state.global_step}; checkpoint {last_checkpoint}; "
                                       "continue with --resume=latest")
@@ -293,8 +298,8 @@ def main():
                 state.next_epoch()
     bar.close()
 
-    if last_checkpoint is None or T.checkpoint_step(last_checkpoint) != state.global_step:
-        last_checkpoint = T.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
+    if last_checkpoint is None or training.checkpoint_step(last_checkpoint) != state.global_step:
+        last_checkpoint = training.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
     if validation_steps <= 0 or state.global_step % validation_steps != 0:
         run_validation()
     if ema is not None:
@@ -315,6 +320,6 @@ if __name__ == "__main__":
     cfg = configure(globals(), presets=PRESETS)
     with exit_on_missing_weights():
         try:
-            main()
+            main(cfg)
         except NonFiniteLossError as e:
             raise SystemExit(f"error: {e}") from None

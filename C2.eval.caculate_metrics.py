@@ -1,4 +1,4 @@
-"""C2: SSIM, SSIM-256, PSNR, LPIPS and FID of a generated test set (SPEC 5).
+"""C2: SSIM, SSIM-256, PSNR, LPIPS and FID of a generated test set (the peers' protocol).
 
     python C2.eval.caculate_metrics.py --generated=logs/C1 --dataset_root=data/deepfashion
     python C2.eval.caculate_metrics.py --generated=logs/C1 --fid_reference=test --fid_backbone=pytorch-fid
@@ -45,21 +45,23 @@ from pathlib import Path  # noqa: E402
 
 from src.config import configure, save_config  # noqa: E402
 
-if __name__ == "__main__":
-    cfg = configure(globals(), presets=PRESETS)
-    from src import metrics as M
+def main(cfg: dict) -> None:
+    # Imported here, after configure(): --help and config errors answer at once, without the
+    # seconds that importing torch, LPIPS and scikit-image takes.
     from src.fileio import atomic_write_json
+    from src.handoff import resolve_naming
+    from src.metrics import check_generated, markdown_table, score_generated
 
     out_path = Path(out) if out else Path(generated) / "metrics.json"
-    entries, reference = M.check_inputs(generated, dataset_root, eval_sizes, fid_reference=fid_reference,
-                                        train_pairs=train_pairs, fid_backbone=fid_backbone,
-                                        check_images=check_images, expected_count=expected_count,
-                                        workers=max(2, num_workers), naming=naming, test_pairs=test_pairs)
-    found_by = M.resolve_naming(naming, generated)
+    entries, reference = check_generated(generated, dataset_root, eval_sizes, fid_reference=fid_reference,
+                                         train_pairs=train_pairs, fid_backbone=fid_backbone,
+                                         check_images=check_images, expected_count=expected_count,
+                                         workers=max(2, num_workers), naming=naming, test_pairs=test_pairs)
+    found_by = resolve_naming(naming, generated)
     print(f"{len(entries)} pairs (found by {found_by}), FID reference '{fid_reference}': {len(reference)} images")
-    results = M.evaluate(entries, eval_sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
-                         lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
-                         device=device, cache_dir=fid_cache or None)
+    results = score_generated(entries, eval_sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
+                              lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
+                              device=device, cache_dir=fid_cache or None)
     for r in results.values():
         r["protocol"]["generated_found_by"] = ("manifest.json" if found_by == "manifest" else
                                                f"file names ({test_pairs}: FPDM authors' C1 or PIDM naming)")
@@ -69,4 +71,8 @@ if __name__ == "__main__":
         for metric, reason in r["protocol"]["null_reasons"].items():
             print(f"{name} {metric}: null ({reason})")
     print(f"metrics: {out_path}")
-    print(M.markdown_table(results, method))
+    print(markdown_table(results, method))
+
+
+if __name__ == "__main__":
+    main(configure(globals(), presets=PRESETS))

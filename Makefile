@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast bench-synthetic clean-venv
 
-$(STAMP): requirements.txt
+# requirements-pose.txt (the photo pose estimator) goes in with --no-deps: its protobuf<5 pin
+# clashes with tensorboard's protobuf>=6.31.
+$(STAMP): requirements.txt requirements-pose.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-pose.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

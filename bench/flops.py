@@ -11,7 +11,8 @@ element-wise work are not counted), for a batch of ``batch_size`` and divided by
 
 Training step: VAE encode, source encoder, fusion model (frozen, forward only), pose encoder +
 source MLP and UNet (forward and backward); ``train_step`` is their sum and must equal
-``one_pass_train_step``, the whole step (src.pipeline.training_loss + backward) counted at once.
+``one_pass_train_step``, the whole step (src.stage2_training.training_loss + backward) counted at
+once.
 Sampling: one denoising step is one UNet call on the three guidance branches; the source encoder,
 fusion model, pose encoder + source MLP and the VAE decode run once per image.
 Writes ``out`` (JSON) and prints a table. bench/gpu_benchmark.py uses the same counts for MFU.
@@ -50,7 +51,7 @@ SAMPLE_ROWS = ["source_encoder", "fusion_model", "pose_encoder_source_mlp", "vae
 
 
 def account(size, source_size, on_device: str, batch: int) -> dict:
-    from src.perf import flop_accounting
+    from bench.perf import flop_accounting
 
     return flop_accounting(model, size[0], size[1], source_size=source_size, fusion_size=fusion_size,
                            batch=batch,

@@ -1,4 +1,4 @@
-"""GPU benchmark of issue 6: B2 training throughput and MFU, C1 sampling speed, C2 throughput, and the
+"""GPU benchmark: B2 training throughput and MFU, C1 sampling speed, C2 throughput, and the
 authors' setup as the baseline, at the paper's full architecture with random weights.
 
     python bench/gpu_benchmark.py                          # one CUDA GPU, under 10 minutes (time_budget_s)
@@ -13,19 +13,20 @@ rewritten atomically after every configuration (a run cut short keeps what it me
 ``time_budget_s`` the remaining configurations are recorded as skipped.
 
 Measured, in this order (the headline figures first):
-  train   B2's step (src.pipeline.training_loss, backward, clipping, AdamW; data loading excluded):
-          images/s, MFU, peak memory. "default" = B2's CUDA defaults (bf16 autocast over fp32
-          weights, SDPA, TF32); "baseline" = the authors' setup (fp32 weights under fp16 autocast
-          with a GradScaler, eager, plain attention processor, no TF32, no channels_last); each
-          switch flipped from the default at ablation_batch_size; "precomputed" = the UNet step fed
-          cached VAE latents, DINOv2 tokens and fusion embeddings; "best" = the default with every
-          switch that won, at the best batch size.
+  train   B2's step (src.stage2_training.training_loss, backward, clipping, AdamW; data loading
+          excluded): images/s, MFU, peak memory. "default" = B2's CUDA defaults (bf16 autocast
+          over fp32 weights, SDPA, TF32); "baseline" = the authors' setup (fp32 weights under fp16
+          autocast with a GradScaler, eager, plain attention processor, no TF32, no
+          channels_last); each switch flipped from the default at ablation_batch_size;
+          "precomputed" = the UNet step fed cached VAE latents, DINOv2 tokens and fusion
+          embeddings; "best" = the default with every switch that won, at the best batch size.
   sample  C1's pipeline call at ``size``: conditions once, num_inference_steps steps of one UNet
           call on the three guidance branches, VAE decode; s/image. "fast" = bf16 weights + SDPA
           (+ torch.compile); "baseline" = fp32 weights under fp16 autocast, plain attention.
   psnr    the same seeds and inputs sampled in fp32 and with the fast (and the baseline) settings.
-  c2      src.metrics.evaluate (SSIM, SSIM-256, PSNR, LPIPS, FID features) on generated files.
-MFU = model FLOPs per image (src.perf.flop_accounting, as bench/flops.py) x images/s / the device's
+  c2      src.metrics.score_generated (SSIM, SSIM-256, PSNR, LPIPS, FID features) on generated
+          files.
+MFU = model FLOPs per image (bench.perf.flop_accounting, as bench/flops.py) x images/s / the device's
 dense bf16 peak (H100 SXM and H200: 989 TFLOP/s; ``peak_flops`` overrides).
 
 Writes <results_dir>/<device>.json and <device>.md (the README table row), and the same two files
@@ -44,7 +45,7 @@ min_gain = 0.02                              # a switch "wins" when it adds this
 train_warmup = 3
 train_iters = 10
 sample_batch_sizes = [1, 8, 16]
-sample_batch_size = 16                       # the headline sampling batch (issue 6: 0.15 s/image at 16)
+sample_batch_size = 16                       # the headline sampling batch (goal: 0.15 s/image at 16)
 sample_compile = True                        # also sample with torch.compile
 num_inference_steps = 20
 guidance_scale = 2.0
@@ -102,7 +103,7 @@ def switch_name(switch: str) -> str:
 
 def plan() -> list[dict]:
     """The configurations, headline figures first; "best" ones are settled when reached."""
-    from src.perf import BASELINE_SAMPLE, BASELINE_TRAIN, SampleSettings, TrainSettings
+    from bench.perf import BASELINE_SAMPLE, BASELINE_TRAIN, SampleSettings, TrainSettings
 
     unknown = [s for s in switches if s not in FLIPS]
     if unknown:
@@ -161,7 +162,7 @@ def _ok(sweep: dict, kind: str, group=None) -> dict:
 def best_settings(name: str, sweep: dict):
     """The default settings with every switch that beat the default at the ablation batch, at the
     fastest batch size (of the default, or of the precomputed runs); None without the data."""
-    from src.perf import SampleSettings, TrainSettings
+    from bench.perf import SampleSettings, TrainSettings
 
     if name.startswith(("sample", "psnr")):
         ref = sweep.get(f"sample_fast_b{sample_batch_size}", {})
@@ -264,7 +265,7 @@ def sweep_table(results: dict) -> str:
 
 
 def run_item(item: dict, dev, flops: dict, peak: float | None) -> dict:
-    from src import perf as P
+    from bench import perf
 
     common = dict(model=model, height=size[0], width=size[1], source_size=source_size, fusion_size=fusion_size,
                   seed=seed)
@@ -272,21 +273,21 @@ def run_item(item: dict, dev, flops: dict, peak: float | None) -> dict:
     kind, settings = item["kind"], item.get("settings")
     sampling = dict(steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler)
     if kind == "train":
-        r = P.measure_training(settings, dev, warmup=train_warmup, iters=train_iters, compile_kwargs=compile_kwargs,
+        r = perf.measure_training(settings, dev, warmup=train_warmup, iters=train_iters, compile_kwargs=compile_kwargs,
                                **common)
         per_image = flops["train"]["train_step_precomputed" if settings.precomputed else "train_step"]
-        return {**r, "flops_per_image": per_image, "mfu": P.mfu(per_image, r["images_per_s"], peak)}
+        return {**r, "flops_per_image": per_image, "mfu": perf.mfu(per_image, r["images_per_s"], peak)}
     if kind == "sample":
-        r = P.measure_sampling(settings, dev, warmup=sample_warmup, iters=sample_iters, compile_kwargs=compile_kwargs,
+        r = perf.measure_sampling(settings, dev, warmup=sample_warmup, iters=sample_iters, compile_kwargs=compile_kwargs,
                                **sampling, **common)
         per_image = flops["sample"]["per_image"]
-        return {**r, "flops_per_image": per_image, "mfu": P.mfu(per_image, r["images_per_s"], peak)}
+        return {**r, "flops_per_image": per_image, "mfu": perf.mfu(per_image, r["images_per_s"], peak)}
     if kind == "psnr":
-        baseline = None if settings else P.SampleSettings(batch=psnr_images, **P.BASELINE_SAMPLE)
-        return P.sampling_psnr(settings or P.SampleSettings(batch=psnr_images), dev, baseline=baseline,
+        baseline = None if settings else perf.SampleSettings(batch=psnr_images, **perf.BASELINE_SAMPLE)
+        return perf.sampling_psnr(settings or perf.SampleSettings(batch=psnr_images), dev, baseline=baseline,
                                compile_kwargs=compile_kwargs, **sampling, **common)
     if kind == "c2":
-        return P.measure_c2(dev, n_images=c2_images, size=size, eval_sizes=c2_eval_sizes, batch_size=c2_batch_size,
+        return perf.measure_c2(dev, n_images=c2_images, size=size, eval_sizes=c2_eval_sizes, batch_size=c2_batch_size,
                             num_workers=c2_num_workers, seed=seed)
     raise ValueError(f"unknown kind {kind!r}")
 
@@ -296,7 +297,7 @@ def main() -> dict:
     import torch
     import transformers
 
-    from src import perf as P
+    from bench import perf
     from src.fileio import atomic_write_json, atomic_write_text
 
     start = time.time()
@@ -309,13 +310,13 @@ def main() -> dict:
     out_dir = Path(results_dir) if results_dir else (GPU_RESULTS if gpu_run else ROOT / "logs" / "bench_gpu")
     if not gpu_run and out_dir.resolve() == GPU_RESULTS.resolve():
         raise SystemExit(f"{out_dir} holds GPU results at full size only; pick another results_dir")
-    name = P.device_name(dev)
-    stem = P.slug(name) + ("" if model == "full" else f"-{model}")
+    name = perf.device_name(dev)
+    stem = perf.slug(name) + ("" if model == "full" else f"-{model}")
     paths = [out_dir / f"{stem}.json"]
     if os.environ.get("OUT"):
         paths.append(Path(os.environ["OUT"]) / f"{stem}.json")
-    peak, peak_source = P.peak_flops(name, peak_flops)
-    flops = P.flop_accounting(model, size[0], size[1], source_size=source_size, fusion_size=fusion_size,
+    peak, peak_source = perf.peak_flops(name, peak_flops)
+    flops = perf.flop_accounting(model, size[0], size[1], source_size=source_size, fusion_size=fusion_size,
                               num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale)
     results = {"device": name, "torch": torch.__version__, "diffusers": diffusers.__version__,
@@ -358,9 +359,9 @@ def main() -> dict:
         try:
             entry.update(run_item(item, dev, flops, peak))
         except Exception as e:  # noqa: BLE001 - OOM, compile failures: recorded, the sweep goes on
-            entry["error"] = P.error_text(e)
+            entry["error"] = perf.error_text(e)
         finally:
-            P.cleanup(dev)
+            perf.cleanup(dev)
         entry["seconds"] = time.time() - t
         results["sweep"][key] = entry
         save()

@@ -9,7 +9,7 @@ whose answer is known is the evidence that the method is implemented right, not 
 Steps; every numbered script runs as a subprocess, as a researcher runs it:
   1. data   src.synthetic: a few hundred identities at image_size x image_size, split by identity
   2. A1     pose images
-  3. VAE    src.vae_training trains the tiny preset's VAE on the training images and writes an
+  3. VAE    bench/vae_training.py trains the tiny preset's VAE on the training images and writes an
             SD2-layout folder (trained vae/, tiny unet/ and scheduler/): OUT/sd2
   4. B1     tiny preset (+ sizes): OUT/B1/fusion_model
   5. B2     tiny preset + sizes, --pretrained_model=OUT/sd2: OUT/B2/pipeline (and, with
@@ -19,9 +19,9 @@ Steps; every numbered script runs as a subprocess, as a researcher runs it:
             on the same pipeline, with FPDMPipeline's drop_conditions (the condition zeroed in
             every guidance branch), since C1 has no option for it.
   7. C2     SSIM, PSNR (LPIPS, FID where their weights are present) of every method, and from
-            src.synthetic the two exact task scores: pose IoU (generated vs target silhouette)
-            and appearance accuracy (generated clothing colours nearest the own identity's
-            among all test identities).
+            bench/synthetic_scoring.py the two exact task scores: pose IoU (generated vs target
+            silhouette) and appearance accuracy (generated clothing colours nearest the own
+            identity's among all test identities).
 Writes bench/results/synthetic.json, bench/results/synthetic_grid.png (source | pose | target |
 FPDM | ablations) and the section "## Synthetic pose-transfer benchmark" of bench/README.md.
 """
@@ -108,8 +108,8 @@ def run(name: str, script: str, *args: str) -> float:
 
 def benchmark_pairs(data: Path) -> list[dict]:
     """``pairs_per_test_identity`` pairs of every test identity, each a different source pose."""
+    from bench.synthetic_scoring import identity_of
     from src.data import load_pairs
-    from src.synthetic import identity_of
 
     by_identity: dict[str, list[dict]] = {}
     for p in load_pairs(data, "test_pairs_data.json"):
@@ -124,9 +124,9 @@ def benchmark_pairs(data: Path) -> list[dict]:
 def train_vae(data: Path, sd2: Path) -> dict:
     import torch
 
+    from bench.vae_training import load_images, reconstruction_psnr, sample_grid, save_tiny_sd2, train_tiny_vae
     from src.data import load_pairs
     from src.fileio import atomic_save_image
-    from src.vae_training import load_images, reconstruction_psnr, sample_grid, save_tiny_sd2, train_tiny_vae
 
     images = lambda pf: sorted({p[k] for p in load_pairs(data, pf) for k in ("source_image", "target_image")})  # noqa: E731
     size = (image_size, image_size)
@@ -147,17 +147,18 @@ def train_vae(data: Path, sd2: Path) -> dict:
 
 def generate_variant(pipe, data: Path, pairs_file: str, out: Path, drop: tuple) -> float:
     """The benchmark pairs with C1's generation code, a condition zeroed; writes the manifest."""
-    from src import generate as G
     from src.data import load_pairs
+    from src.generate import generate_pairs
+    from src.handoff import write_manifest
 
     start = time.time()
     pairs = load_pairs(data, pairs_file)
     size = (image_size, image_size)
     sample = functools.partial(pipe, drop_conditions=drop)
-    G.generate_pairs(sample, data, pairs, out, size=size, eval_size=size, draw_size=pose_draw_size,
-                     batch_size=c1_batch_size, seed=seed, num_inference_steps=num_inference_steps,
-                     guidance_scale=guidance_scale, scheduler=scheduler, show_progress=False)
-    G.write_manifest(out, pairs, size, size)
+    generate_pairs(sample, data, pairs, out, size=size, eval_size=size, draw_size=pose_draw_size,
+                   batch_size=c1_batch_size, seed=seed, num_inference_steps=num_inference_steps,
+                   guidance_scale=guidance_scale, scheduler=scheduler, show_progress=False)
+    write_manifest(out, pairs, size, size)
     return time.time() - start
 
 
@@ -165,26 +166,27 @@ def copy_source(data: Path, pairs_file: str, out: Path) -> None:
     """The source photo as the answer, in C1's layout and manifest."""
     from PIL import Image
 
-    from src import generate as G
-    from src.data import load_pairs, load_rgb
+    from src.data import load_pairs
+    from src.images import load_rgb
     from src.fileio import atomic_save_image
+    from src.handoff import output_name, size_name, write_manifest
 
     size = (image_size, image_size)
     pairs = load_pairs(data, pairs_file)
     for p in pairs:
         image = load_rgb(data / p["source_image"]).resize((size[1], size[0]), Image.BICUBIC)
-        atomic_save_image(out / G.size_name(size) / G.output_name(p), image)
-    G.write_manifest(out, pairs, size, size)
+        atomic_save_image(out / size_name(size) / output_name(p), image)
+    write_manifest(out, pairs, size, size)
 
 
 def read_generated(out: Path, pairs: list[dict]):
     import numpy as np
 
-    from src import generate as G
-    from src.data import load_rgb
+    from src.images import load_rgb
+    from src.handoff import output_name, size_name
 
-    name = G.size_name((image_size, image_size))
-    return [np.asarray(load_rgb(out / name / G.output_name(p))) for p in pairs]
+    name = size_name((image_size, image_size))
+    return [np.asarray(load_rgb(out / name / output_name(p))) for p in pairs]
 
 
 def c2(data: Path, generated: Path, method: str) -> tuple[dict, float]:
@@ -198,9 +200,11 @@ def c2(data: Path, generated: Path, method: str) -> tuple[dict, float]:
 def write_grid(data: Path, pairs: list[dict], methods: dict[str, Path], path: Path) -> Path:
     from PIL import Image, ImageDraw
 
-    from src import generate as G
-    from src.data import load_rgb, pose_path, stage2_pose
+    from src.data import pose_path, stage2_pose
+    from src.images import load_rgb
     from src.fileio import atomic_save_image
+    from src.handoff import output_name, size_name
+    from src.images import comparison_grid
     from src.pose import read_keypoints
 
     size = (image_size, image_size)
@@ -211,9 +215,9 @@ def write_grid(data: Path, pairs: list[dict], methods: dict[str, Path], path: Pa
         row = [load_rgb(data / p["source_image"]),
                stage2_pose(read_keypoints(pose_path(data, p["target_image"])), size, pose_draw_size),
                load_rgb(data / p["target_image"])]
-        row += [Image.open(out / G.size_name(size) / G.output_name(p)) for out in methods.values()]
+        row += [Image.open(out / size_name(size) / output_name(p)) for out in methods.values()]
         rows.append(row)
-    body = G.comparison_grid(rows, (cell, cell))
+    body = comparison_grid(rows, (cell, cell))
     header = Image.new("RGB", (body.width, 28), (255, 255, 255))
     draw = ImageDraw.Draw(header)
     for i, label in enumerate(columns):
@@ -281,10 +285,10 @@ def main() -> dict:
 
     import torch
 
-    from src.data import load_pairs
+    from bench.synthetic_scoring import TransferScorer
     from src.fileio import atomic_write_json
     from src.pipeline import FPDMPipeline
-    from src.synthetic import TransferScorer, make_synthetic_dataset
+    from src.synthetic import make_synthetic_dataset
 
     if threads > 0:
         torch.set_num_threads(threads)

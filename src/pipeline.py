@@ -1,4 +1,4 @@
-"""FPDMPipeline: source photo + target pose -> that person in that pose (SPEC 4).
+"""FPDMPipeline: source photo + target pose -> that person in that pose.
 
 Components (one self-contained folder with ``save_pretrained`` / ``from_pretrained``, weights in
 safetensors): ``vae``, ``unet`` (a standard diffusers UNet2DConditionModel with the identity
@@ -48,7 +48,8 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .data import fusion_input, to_tensor
+from .data import fusion_input
+from .images import to_tensor
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
 # resolves such names from modules already imported (it never imports what a folder names).
@@ -80,7 +81,8 @@ def make_scheduler(name, config):
 
 def combine_guidance(e_u: torch.Tensor, e_s: torch.Tensor, e_f: torch.Tensor, guidance_scale: float,
                      fusion_guidance_scale: float | None = None) -> torch.Tensor:
-    """SPEC 4's disentangled guidance: e_u + g (e_s - e_u) + g_f (e_f - e_s), g_f = g by default."""
+    """The disentangled guidance of three predictions: e_u + g (e_s - e_u) + g_f (e_f - e_s), g_f = g
+    by default."""
     g_f = guidance_scale if fusion_guidance_scale is None else fusion_guidance_scale
     return e_u + guidance_scale * (e_s - e_u) + g_f * (e_f - e_s)
 
@@ -377,104 +379,7 @@ class FPDMPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-# ---------------------------------------------------------------------------------------------
-# construction for training
-
-
-POSE_CHANNELS = (16, 32, 96, 256)
-TINY_POSE_CHANNELS = (8, 8, 16, 16)
-
-
-def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large", fusion_model=None, *,
-                   source_backend: str | None = None, pose_channels=POSE_CHANNELS, mlp_hidden_dim: int = 768,
-                   mlp_dropout: float = 0.2, fusion_mlp_hidden_dim: int | None = None,
-                   fusion_mlp_dropout: float = 0.2, source_size: int = 512, fusion_size: int = 224,
-                   height: int = 512, width: int = 352, pose_draw_size=None, option: str = "pretrained_model",
-                   source_option: str = "source_encoder", fusion_option: str = "fusion_model") -> FPDMPipeline:
-    """A pipeline ready to train (stage 2 start): the pretrained SD2 folder or hub id with the
-    identity class embedding, the frozen source encoder (hub id, folder, ``"tiny"`` or a
-    SourceEncoder) fed the ``source_size`` square source, the stage-1 fusion model (a
-    FusionModel, its folder, or ``"tiny"``), and a new pose encoder, source MLP and fusion MLP
-    sized to fit (the fusion MLP's hidden width defaults to the fusion embedding's).
-    ``pretrained_model`` must be a folder or hub id (``make_tiny_sd2`` writes a tiny one)."""
-    from .models.sd2 import load_sd2
-    from .weights import WeightsNotFoundError
-
-    if fusion_model is None or fusion_model == "tiny":
-        fusion_model = FusionModel.tiny()
-    elif isinstance(fusion_model, str):
-        import os
-
-        if not os.path.isfile(os.path.join(os.path.expanduser(fusion_model), "config.json")):
-            raise WeightsNotFoundError(
-                f"stage-1 fusion model not found: {fusion_model!r} has no config.json\n"
-                f"  train stage 1 first: accelerate launch B1.train_Fusion_model.py --out_dir=logs/B1\n"
-                f"  then pass its export: --{fusion_option}=logs/B1/fusion_model")
-        fusion_model = FusionModel.from_pretrained(os.path.expanduser(fusion_model))
-    fusion_model.requires_grad_(False).eval()
-    if isinstance(source_encoder, str):
-        source_encoder = SourceEncoder.load(source_encoder, backend=source_backend, image_size=source_size,
-                                            option=source_option)
-    elif source_encoder.config.image_size != source_size:
-        source_encoder.register_to_config(image_size=source_size)
-    sd2 = load_sd2(pretrained_model, option=option)
-    c = sd2.unet.config
-    pose_encoder = PoseEncoder(out_channels=c.block_out_channels[0], block_out_channels=tuple(pose_channels))
-    source_mlp = SourceMLP(in_dim=source_encoder.width, hidden_dim=mlp_hidden_dim, out_dim=c.cross_attention_dim,
-                           dropout=mlp_dropout)
-    fusion_mlp = FusionMLP(in_dim=fusion_model.embed_dim, hidden_dim=fusion_mlp_hidden_dim or fusion_model.embed_dim,
-                           out_dim=time_embedding_dim(sd2.unet), dropout=fusion_mlp_dropout)
-    return FPDMPipeline(vae=sd2.vae, unet=sd2.unet, scheduler=sd2.scheduler, pose_encoder=pose_encoder,
-                        source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
-                        fusion_model=fusion_model, source_size=source_size, fusion_size=fusion_size, height=height,
-                        width=width, pose_draw_size=pose_draw_size)
-
-
-def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
-    """B2's frozen inputs of a batch (no gradients): VAE latents of ``batch["target"]`` (scaled;
-    drawn from the latent distribution, or its mean with sample=False so validation leaves the
-    global RNG alone), source-encoder tokens of ``batch["source"]`` and fusion embeddings of
-    ``batch["fusion_source"]``, ``batch["fusion_pose"]``."""
-    with torch.no_grad():
-        target = batch["target"].to(device, pipe.vae.dtype)
-        dist = pipe.vae.encode(target).latent_dist
-        latents = (dist.sample() if sample else dist.mean) * pipe.vae.config.scaling_factor
-        tokens = pipe.source_encoder(batch["source"].to(device))
-        fusion = pipe.fusion_embedding(batch["fusion_source"].to(device), batch["fusion_pose"].to(device))
-    return latents.float(), tokens, fusion
-
-
-def training_loss(pipe: FPDMPipeline, denoiser, batch: dict, device, rates: dict | float, noise_offset: float = 0.0,
-                  features: tuple | None = None) -> torch.Tensor:
-    """B2's loss on one batch: the frozen conditions (``frozen_conditions``), independent
-    per-item condition dropout at ``rates`` and ``diffusion_loss`` on ``batch["target_pose"]``.
-    ``features``: precomputed ``(latents, tokens, fusion)`` used instead of running the frozen
-    models (the cached-features variant of the benchmarks)."""
-    from .models.conditioning import diffusion_loss, drop_masks
-
-    latents, tokens, fusion = frozen_conditions(pipe, batch, device) if features is None else features
-    drop = drop_masks(latents.shape[0], rates, device=device)
-    return diffusion_loss(denoiser, pipe.scheduler, latents, batch["target_pose"].to(device), tokens, fusion,
-                          noise_offset=noise_offset, drop=drop)
-
-
-def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilon", height: int = 64,
-                       width: int = 48, source_size: int = 64, fusion_size: int = 64, seed: int = 0) -> FPDMPipeline:
-    """Tiny random pipeline for tests and demos: writes a tiny SD2 folder under ``folder`` (if not
-    there) and loads it through the same path as a real one; tiny source encoder and fusion model."""
-    from .models.sd2 import make_tiny_sd2
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sd2_folder = make_tiny_sd2(folder, prediction_type=prediction_type, seed=seed)
-        return build_pipeline(str(sd2_folder), SourceEncoder.tiny(image_size=source_size),
-                              fusion_model or FusionModel.tiny(),
-                              pose_channels=TINY_POSE_CHANNELS, mlp_hidden_dim=32, source_size=source_size,
-                              fusion_size=fusion_size, height=height, width=width)
-
-
 __all__ = [
-    "FPDMPipeline", "SCHEDULERS", "build_pipeline", "check_drop_conditions", "check_widths", "combine_guidance",
-    "eval_mode", "frozen_conditions",
-    "guidance_conditions", "make_scheduler", "make_tiny_pipeline", "training_loss",
+    "FPDMPipeline", "SCHEDULERS", "check_drop_conditions", "check_widths", "combine_guidance", "eval_mode",
+    "guidance_conditions", "make_scheduler",
 ]

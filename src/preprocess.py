@@ -1,10 +1,12 @@
 """A1's jobs: convert the PATN annotation files of the full benchmark into the dataset layout,
-and render every ``pose/**/*.txt`` into ``pose_img/**/*.jpg`` at its photo's size."""
+and render every ``pose/**/*.txt`` into ``pose_img/**/*.jpg`` at its photo's size; and
+``preprocess_phoenix``, A1's PHOENIX-2014T mode (check, pose files, pose images, pairs)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from multiprocessing import get_context
 from pathlib import Path
@@ -13,9 +15,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import pose as P
-from .data import DatasetError
+from .data import DatasetError, pose_path
 from .fileio import atomic_save_image, atomic_write_json
+from .pose.wholebody133 import FRAME_SIZE as FRAME_SIZE_133
+from .pose.openpose18 import FRAME_OFFSET_X, NUM_JOINTS, draw_pose_from_frame, read_keypoints, write_keypoints
 
 # fashionWOMENBlouses_Shirtsid0000153001_3back.jpg -> img/WOMEN/Blouses_Shirts/id_00001530/01_3_back.jpg
 _FLAT_NAME = re.compile(r"^fashion(WOMEN|MEN)(.+?)id(\d{8})(\d+_\d+)([A-Za-z]+)\.jpg$")
@@ -35,8 +38,8 @@ def _int_list(text: str, where: str) -> list[int]:
         values = json.loads(text)
     except json.JSONDecodeError:
         raise ValueError(f"{where}: {text.strip()[:40]!r} is not a list of integers") from None
-    if not isinstance(values, list) or len(values) != P.NUM_JOINTS:
-        raise ValueError(f"{where}: expected a list of {P.NUM_JOINTS} integers")
+    if not isinstance(values, list) or len(values) != NUM_JOINTS:
+        raise ValueError(f"{where}: expected a list of {NUM_JOINTS} integers")
     return [int(v) for v in values]
 
 
@@ -61,10 +64,10 @@ def read_patn_annotations(path: str | Path) -> dict[str, np.ndarray]:
         except ValueError as e:
             problems.append(str(e) if str(e).startswith(str(path)) else f"{path}:{line}: {e}")
             continue
-        kp = np.full((P.NUM_JOINTS, 2), np.nan)
+        kp = np.full((NUM_JOINTS, 2), np.nan)
         for j, (x, y) in enumerate(zip(xs, ys)):
             if x != -1 and y != -1:
-                kp[j] = (x + P.FRAME_OFFSET_X, y)
+                kp[j] = (x + FRAME_OFFSET_X, y)
         out[rel] = kp
     if problems:
         raise DatasetError(problems)
@@ -100,7 +103,7 @@ def convert_patn(patn_dir: str | Path, dataset_root: str | Path) -> dict:
             raise DatasetError([f"{p}: PATN file missing" for p in missing])
         keypoints = read_patn_annotations(ann)
         for rel, kp in keypoints.items():
-            P.write_keypoints(root / "pose" / Path(rel).relative_to("./img").with_suffix(".txt"), kp)
+            write_keypoints(pose_path(root, rel), kp)
         pairs = read_patn_pairs(pairs_csv)
         atomic_write_json(root / f"{split}_pairs_data.json", pairs)
         counts[split] = {"poses": len(keypoints), "pairs": len(pairs)}
@@ -129,7 +132,7 @@ def render_one(job: tuple[Path, Path, Path], quality: int = 100) -> None:
     txt, photo, out = job
     with Image.open(photo) as im:
         width, height = im.size
-    canvas = P.draw_pose_from_frame(P.read_keypoints(txt), height, width)
+    canvas = draw_pose_from_frame(read_keypoints(txt), height, width)
     atomic_save_image(out, Image.fromarray(canvas), quality=quality)
 
 
@@ -152,3 +155,102 @@ def render_pose_images(dataset_root: str | Path, workers: int = 8, force: bool =
 
 def _render_job(args):
     render_one(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# PHOENIX-2014T (see src/data/phoenix.py for the layout and formats)
+
+
+def _phoenix_link_problem(dataset_root: Path, target: Path) -> str | None:
+    """The dataset root's ``img`` must be absent or already the link to the release's frames."""
+    link = dataset_root / "img"
+    if not (link.exists() or link.is_symlink()):
+        return None
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return None
+    return (f"{link}: exists and is not a link to {target}; remove it (A1 links the release's frames "
+            f"there, it never copies them)")
+
+
+def _phoenix_video_job(args) -> tuple[int, int]:
+    from .pose.wholebody133 import draw_pose, write_keypoints as write_133
+
+    root, video, pickles, force, stick_width, quality = args
+    written = rendered = 0
+    for t, frame in enumerate(video.frames):
+        stem = Path(video.split) / video.name / Path(frame).stem
+        txt = root / "pose" / stem.with_suffix(".txt")
+        jpg = root / "pose_img" / stem.with_suffix(".jpg")
+        if force or not is_fresh(txt, *pickles):
+            write_133(txt, video.keypoints[t])
+            written += 1
+        if force or not is_fresh(jpg, txt):
+            h, w = FRAME_SIZE_133
+            atomic_save_image(jpg, Image.fromarray(draw_pose(video.keypoints[t], h, w, stick_width)), quality=quality)
+            rendered += 1
+    return written, rendered
+
+
+def preprocess_phoenix(phoenix_root, keypoints, dataset_root, *, splits=("train", "test"),
+                       check_frames: str = "sample", score_threshold=None, stick_width: int = 1,
+                       train_pairs_count: int = 100_000, train_videos: int = 0, test_videos: int = 0,
+                       pairs_seed: int = 0, workers: int = 8, force: bool = False, quality: int = 100,
+                       log=print) -> dict:
+    """A1's PHOENIX mode: check the release and the keypoints (every problem listed, nothing
+    written), link ``dataset_root/img`` to the frames, write the pose files and pose images of
+    every frame (fresh ones skipped), then the pair files. Returns the counts."""
+    from .data.phoenix import check_phoenix, frames_dir, keypoint_files, test_pairs, train_pairs
+
+    root = Path(dataset_root)
+    target = frames_dir(phoenix_root).absolute()
+    link_problem = _phoenix_link_problem(root, target)
+    max_videos = {"train": train_videos or None, "test": test_videos or None}
+    try:
+        index = check_phoenix(phoenix_root, keypoints, splits, check_frames=check_frames,
+                              score_threshold=score_threshold, max_videos=max_videos)
+    except DatasetError as e:
+        raise DatasetError(e.problems + ([link_problem] if link_problem else []), "PHOENIX check") from None
+    if link_problem:
+        raise DatasetError([link_problem], "PHOENIX check")
+    counts = {s: {"videos": len(v), "frames": index.frames(s)} for s, v in index.videos.items()}
+    log(f"PHOENIX ok: {counts}")
+    for split, n in index.missing_points.items():
+        if n:
+            log(f"warning: {split}: {n} keypoints with a zero or non-finite coordinate, drawn as missing")
+
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "img").is_symlink():
+        os.symlink(target, root / "img", target_is_directory=True)
+    pickles = keypoint_files(keypoints)
+    settings = {"keypoints": [str(p.absolute()) for p in pickles],
+                "keypoint_mtimes": [p.stat().st_mtime for p in pickles],
+                "score_threshold": score_threshold, "stick_width": stick_width, "quality": quality}
+    settings_file = root / "pose" / "phoenix_pose_settings.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
+        force = True   # other keypoints, threshold or stick width: every output is stale
+    jobs = [(root, v, pickles, force, stick_width, quality) for s in splits for v in index.videos[s]]
+    total = sum(len(v.frames) for _, v, *_ in jobs)
+    written = rendered = 0
+    with tqdm(total=total, desc="PHOENIX poses", unit="frame") as bar:
+        if workers > 1 and len(jobs) > 1:
+            with get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                for job, (w, r) in zip(jobs, pool.imap(_phoenix_video_job, jobs)):
+                    written, rendered = written + w, rendered + r
+                    bar.update(len(job[1].frames))
+        else:
+            for job in jobs:
+                w, r = _phoenix_video_job(job)
+                written, rendered = written + w, rendered + r
+                bar.update(len(job[1].frames))
+    atomic_write_json(settings_file, settings)
+
+    pairs = {}
+    if "train" in splits:
+        pairs["train_pairs_data.json"] = train_pairs(index.videos["train"], train_pairs_count, pairs_seed)
+    if "test" in splits:
+        pairs["test_pairs_data.json"] = test_pairs(index.videos["test"])
+    for name, items in pairs.items():
+        atomic_write_json(root / name, items)
+    return {"splits": counts, "missing_points": index.missing_points, "frames": total,
+            "pose_files_written": written, "pose_images_rendered": rendered,
+            "pairs": {k: len(v) for k, v in pairs.items()}}

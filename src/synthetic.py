@@ -4,7 +4,7 @@ Each identity is a figure with its own clothing (upper and lower colours and a p
 upper garment) drawn along plausible 18-point poses, on a plain background, in the DeepFashion
 layout (``img/``, ``pose/``, pair JSONs). Train and test are split by identity. The same seed
 gives the same files. ``synthetic_meta.json`` records each identity's clothing, which lets a
-benchmark score appearance exactly.
+benchmark score appearance exactly (``bench/synthetic_scoring.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import pose as P
+from .pose import NUM_JOINTS, pixels_to_frame, write_keypoints
 from .fileio import atomic_save_image, atomic_write_json
 
 BACKGROUND = (238, 238, 238)
@@ -91,7 +91,7 @@ def random_pose(rng: np.random.Generator, width: int, height: int, build: float 
     half_hip = 0.075 * body * build * turn
     neck = np.array([cx, top + 0.17 * body])
     nose = np.array([cx + (0.03 * body if view == "side" else 0.0), top + 0.08 * body])
-    kp = np.full((P.NUM_JOINTS, 2), np.nan)
+    kp = np.full((NUM_JOINTS, 2), np.nan)
     # person's right is image-left when facing the camera, image-right from the back
     side = -1.0 if view != "back" else 1.0
     kp[1] = neck
@@ -194,7 +194,7 @@ def make_synthetic_dataset(root: str | Path, n_identities: int = 6, poses_per_id
             rel = f"SYNTH/Figures/{name}/{j:02d}_{view}"
             image = Image.fromarray(draw_figure(kp, identity, width, height))
             atomic_save_image(root / "img" / f"{rel}.jpg", image, quality=95)
-            P.write_keypoints(root / "pose" / f"{rel}.txt", P.pixels_to_frame(kp, width, height))
+            write_keypoints(root / "pose" / f"{rel}.txt", pixels_to_frame(kp, height, width))
             rels.append(f"./img/{rel}.jpg")
         splits[split] += [{"source_image": a, "target_image": b} for a in rels for b in rels if a != b]
     for split, pairs in splits.items():
@@ -208,97 +208,3 @@ if __name__ == "__main__":
     import sys
 
     print(json.dumps(make_synthetic_dataset(sys.argv[1] if len(sys.argv) > 1 else "data/synthetic"), indent=2))
-
-
-# ---------------------------------------------------------------------------------------------
-# exact scores for generated images of this dataset
-
-
-def figure_mask(image: np.ndarray, threshold: int = 60) -> np.ndarray:
-    """Pixels that differ from the plain background: the figure's silhouette."""
-    return np.abs(image.astype(np.int32) - np.array(BACKGROUND)).sum(-1) > threshold
-
-
-def pose_iou(generated: np.ndarray, target: np.ndarray) -> float:
-    """Intersection over union of the generated and target silhouettes."""
-    a, b = figure_mask(generated), figure_mask(target)
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
-
-
-def region_masks(kp: np.ndarray, width: int, height: int) -> dict[str, np.ndarray]:
-    """Upper-garment (torso) and lower-garment (legs) regions of pixel keypoints."""
-    scale = height / 256.0
-    limb_w = max(2, int(round(9 * scale)))
-    pt = lambda i: (int(round(kp[i, 0])), int(round(kp[i, 1])))  # noqa: E731
-    upper = np.zeros((height, width), np.uint8)
-    if not np.isnan(kp[[2, 5, 8, 11]]).any():
-        cv2.fillConvexPoly(upper, cv2.convexHull(np.array([pt(2), pt(5), pt(11), pt(8)], np.int32)), 1)
-    lower = np.zeros((height, width), np.uint8)
-    for a, b in ((8, 9), (9, 10), (11, 12), (12, 13)):
-        if not np.isnan(kp[[a, b]]).any():
-            cv2.line(lower, pt(a), pt(b), 1, limb_w)
-    return {"upper": upper.astype(bool), "lower": lower.astype(bool)}
-
-
-def clothing_features(image: np.ndarray, kp: np.ndarray) -> np.ndarray:
-    """Mean colour of the upper and lower garment regions (6 values) at pixel keypoints."""
-    h, w = image.shape[:2]
-    feats = []
-    for mask in region_masks(kp, w, h).values():
-        pixels = image[mask].astype(np.float64)
-        feats.append(pixels.mean(0) if len(pixels) else np.full(3, np.nan))
-    return np.concatenate(feats)
-
-
-def identity_of(image_rel: str) -> str:
-    """The identity folder of an image path: './img/SYNTH/Figures/id_00012/01_front.jpg' -> 'id_00012'."""
-    return Path(image_rel).parent.name
-
-
-class TransferScorer:
-    """Pose IoU and appearance accuracy of generated images for a list of pairs of a synthetic
-    dataset, at the generated images' size (height, width).
-
-    Everything that depends only on the pairs (target silhouettes, target keypoints, and the
-    clothing colours every candidate identity would show at each target pose) is computed once,
-    so several methods are scored against exactly the same references. Candidates default to
-    the identities of the pairs (for the test split: the test identities, never seen in training).
-    """
-
-    def __init__(self, root: str | Path, pairs: list[dict], size: tuple[int, int], candidates: list[str] | None = None):
-        from .data import load_rgb, pose_path
-
-        self.root, self.pairs, self.size = Path(root), list(pairs), tuple(size)
-        meta = json.loads((self.root / "synthetic_meta.json").read_text())["identities"]
-        names = candidates or sorted({identity_of(p["target_image"]) for p in self.pairs})
-        self.candidates = names
-        h, w = self.size
-        self.targets, self.keypoints, self.own, self.references = [], [], [], []
-        for p in self.pairs:
-            target = load_rgb(self.root / p["target_image"])
-            if target.size != (w, h):
-                target = target.resize((w, h), Image.BICUBIC)
-            kp = P.frame_to_pixels(P.read_keypoints(pose_path(self.root, p["target_image"])), w, h)
-            self.targets.append(np.asarray(target))
-            self.keypoints.append(kp)
-            self.own.append(names.index(identity_of(p["target_image"])))
-            self.references.append(np.stack([clothing_features(draw_figure(kp, meta[n], w, h), kp) for n in names]))
-
-    def score(self, images: list[np.ndarray]) -> dict:
-        """``pose_iou`` (mean IoU of generated and target silhouettes), ``appearance_accuracy``
-        (share of pairs whose generated clothing colours are nearest the own identity's among
-        the candidates) and the per-pair values."""
-        if len(images) != len(self.pairs):
-            raise ValueError(f"{len(images)} images for {len(self.pairs)} pairs")
-        ious, matches = [], []
-        for image, target, kp, own, refs in zip(images, self.targets, self.keypoints, self.own, self.references):
-            image = np.asarray(image)
-            if image.shape[:2] != self.size:
-                raise ValueError(f"generated image of size {image.shape[:2]}, expected {self.size}")
-            ious.append(pose_iou(image, target))
-            dists = np.nansum(np.abs(refs - clothing_features(image, kp)), axis=1)
-            matches.append(bool(np.argmin(dists) == own))
-        return {"pose_iou": float(np.mean(ious)), "appearance_accuracy": float(np.mean(matches)),
-                "count": len(ious), "candidates": len(self.candidates), "per_pair_iou": ious,
-                "per_pair_match": matches}

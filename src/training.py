@@ -71,11 +71,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_mixed_precision(value: str = "auto") -> str:
-    """"auto" -> "bf16" on a CUDA GPU with bf16 support, else "no" (fp32). Also accepts
-    "no"/"fp32", "bf16", "fp16"."""
+    """accelerate's ``mixed_precision`` of a script's value: "auto" as ``src.devices.resolve_dtype``
+    decides (bf16 on a CUDA GPU that has it, else "no", fp32); also "no"/"fp32", "bf16", "fp16"."""
+    from .devices import resolve_dtype
+
     v = str(value).lower()
     if v == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if resolve_dtype("auto") == torch.bfloat16 else "no"
     if v in ("no", "fp32", "none", ""):
         return "no"
     if v in ("bf16", "fp16"):
@@ -397,6 +399,15 @@ class StopSignal:
             return self.requested
         flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
         return bool(accelerator.gather(flag).max().item() > 0)
+
+
+def total_steps(epochs: int, steps_per_epoch: int, max_steps: int = -1) -> tuple[int, str]:
+    """(optimiser steps to train, why): ``max_steps`` when positive, overriding ``epochs`` (as
+    diffusers' ``max_train_steps``; training then runs past ``epochs`` if needed), else
+    ``epochs`` x ``steps_per_epoch``."""
+    if max_steps > 0:
+        return max_steps, f"max_steps={max_steps}, overriding epochs={epochs}"
+    return epochs * steps_per_epoch, f"epochs={epochs} x {steps_per_epoch} steps per epoch"
 
 
 def warmup_step_lr(epoch: int, lr: float, warmup_epochs: int = 5, step_epochs: int = 50,

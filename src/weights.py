@@ -1,9 +1,16 @@
 """Pretrained weights: one clear error for weights that are not on this machine.
 
 Nothing can be downloaded on the machines this project is built and tested on, so every loader
-that fetches real weights (a Hugging Face hub id, an OpenCLIP tag, a local folder or file)
-turns a failure into ``WeightsNotFoundError``. Its message says what is missing, the command
-that downloads it on a machine with internet access, and which option takes the local copy.
+that fetches real weights turns a failure into ``WeightsNotFoundError``, built by one of two
+helpers:
+
+- ``weights_not_found``: a Hugging Face hub id, an OpenCLIP tag, a local folder or file. The
+  message says what is missing, the command that downloads it on a machine with internet
+  access, and which option takes the local copy.
+- ``checkpoint_not_found`` (and ``require_checkpoint``): a file that torch and torchvision
+  look up in torch's hub checkpoint folder (C2's LPIPS and FID backbones). The one-line message
+  names the file, where to put it and, when known, its download URL.
+
 Scripts run their body under ``exit_on_missing_weights()`` so the user sees that message and
 no stack trace.
 """
@@ -102,12 +109,33 @@ def read_normalisation(name: str) -> dict:
         return {}
 
 
-def require_path(path: str | Path, what: str, option: str, *, hub_id: str | None = None) -> Path:
-    """Return ``path`` if it exists, else raise the clear error."""
-    p = Path(os.path.expanduser(str(path)))
-    if not p.exists():
-        raise weights_not_found(what, str(path), option, hub_id=hub_id)
-    return p
+def hub_checkpoints_dir() -> Path:
+    """torch's hub checkpoint folder (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/...``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def checkpoint_not_found(what: str, filename: str, url: str | None = None, hint: str = "") -> WeightsNotFoundError:
+    """Build the one-line error for a weight file missing from torch's hub checkpoint folder.
+
+    what:     what the weights are for ("LPIPS AlexNet backbone (torchvision)").
+    filename: the file torch looks for (``alexnet-owt-7be5be79.pth``).
+    url:      where to download it, when there is such a place.
+    hint:     another way to get it, appended in parentheses.
+    """
+    target = hub_checkpoints_dir() / filename
+    get = f"download {url} on a machine with internet access and " if url else ""
+    return WeightsNotFoundError(f"{what}: weights file {filename} not found; {get}put it at {target}"
+                                + (f" ({hint})" if hint else ""))
+
+
+def require_checkpoint(filename: str, what: str, url: str | None = None) -> Path:
+    """Path of ``filename`` in torch's hub checkpoint folder, or the clear error (nothing is downloaded)."""
+    path = hub_checkpoints_dir() / filename
+    if not path.is_file():
+        raise checkpoint_not_found(what, filename, url)
+    return path
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import perf as P
+from bench import perf
 from src.config import configure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,20 +37,20 @@ def test_flop_counts_are_the_analytic_ones():
     batch, n_in, n_out = 5, 64, 32
     linear = torch.nn.Linear(n_in, n_out)
     x = torch.randn(batch, n_in)
-    forward, y = P.count_flops(linear, x)
+    forward, y = perf.count_flops(linear, x)
     assert forward == 2 * batch * n_in * n_out
-    backward, _ = P.count_flops(y.sum().backward)
+    backward, _ = perf.count_flops(y.sum().backward)
     assert backward == forward  # the weight's gradient only: the input needs none
     x.requires_grad_(True)
-    backward, _ = P.count_flops(linear(x).sum().backward)
+    backward, _ = perf.count_flops(linear(x).sum().backward)
     assert backward == 2 * forward  # the weight's and the input's gradients
     conv = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, device="meta")
-    flops, _ = P.count_flops(conv, torch.empty(2, 3, 16, 12, device="meta"))
+    flops, _ = perf.count_flops(conv, torch.empty(2, 3, 16, 12, device="meta"))
     assert flops == 2 * 2 * 8 * 16 * 12 * 3 * 3 * 3
 
 
 def test_full_size_models_build_on_meta_with_the_real_parameter_counts():
-    pipe = P.random_pipeline("full", "meta")
+    pipe = perf.random_pipeline("full", "meta")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert next(pipe.unet.parameters()).is_meta
     assert count(pipe.unet) == 865_910_724  # SD2 UNet; its identity class embedding has no weights
@@ -83,14 +83,14 @@ def test_flops_tiny_preset_accounts_every_component(tmp_path):
 
 
 def test_peak_table_and_mfu():
-    assert P.peak_flops("NVIDIA H100 80GB HBM3") == (989e12, "table: H100")
-    assert P.peak_flops("NVIDIA H200")[0] == 989e12
-    assert P.peak_flops("NVIDIA H100 PCIe")[0] < 989e12
-    assert P.peak_flops("NVIDIA H100 80GB HBM3", override=5e14) == (5e14, "override")
-    assert P.peak_flops("CPU (x86_64)")[0] is None
-    assert P.mfu(2e12, 100.0, 989e12) == pytest.approx(2e14 / 989e12)
-    assert P.mfu(2e12, 100.0, None) is None
-    assert P.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert perf.peak_flops("NVIDIA H100 80GB HBM3") == (989e12, "table: H100")
+    assert perf.peak_flops("NVIDIA H200")[0] == 989e12
+    assert perf.peak_flops("NVIDIA H100 PCIe")[0] < 989e12
+    assert perf.peak_flops("NVIDIA H100 80GB HBM3", override=5e14) == (5e14, "override")
+    assert perf.peak_flops("CPU (x86_64)")[0] is None
+    assert perf.mfu(2e12, 100.0, 989e12) == pytest.approx(2e14 / 989e12)
+    assert perf.mfu(2e12, 100.0, None) is None
+    assert perf.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
 
 
 def test_gpu_benchmark_cpu_smoke_writes_the_summary(tmp_path, monkeypatch, keep_threads):
@@ -101,7 +101,7 @@ def test_gpu_benchmark_cpu_smoke_writes_the_summary(tmp_path, monkeypatch, keep_
             "--peak_flops=1e12"]
     module = load_script("gpu_benchmark", argv)
     results = module.main()
-    stem = P.slug(P.device_name("cpu")) + "-tiny"
+    stem = perf.slug(perf.device_name("cpu")) + "-tiny"
     written = [tmp_path / "results" / f"{stem}.json", tmp_path / "out" / f"{stem}.json"]
     for path in written:
         data = json.loads(path.read_text())
@@ -115,7 +115,7 @@ def test_gpu_benchmark_cpu_smoke_writes_the_summary(tmp_path, monkeypatch, keep_
     assert results["train_mfu"] == pytest.approx(best["flops_per_image"] * best["images_per_s"] / 1e12)
     assert best["flops_per_image"] == results["flops_per_image"]["train"]["train_step"]
     assert sweep["train_precomputed_b1"]["flops_per_image"] < best["flops_per_image"]
-    assert sweep["train_baseline_b1"]["settings"] == {**sweep["train_baseline_b1"]["settings"], **P.BASELINE_TRAIN}
+    assert sweep["train_baseline_b1"]["settings"] == {**sweep["train_baseline_b1"]["settings"], **perf.BASELINE_TRAIN}
     assert math.isfinite(results["psnr_fp32_vs_fast"]) and results["psnr_fp32_vs_fast"] > 20
     # a configuration that fails (here: an unknown compile backend) is recorded, the sweep goes on
     assert "error" in sweep["train_compile_on_b1"] and "sample_best_b1" in sweep

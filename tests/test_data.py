@@ -9,8 +9,24 @@ import pytest
 import torch
 from PIL import Image
 
-from src import data as D
-from src import pose as P
+from src.data import (
+    EVAL_SIZE,
+    MODEL_SIZE,
+    PAIR_KEYS,
+    PHOTO_SIZE,
+    POSE_DRAW_SIZE,
+    DatasetError,
+    DiffusionDataset,
+    FusionDataset,
+    ProblemsError,
+    check_dataset,
+    fusion_input,
+    load_pairs,
+    pose_path,
+    target_pose_image,
+)
+from src.images import comparison_grid, load_rgb, to_pil, to_tensor
+from src.pose.openpose18 import COLORS_BGR, draw_pose_from_frame, read_keypoints
 from src.preprocess import convert_patn, unflatten_name
 from src.synthetic import make_synthetic_dataset
 
@@ -25,15 +41,15 @@ def samples_copy(samples_root, tmp_path):
     return dst
 
 
-def test_clean_samples_validate(samples_root):
-    counts = D.validate_dataset(samples_root, PAIRS)
+def test_clean_samples_pass_the_dataset_check(samples_root):
+    counts = check_dataset(samples_root, PAIRS)
     assert counts["pairs"] == {PAIRS[0]: 5, PAIRS[1]: 5} and counts["images"] >= 10
 
 
-def test_validation_reports_every_fault_at_once(samples_copy):
+def test_dataset_check_reports_every_fault_at_once(samples_copy):
     root = samples_copy
     test_pairs = json.loads((root / PAIRS[1]).read_text())
-    imgs = sorted({p[k] for p in test_pairs for k in D.PAIR_KEYS})
+    imgs = sorted({p[k] for p in test_pairs for k in PAIR_KEYS})
     # images: one missing, one garbage, one truncated; a grayscale and an RGBA one that must pass
     (root / imgs[0]).unlink()
     (root / imgs[1]).write_bytes(b"not an image at all")
@@ -43,8 +59,8 @@ def test_validation_reports_every_fault_at_once(samples_copy):
     Image.open(root / imgs[4]).convert("RGBA").save(root / imgs[4], format="PNG")
     # poses: one missing, one 17 rows, one non-finite, one far outside the frame
     train_pairs = json.loads((root / PAIRS[0]).read_text())
-    others = sorted({p[k] for p in train_pairs for k in D.PAIR_KEYS} - set(imgs))
-    poses = [D.pose_path(root, r) for r in others[:4]]
+    others = sorted({p[k] for p in train_pairs for k in PAIR_KEYS} - set(imgs))
+    poses = [pose_path(root, r) for r in others[:4]]
     poses[0].unlink()
     poses[1].write_text("1 2\n" * 17)
     poses[2].write_text("1 2\n" * 17 + "inf 4\n")
@@ -53,8 +69,8 @@ def test_validation_reports_every_fault_at_once(samples_copy):
     (root / "extra.json").write_text(json.dumps([{"source_image": "./img/a.jpg"}]))
     (root / "broken.json").write_text("[{")
     (root / "empty.json").write_text("[]")
-    with pytest.raises(D.DatasetError) as err:
-        D.validate_dataset(root, PAIRS + ["extra.json", "broken.json", "empty.json"])
+    with pytest.raises(DatasetError) as err:
+        check_dataset(root, PAIRS + ["extra.json", "broken.json", "empty.json"])
     text = str(err.value)
     expected = [
         f"{root / imgs[0]}: image missing",
@@ -74,11 +90,48 @@ def test_validation_reports_every_fault_at_once(samples_copy):
     assert str(root / imgs[3]) not in text and str(root / imgs[4]) not in text
 
 
+def test_deepfashion_sizes_are_the_papers(samples_root):
+    assert PHOTO_SIZE == (1101, 750) and MODEL_SIZE == (512, 352)
+    assert EVAL_SIZE == (256, 176) and POSE_DRAW_SIZE == (550, 375)
+    photos = {Image.open(p).size for p in (samples_root / "img").rglob("*.jpg")}
+    assert photos == {PHOTO_SIZE[::-1]}  # PIL sizes are (width, height)
+    ds = DiffusionDataset(samples_root, "test_pairs_data.json")
+    assert (ds.target_size, ds.pose_draw_size) == (MODEL_SIZE, POSE_DRAW_SIZE)
+
+
+def test_problems_error_lists_every_problem_and_exits_with_status_1():
+    err = DatasetError(["a.json: pair file missing", "b.jpg: image missing"])
+    assert isinstance(err, ProblemsError) and isinstance(err, SystemExit)
+    assert err.problems == ["a.json: pair file missing", "b.jpg: image missing"]
+    # a string code: Python prints it to stderr and exits with status 1
+    assert err.code == str(err) == ("dataset check failed with 2 problem(s):\n"
+                                    "  a.json: pair file missing\n  b.jpg: image missing")
+    assert str(ProblemsError(["x"], "C2 input check")).startswith("C2 input check failed with 1 problem(s):")
+
+
+def test_target_pose_without_a1_render_is_drawn_at_the_photo_height_and_width(samples_root):
+    rel = load_pairs(samples_root, "test_pairs_data.json")[0]["target_image"]
+    kp = read_keypoints(pose_path(samples_root, rel))
+    pose = target_pose_image(samples_root, rel, (1101, 750))
+    assert pose.size == (750, 1101)
+    assert np.array_equal(np.asarray(pose), draw_pose_from_frame(kp, 1101, 750))
+
+
+def test_tensor_round_trip_and_comparison_grid_cells():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 4, 3), dtype=np.uint8))
+    x = to_tensor(image)
+    assert x.shape == (3, 6, 4) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+    assert np.array_equal(np.asarray(to_pil(x)), np.asarray(image))
+    grid = comparison_grid([[image, image, image], [image]], (20, 10))  # cells of (height, width)
+    assert grid.size == (30, 40)
+    assert grid.getpixel((29, 39)) == (255, 255, 255)  # a short row leaves white cells
+
+
 def test_load_rgb_converts_modes(tmp_path):
     for mode in ("L", "RGBA", "CMYK", "P"):
         p = tmp_path / f"x_{mode}.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
         Image.new(mode, (8, 6)).save(p)
-        im = D.load_rgb(p)
+        im = load_rgb(p)
         assert im.mode == "RGB" and im.size == (8, 6)
 
 
@@ -92,8 +145,8 @@ def test_a1_renders_and_skips_then_refuses_bad_data_before_writing(samples_copy)
     rel = one.relative_to(samples_copy / "pose_img")
     photo = Image.open(samples_copy / "img" / rel)
     assert Image.open(one).size == photo.size
-    kp = P.read_keypoints((samples_copy / "pose" / rel).with_suffix(".txt"))
-    ref = P.draw_pose_from_frame(kp, photo.size[1], photo.size[0]).astype(float)
+    kp = read_keypoints((samples_copy / "pose" / rel).with_suffix(".txt"))
+    ref = draw_pose_from_frame(kp, photo.size[1], photo.size[0]).astype(float)
     mse = ((np.asarray(Image.open(one), dtype=float) - ref) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 30
     mtime = one.stat().st_mtime_ns
@@ -109,7 +162,7 @@ def test_a1_renders_and_skips_then_refuses_bad_data_before_writing(samples_copy)
     assert not (samples_copy / "pose_img").exists()
 
 
-def test_patn_conversion(tmp_path):
+def test_patn_conversion_writes_pose_files_and_pair_lists(tmp_path):
     assert unflatten_name("fashionMENTees_Tanksid0000404701_1front.jpg") == \
         "./img/MEN/Tees_Tanks/id_00004047/01_1_front.jpg"
     assert unflatten_name("fashionWOMENBlouses_Shirtsid0000153001_4full.jpg") == \
@@ -124,7 +177,7 @@ def test_patn_conversion(tmp_path):
     out = tmp_path / "root"
     counts = convert_patn(tmp_path, out)
     assert counts == {"train": {"poses": 2, "pairs": 1}, "test": {"poses": 2, "pairs": 1}}
-    kp = P.read_keypoints(out / "pose/MEN/Tees_Tanks/id_00004047/01_2_side.txt")
+    kp = read_keypoints(out / "pose/MEN/Tees_Tanks/id_00004047/01_2_side.txt")
     assert np.isnan(kp[0]).all()
     np.testing.assert_allclose(kp[1], [20 + 40, 20])
     pairs = json.loads((out / "test_pairs_data.json").read_text())
@@ -143,11 +196,11 @@ def test_synthetic_dataset_is_deterministic_and_split_by_identity(tmp_path):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     ids = lambda pf: {p["target_image"].split("/")[4] for p in json.loads((tmp_path / "a" / pf).read_text())}  # noqa: E731
     assert not ids("train_pairs_data.json") & ids("test_pairs_data.json")
-    D.validate_dataset(tmp_path / "a", PAIRS)
+    check_dataset(tmp_path / "a", PAIRS)
 
 
-def test_fusion_dataset_items(samples_root):
-    ds = D.FusionDataset(samples_root, "test_pairs_data.json", image_size=64)
+def test_fusion_dataset_items_are_square_inputs_in_range(samples_root):
+    ds = FusionDataset(samples_root, "test_pairs_data.json", image_size=64)
     item = ds[0]
     for k in ("source", "pose", "target"):
         assert item[k].shape == (3, 64, 64) and item[k].dtype == torch.float32
@@ -158,27 +211,27 @@ def test_fusion_dataset_items(samples_root):
 
 def test_diffusion_dataset_items_and_augmentations(samples_root):
     kw = dict(target_size=(128, 88), source_size=64, fusion_size=32, pose_draw_size=(256, 176))
-    ds = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)
+    ds = DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)
     item = ds[1]
     assert item["target"].shape == (3, 128, 88) and item["target_pose"].shape == (3, 128, 88)
     assert item["source"].shape == (3, 64, 64)
     assert item["fusion_source"].shape == item["fusion_pose"].shape == (3, 32, 32)
     assert torch.equal(ds[1]["target_pose"], item["target_pose"])  # eval: deterministic
 
-    flip = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0,
-                              jitter_sigma=0.0, identity_prob=0.0, source_scales=(64,), **kw)[1]
+    flip = DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0,
+                            jitter_sigma=0.0, identity_prob=0.0, source_scales=(64,), **kw)[1]
     torch.testing.assert_close(flip["target"], item["target"].flip(-1), atol=2 / 127.5, rtol=0)
-    same = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=0.0,
-                              jitter_sigma=0.0, identity_prob=1.0, source_scales=(64,), **kw)[1]
-    tgt_as_src = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)
+    same = DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=0.0,
+                            jitter_sigma=0.0, identity_prob=1.0, source_scales=(64,), **kw)[1]
+    tgt_as_src = DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)
     tgt_as_src.pairs = [{"source_image": p["target_image"], "target_image": p["target_image"]} for p in ds.pairs]
     assert torch.equal(same["source"], tgt_as_src[1]["source"])
-    jit = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=0.0,
-                             jitter_sigma=3.0, identity_prob=0.0, source_scales=(64,), **kw)
+    jit = DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=0.0,
+                           jitter_sigma=3.0, identity_prob=0.0, source_scales=(64,), **kw)
     assert not torch.equal(jit[1]["target_pose"], item["target_pose"])
     assert torch.equal(jit[1]["target_pose"], jit[1]["target_pose"])  # same epoch, same draw
     jit.set_epoch(1)
-    assert not torch.equal(jit[1]["target_pose"], D.DiffusionDataset(
+    assert not torch.equal(jit[1]["target_pose"], DiffusionDataset(
         samples_root, "test_pairs_data.json", train=True, flip_prob=0.0, jitter_sigma=3.0,
         identity_prob=0.0, source_scales=(64,), **kw)[1]["target_pose"])
 
@@ -188,7 +241,7 @@ def face_point_colour_distances(pose: torch.Tensor, kp_frame: np.ndarray) -> lis
     from its palette colour to the nearest pixel colour in a 5x5 window around where the point
     lands in a squashed square input (0 = that exact colour; black is ~255-360 away)."""
     size = pose.shape[-1]
-    rgb = np.array(P.COLORS_BGR, dtype=np.float64)[:, ::-1]
+    rgb = np.array(COLORS_BGR, dtype=np.float64)[:, ::-1]
     image = ((pose + 1) * 127.5).permute(1, 2, 0).numpy()
     out = []
     for j in (0, 14, 15, 16, 17):
@@ -206,36 +259,36 @@ def test_fusion_model_pose_input_keeps_the_face_points(samples_root):
     render cuts the head off most DeepFashion poses."""
     checked = 0
     for pair_file in PAIRS:
-        stage1 = D.FusionDataset(samples_root, pair_file, image_size=224)
-        stage2 = D.DiffusionDataset(samples_root, pair_file, train=False, fusion_size=224)
+        stage1 = FusionDataset(samples_root, pair_file, image_size=224)
+        stage2 = DiffusionDataset(samples_root, pair_file, train=False, fusion_size=224)
         for i, pair in enumerate(stage1.pairs):
-            kp = P.read_keypoints(D.pose_path(samples_root, pair["target_image"]))
+            kp = read_keypoints(pose_path(samples_root, pair["target_image"]))
             for pose in (stage1[i]["pose"], stage2[i]["fusion_pose"]):
                 distances = face_point_colour_distances(pose, kp)
                 assert distances and max(distances) < 180, (pair["target_image"], distances)
                 checked += 1
-    assert checked == 2 * sum(len(D.load_pairs(samples_root, f)) for f in PAIRS)
+    assert checked == 2 * sum(len(load_pairs(samples_root, f)) for f in PAIRS)
 
 
 def test_stage1_photos_are_cropped_and_stage2_inputs_squashed(samples_root):
-    photo = D.load_rgb(samples_root / D.load_pairs(samples_root, "test_pairs_data.json")[0]["source_image"])
+    photo = load_rgb(samples_root / load_pairs(samples_root, "test_pairs_data.json")[0]["source_image"])
     w, h = photo.size
-    cropped = D.fusion_input(photo, 64, "stage1_photo")
-    expected = D.to_tensor(photo.crop((0, (h - w) // 2, w, (h - w) // 2 + w)).resize((64, 64), Image.BICUBIC))
+    cropped = fusion_input(photo, 64, "stage1_photo")
+    expected = to_tensor(photo.crop((0, (h - w) // 2, w, (h - w) // 2 + w)).resize((64, 64), Image.BICUBIC))
     assert (cropped - expected).abs().mean() < 0.02  # CLIP's processor: shortest edge, centre crop
-    squashed = D.fusion_input(photo, 64, "source")
-    assert torch.equal(squashed, D.to_tensor(photo.resize((64, 64), Image.BICUBIC)))
+    squashed = fusion_input(photo, 64, "source")
+    assert torch.equal(squashed, to_tensor(photo.resize((64, 64), Image.BICUBIC)))
     # tensors take the same view as PIL images
-    as_tensor = D.fusion_input(D.to_tensor(photo), 64, "source")
+    as_tensor = fusion_input(to_tensor(photo), 64, "source")
     assert (as_tensor - squashed).abs().mean() < 0.02
 
 
 def test_stage2_fusion_pose_is_the_unets_jittered_flipped_render(samples_root):
     kw = dict(target_size=(128, 88), source_size=64, fusion_size=64, pose_draw_size=(256, 176))
-    ds = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0, jitter_sigma=3.0,
-                            identity_prob=0.0, source_scales=(64,), **kw)
+    ds = DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0, jitter_sigma=3.0,
+                          identity_prob=0.0, source_scales=(64,), **kw)
     item = ds[1]
-    unet_pose = D.to_pil(item["target_pose"]).resize((64, 64), Image.BICUBIC)
-    assert (item["fusion_pose"] - D.to_tensor(unet_pose)).abs().max() < 2 / 127.5 + 1e-6
-    unflipped = D.DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)[1]["fusion_pose"]
+    unet_pose = to_pil(item["target_pose"]).resize((64, 64), Image.BICUBIC)
+    assert (item["fusion_pose"] - to_tensor(unet_pose)).abs().max() < 2 / 127.5 + 1e-6
+    unflipped = DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)[1]["fusion_pose"]
     assert (item["fusion_pose"] - unflipped).abs().mean() > 0.01

@@ -14,7 +14,7 @@ from src.models.conditioning import (
 )
 from src.models.sd2 import DEFAULT_SD2, load_scheduler, load_sd2, load_unet, make_tiny_sd2
 from src.models.source_encoder import BACKENDS, SourceEncoder, tiny_model_config
-from src.pipeline import make_tiny_pipeline
+from src.stage2_training import make_tiny_pipeline
 from src.weights import WeightsNotFoundError
 
 FUSION_DIM = 32  # the tiny fusion model's embedding width
@@ -188,7 +188,7 @@ def test_source_encoder_missing_weights_message(tmp_path):
 
 
 def test_source_encoder_sees_the_source_at_512_without_a_crop(tiny_sd2):
-    from src.pipeline import build_pipeline
+    from src.stage2_training import build_pipeline
 
     torch.manual_seed(0)
     # DINOv2's patch 14 on a small random network; the pipeline's default source size decides

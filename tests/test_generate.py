@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from src import generate as G
+from src import generate, handoff
 from src.data import load_pairs
-from src.pipeline import make_tiny_pipeline
+from src.stage2_training import make_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, EVAL = (64, 48), (32, 24)
@@ -63,13 +63,13 @@ class StopAfter:
 
 def test_pair_names_and_seeds():
     pair = {"source_image": "./img/WOMEN/Dresses/id_1/01_1_front.jpg", "target_image": "img/WOMEN/Dresses/id_1/02_2_side.jpg"}
-    assert G.output_name(pair) == "WOMEN-Dresses-id_1-01_1_front_2_WOMEN-Dresses-id_1-02_2_side.png"
-    assert G.pair_seed(7, pair) == G.pair_seed(7, dict(pair))
-    assert G.pair_seed(7, pair) != G.pair_seed(8, pair)
+    assert handoff.output_name(pair) == "WOMEN-Dresses-id_1-01_1_front_2_WOMEN-Dresses-id_1-02_2_side.png"
+    assert generate.pair_seed(7, pair) == generate.pair_seed(7, dict(pair))
+    assert generate.pair_seed(7, pair) != generate.pair_seed(8, pair)
     swapped = {"source_image": pair["target_image"], "target_image": pair["source_image"]}
-    assert G.pair_seed(7, pair) != G.pair_seed(7, swapped)
-    assert G.split_for_process(list(range(7)), 1, 3) == [1, 4]
-    assert sorted(sum((G.split_for_process(list(range(7)), i, 3) for i in range(3)), [])) == list(range(7))
+    assert generate.pair_seed(7, pair) != generate.pair_seed(7, swapped)
+    assert generate.split_for_process(list(range(7)), 1, 3) == [1, 4]
+    assert sorted(sum((generate.split_for_process(list(range(7)), i, 3) for i in range(3)), [])) == list(range(7))
 
 
 def test_interrupted_run_resumes_to_the_images_of_an_uninterrupted_run(pipeline_dir, samples_root, tmp_path):
@@ -87,28 +87,28 @@ def test_interrupted_run_resumes_to_the_images_of_an_uninterrupted_run(pipeline_
     pipe = FPDMPipeline.from_pretrained(pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(Interrupt):
-        G.generate_pairs(StopAfter(pipe, 1), samples_root, pairs, resumed, size=SIZE, eval_size=EVAL,
+        generate.generate_pairs(StopAfter(pipe, 1), samples_root, pairs, resumed, size=SIZE, eval_size=EVAL,
                          draw_size=(256, 176), batch_size=2, num_inference_steps=3, show_progress=False)
-    written = sorted(p.name for p in (resumed / G.size_name(SIZE)).iterdir())
-    assert written == sorted(G.output_name(p) for p in pairs[:2])  # nothing partial, no temp files
+    written = sorted(p.name for p in (resumed / handoff.size_name(SIZE)).iterdir())
+    assert written == sorted(handoff.output_name(p) for p in pairs[:2])  # nothing partial, no temp files
     stdout = run_c1(pipeline_dir, samples_root, resumed, "--batch_size=3")
     assert "'generated': 3, 'skipped': 2" in stdout
 
     for size in (SIZE, EVAL):
-        names = sorted(p.name for p in (whole / G.size_name(size)).iterdir())
-        assert names == sorted(G.output_name(p) for p in pairs)
+        names = sorted(p.name for p in (whole / handoff.size_name(size)).iterdir())
+        assert names == sorted(handoff.output_name(p) for p in pairs)
         for name in names:
-            a, b = pixels(whole / G.size_name(size) / name), pixels(resumed / G.size_name(size) / name)
+            a, b = pixels(whole / handoff.size_name(size) / name), pixels(resumed / handoff.size_name(size) / name)
             assert a.shape == (*size, 3)
             assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.999, name
-    first = [pixels(whole / G.size_name(SIZE) / G.output_name(p)) for p in pairs]
+    first = [pixels(whole / handoff.size_name(SIZE) / handoff.output_name(p)) for p in pairs]
     assert all(np.abs(first[0] - x).mean() > 1 for x in first[1:])  # the pairs' images differ
 
     manifest = json.loads((whole / "manifest.json").read_text())
     assert manifest == json.loads((resumed / "manifest.json").read_text())
     assert [(m["source_image"], m["target_image"]) for m in manifest] == [
         (p["source_image"], p["target_image"]) for p in pairs]
-    assert all((whole / m["generated"]).is_file() and (whole / m[f"generated_{G.size_name(EVAL)}"]).is_file()
+    assert all((whole / m["generated"]).is_file() and (whole / m[f"generated_{handoff.size_name(EVAL)}"]).is_file()
                for m in manifest)
     grid = Image.open(whole / "grids" / "grid_000.png")
     assert grid.size == (4 * 176, 4 * 256)
@@ -116,6 +116,45 @@ def test_interrupted_run_resumes_to_the_images_of_an_uninterrupted_run(pipeline_
 
     # A third run has nothing left to do.
     assert "'generated': 0, 'skipped': 5" in run_c1(pipeline_dir, samples_root, whole, "--batch_size=5")
+
+
+def test_c1_takes_its_sizes_from_the_pipeline(samples_root, tmp_path):
+    """A pipeline trained at 256x176 (the default evaluation size) with its own pose drawing
+    size: C1 with no size flags writes one 256x176 folder and a manifest C2 reads, and draws the
+    test poses ("draw") at the pipeline's pose_draw_size."""
+    from src.data import pose_path, stage2_pose
+    from src.pose import read_keypoints
+
+    size, draw = (256, 176), (300, 204)
+    make_tiny_pipeline(tmp_path / "sd2", height=size[0], width=size[1], pose_draw_size=draw).save_pretrained(
+        tmp_path / "pipeline")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "C1.test_Diffusion_model.py", "--preset=tiny", f"--pipeline={tmp_path / 'pipeline'}",
+           f"--dataset_root={samples_root}", f"--out_dir={out}", "--num_inference_steps=2", "--test_pose=draw"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    pairs = load_pairs(samples_root, "test_pairs_data.json")
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["256x176", "grids"]
+    assert sorted(p.name for p in (out / "256x176").iterdir()) == sorted(handoff.output_name(p) for p in pairs)
+    for p in pairs:
+        with Image.open(out / "256x176" / handoff.output_name(p)) as im:
+            assert im.size == (size[1], size[0])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(m["generated"], m["generated_256x176"]) for m in manifest] == [
+        (f"256x176/{handoff.output_name(p)}",) * 2 for p in pairs]
+    entries, problems = handoff.generated_entries(out, samples_root, ["256x176", "512x352"])
+    assert problems == [] and [e.generated["256x176"] for e in entries] == [
+        out / "256x176" / handoff.output_name(p) for p in pairs]
+    config = json.loads((out / "C1_config.json").read_text())
+    assert config["size"] == list(size) and config["pose_draw_size"] == list(draw)
+
+    # the grid's pose column (256x176 cells: the pose as is) is drawn at the pipeline's pose_draw_size
+    grid = np.asarray(Image.open(out / "grids" / "grid_000.png").convert("RGB"))
+    kp = read_keypoints(pose_path(samples_root, pairs[0]["target_image"]))
+    pose_cell = grid[:size[0], size[1]:2 * size[1]]
+    assert np.array_equal(pose_cell, np.asarray(stage2_pose(kp, size, draw)))
+    assert not np.array_equal(pose_cell, np.asarray(stage2_pose(kp, size, size)))
 
 
 def test_c1_refuses_a_bad_pair_file_before_loading_the_model(samples_root, tmp_path):
@@ -147,29 +186,29 @@ def test_default_test_pose_is_a1s_render_at_the_photo_size_resized(samples_root,
     the training size instead, so its lines are thicker at the model size."""
     import shutil
 
-    from src import data as D
-    from src import pose as P
+    from src.data import image_path, pose_image_path, pose_path, stage2_pose
+    from src.pose import draw_pose_from_frame, read_keypoints
 
     root = tmp_path / "data"
     shutil.copytree(samples_root, root)
     pair = load_pairs(root, "test_pairs_data.json")[0]
     size, draw = (512, 352), (550, 375)
-    with Image.open(D.image_path(root, pair["target_image"])) as im:
+    with Image.open(image_path(root, pair["target_image"])) as im:
         photo = im.size
-    kp = P.read_keypoints(D.pose_path(root, pair["target_image"]))
-    a1_render = Image.fromarray(P.draw_pose_from_frame(kp, photo[1], photo[0]))
-    default = G.test_pose(root, pair["target_image"], size, draw)  # no pose_img/ yet: drawn at the photo size
+    kp = read_keypoints(pose_path(root, pair["target_image"]))
+    a1_render = Image.fromarray(draw_pose_from_frame(kp, photo[1], photo[0]))
+    default = generate.test_pose(root, pair["target_image"], size, draw)  # no pose_img/ yet: drawn at the photo size
     expected = np.asarray(a1_render.resize((size[1], size[0]), Image.BICUBIC))
     assert np.array_equal(np.asarray(default), expected)
-    saved = D.pose_image_path(root, pair["target_image"])  # A1's file, when present, is what is read
+    saved = pose_image_path(root, pair["target_image"])  # A1's file, when present, is what is read
     saved.parent.mkdir(parents=True, exist_ok=True)
     a1_render.transpose(Image.FLIP_LEFT_RIGHT).save(saved, quality=100)
-    from_file = G.test_pose(root, pair["target_image"], size, draw)
+    from_file = generate.test_pose(root, pair["target_image"], size, draw)
     assert np.abs(np.asarray(from_file, np.int16) - np.asarray(
         a1_render.transpose(Image.FLIP_LEFT_RIGHT).resize((size[1], size[0]), Image.BICUBIC), np.int16)).mean() < 2
-    drawn = G.test_pose(root, pair["target_image"], size, draw, "draw")
-    assert np.array_equal(np.asarray(drawn), np.asarray(D.stage2_pose(kp, size, draw)))
+    drawn = generate.test_pose(root, pair["target_image"], size, draw, "draw")
+    assert np.array_equal(np.asarray(drawn), np.asarray(stage2_pose(kp, size, draw)))
     lit = lambda im: int((np.asarray(im).max(axis=2) > 128).sum())  # noqa: E731
     assert lit(drawn) > 1.3 * lit(default)  # thinner lines in the authors' test poses
     with pytest.raises(ValueError, match="test_pose"):
-        G.test_pose(root, pair["target_image"], size, draw, "other")
+        generate.test_pose(root, pair["target_image"], size, draw, "other")

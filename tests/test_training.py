@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from src import training as T
+from src import training
 
 
 @pytest.fixture(autouse=True)
@@ -21,17 +21,17 @@ def fresh_accelerate_state():
 
 
 def tiny_setup(out_dir, seed=0, init_seed=0, grad_accum=1, batch_size=4, lr=0.05):
-    T.seed_everything(init_seed)
+    training.seed_everything(init_seed)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
     g = torch.Generator().manual_seed(42)
     x = torch.randn(22, 6, generator=g)
     data = TensorDataset(x, x.sum(dim=1, keepdim=True))
-    accelerator = T.make_accelerator(out_dir, mixed_precision="auto", gradient_accumulation_steps=grad_accum,
+    accelerator = training.make_accelerator(out_dir, mixed_precision="auto", gradient_accumulation_steps=grad_accum,
                                      log_with=None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    loader = T.make_dataloader(data, batch_size=batch_size, shuffle=True, seed=seed)
+    loader = training.make_dataloader(data, batch_size=batch_size, shuffle=True, seed=seed)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    T.seed_everything(seed)
+    training.seed_everything(seed)
     return accelerator, model, optimizer, loader
 
 
@@ -39,13 +39,13 @@ def train(out_dir, total_steps, stop_after=None, resume="", grad_accum=1, checkp
           init_seed=0):
     """Train to ``total_steps`` optimizer steps; with ``stop_after`` save a checkpoint there and stop."""
     accelerator, model, optimizer, loader = tiny_setup(out_dir, init_seed=init_seed, grad_accum=grad_accum)
-    state = T.TrainState()
-    path = T.resolve_resume(resume, out_dir)
+    state = training.TrainState()
+    path = training.resolve_resume(resume, out_dir)
     if path:
-        state = T.load_checkpoint(accelerator, path)
+        state = training.load_checkpoint(accelerator, path)
     seen = []
     while state.global_step < total_steps:
-        for x, y in T.epoch_batches(accelerator, loader, state):
+        for x, y in training.epoch_batches(accelerator, loader, state):
             with accelerator.accumulate(model):
                 loss = nn.functional.mse_loss(model(x), y)
                 accelerator.backward(loss)
@@ -55,11 +55,11 @@ def train(out_dir, total_steps, stop_after=None, resume="", grad_accum=1, checkp
             state.batch_in_epoch += 1
             if accelerator.sync_gradients:
                 state.global_step += 1
-                T.check_finite(loss.item(), state.global_step)
+                training.check_finite(loss.item(), state.global_step)
                 if checkpoint_every and state.global_step % checkpoint_every == 0:
-                    T.save_checkpoint(accelerator, out_dir, state, limit)
+                    training.save_checkpoint(accelerator, out_dir, state, limit)
                 if state.global_step == stop_after:
-                    T.save_checkpoint(accelerator, out_dir, state, limit)
+                    training.save_checkpoint(accelerator, out_dir, state, limit)
                     return model, state, seen
                 if state.global_step >= total_steps:
                     break
@@ -77,32 +77,32 @@ def weights(model):
 
 def test_mixed_precision_resolution():
     expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    assert T.resolve_mixed_precision("auto") == expected
-    assert T.resolve_mixed_precision("fp32") == "no"
-    assert T.resolve_mixed_precision("bf16") == "bf16"
+    assert training.resolve_mixed_precision("auto") == expected
+    assert training.resolve_mixed_precision("fp32") == "no"
+    assert training.resolve_mixed_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="mixed_precision"):
-        T.resolve_mixed_precision("fp8")
+        training.resolve_mixed_precision("fp8")
 
 
 def test_epoch_sampler_depends_on_seed_and_epoch_only():
-    a, b = T.EpochSampler(10, seed=3), T.EpochSampler(10, seed=3)
+    a, b = training.EpochSampler(10, seed=3), training.EpochSampler(10, seed=3)
     assert list(a) == list(b) and sorted(a) == list(range(10))
     a.set_epoch(1)
     assert list(a) != list(b) and sorted(a) == list(range(10))
-    assert list(T.EpochSampler(5, shuffle=False)) == [0, 1, 2, 3, 4]
+    assert list(training.EpochSampler(5, shuffle=False)) == [0, 1, 2, 3, 4]
     torch.manual_seed(0)
-    first = list(T.EpochSampler(10, seed=1))
+    first = list(training.EpochSampler(10, seed=1))
     torch.manual_seed(99)
-    assert list(T.EpochSampler(10, seed=1)) == first  # independent of the global RNG
+    assert list(training.EpochSampler(10, seed=1)) == first  # independent of the global RNG
 
 
 def test_checkpoint_rotation_keeps_last_n(tmp_path):
     _, state, _ = train(tmp_path, total_steps=7, checkpoint_every=1, limit=3)
-    ckpts = T.list_checkpoints(tmp_path)
-    assert [T.checkpoint_step(p) for p in ckpts] == [5, 6, 7]
-    assert T.resolve_resume("latest", tmp_path) == tmp_path / "checkpoints" / "checkpoint-7"
-    with pytest.raises(T.CheckpointError, match=r"checkpoint-7\); pass --resume=latest"):
-        T.resolve_resume("", tmp_path)  # a fresh start would overwrite this run's checkpoints
+    ckpts = training.list_checkpoints(tmp_path)
+    assert [training.checkpoint_step(p) for p in ckpts] == [5, 6, 7]
+    assert training.resolve_resume("latest", tmp_path) == tmp_path / "checkpoints" / "checkpoint-7"
+    with pytest.raises(training.CheckpointError, match=r"checkpoint-7\); pass --resume=latest"):
+        training.resolve_resume("", tmp_path)  # a fresh start would overwrite this run's checkpoints
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
     assert (ckpts[-1] / "training_state.json").is_file()
     assert list(ckpts[-1].glob("random_states_*.pkl")) and list(ckpts[-1].glob("model*.safetensors"))
@@ -110,7 +110,7 @@ def test_checkpoint_rotation_keeps_last_n(tmp_path):
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path):
     accelerator, model, optimizer, loader = tiny_setup(tmp_path)
-    first = T.save_checkpoint(accelerator, tmp_path, T.TrainState(global_step=1), total_limit=1)
+    first = training.save_checkpoint(accelerator, tmp_path, training.TrainState(global_step=1), total_limit=1)
     before = sorted(p.name for p in first.iterdir())
 
     def broken_save_state(output_dir, **kwargs):
@@ -121,18 +121,18 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path):
     real = accelerator.save_state
     accelerator.save_state = broken_save_state
     with pytest.raises(OSError, match="disk full"):
-        T.save_checkpoint(accelerator, tmp_path, T.TrainState(global_step=2), total_limit=1)
+        training.save_checkpoint(accelerator, tmp_path, training.TrainState(global_step=2), total_limit=1)
     # the old checkpoint is untouched and still the latest; the half-written one is not listed
-    assert T.list_checkpoints(tmp_path) == [first]
+    assert training.list_checkpoints(tmp_path) == [first]
     assert sorted(p.name for p in first.iterdir()) == before
-    assert T.resolve_resume("latest", tmp_path) == first
+    assert training.resolve_resume("latest", tmp_path) == first
     assert not (tmp_path / "checkpoints" / "checkpoint-2").exists()
-    T.clean_partial_checkpoints(tmp_path)
+    training.clean_partial_checkpoints(tmp_path)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["checkpoint-1"]
     # a later save works and rotation then drops the old one
     accelerator.save_state = real
-    second = T.save_checkpoint(accelerator, tmp_path, T.TrainState(global_step=2), total_limit=1)
-    assert T.list_checkpoints(tmp_path) == [second]
+    second = training.save_checkpoint(accelerator, tmp_path, training.TrainState(global_step=2), total_limit=1)
+    assert training.list_checkpoints(tmp_path) == [second]
 
 
 @pytest.mark.parametrize("grad_accum,stop_after", [(1, 3), (1, 6), (2, 4)])
@@ -153,16 +153,16 @@ def test_resume_matches_uninterrupted_run(tmp_path, grad_accum, stop_after):
 
 
 def test_resume_latest_without_checkpoints_and_bad_path(tmp_path):
-    assert T.resolve_resume("", tmp_path) is None
-    assert T.resolve_resume("latest", tmp_path) is None
-    with pytest.raises(T.CheckpointError, match="not a checkpoint folder"):
-        T.resolve_resume(str(tmp_path / "missing"), tmp_path)
-    assert issubclass(T.CheckpointError, SystemExit)
+    assert training.resolve_resume("", tmp_path) is None
+    assert training.resolve_resume("latest", tmp_path) is None
+    with pytest.raises(training.CheckpointError, match="not a checkpoint folder"):
+        training.resolve_resume(str(tmp_path / "missing"), tmp_path)
+    assert issubclass(training.CheckpointError, SystemExit)
 
 
 def test_stop_signal_sets_flag_and_restores_handlers():
     previous = signal.getsignal(signal.SIGTERM)
-    with T.StopSignal() as stop:
+    with training.StopSignal() as stop:
         assert not stop.should_stop()
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.should_stop() and stop.signal_name == "SIGTERM"
@@ -172,12 +172,12 @@ def test_stop_signal_sets_flag_and_restores_handlers():
 
 
 def test_check_finite_and_throughput():
-    T.check_finite(1.5, step=3)
-    with pytest.raises(T.NonFiniteLossError, match=r"loss is nan at step 7.*checkpoint-5"):
-        T.check_finite(float("nan"), step=7, last_checkpoint="out/checkpoints/checkpoint-5")
-    with pytest.raises(T.NonFiniteLossError, match="no checkpoint has been saved"):
-        T.check_finite(float("inf"), step=1)
-    meter = T.Throughput(window=3)
+    training.check_finite(1.5, step=3)
+    with pytest.raises(training.NonFiniteLossError, match=r"loss is nan at step 7.*checkpoint-5"):
+        training.check_finite(float("nan"), step=7, last_checkpoint="out/checkpoints/checkpoint-5")
+    with pytest.raises(training.NonFiniteLossError, match="no checkpoint has been saved"):
+        training.check_finite(float("inf"), step=1)
+    meter = training.Throughput(window=3)
     assert meter.rate == 0.0
     for _ in range(5):
         rate = meter.update(8)
@@ -187,10 +187,10 @@ def test_check_finite_and_throughput():
 def test_save_pretrained_atomic(tmp_path):
     from src.models.fusion import FusionModel
 
-    accelerator = T.make_accelerator(tmp_path, log_with=None)
+    accelerator = training.make_accelerator(tmp_path, log_with=None)
     model = accelerator.prepare(FusionModel.tiny("transformers"))
-    T.save_pretrained_atomic(accelerator, model, tmp_path / "export")
-    T.save_pretrained_atomic(accelerator, model, tmp_path / "export")  # overwrites as a whole
+    training.save_pretrained_atomic(accelerator, model, tmp_path / "export")
+    training.save_pretrained_atomic(accelerator, model, tmp_path / "export")  # overwrites as a whole
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
         "config.json", "diffusion_pytorch_model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
@@ -199,16 +199,16 @@ def test_save_pretrained_atomic(tmp_path):
 
 
 def test_main_process_check_shares_result_or_exit(tmp_path):
-    accelerator = T.make_accelerator(tmp_path, log_with=None)
-    assert T.main_process_check(accelerator, lambda a, b=0: a + b, 2, b=3) == 5
+    accelerator = training.make_accelerator(tmp_path, log_with=None)
+    assert training.main_process_check(accelerator, lambda a, b=0: a + b, 2, b=3) == 5
 
     def failing():
         raise SystemExit("dataset check failed with 1 problem(s)")
 
     with pytest.raises(SystemExit, match="dataset check failed"):
-        T.main_process_check(accelerator, failing)
+        training.main_process_check(accelerator, failing)
     model = accelerator.prepare(nn.Linear(3, 2))
-    assert T.replicas_in_sync(accelerator, model)
+    assert training.replicas_in_sync(accelerator, model)
 
 
 def test_memory_cache_loads_each_item_once():
@@ -222,7 +222,7 @@ def test_memory_cache_loads_each_item_once():
             calls.append(i)
             return {"x": torch.tensor([float(i)])}
 
-    cache = T.MemoryCache(Counting())
+    cache = training.MemoryCache(Counting())
     assert len(cache) == 3
     for _ in range(2):
         assert [cache[i]["x"].item() for i in range(3)] == [0.0, 1.0, 2.0]

@@ -1,4 +1,4 @@
-"""The three conditions of stage 2 (SPEC 3) and the denoiser that feeds them to the UNet.
+"""The three conditions of stage 2 and the denoiser that feeds them to the UNet.
 
 - ``PoseEncoder``: ControlNet's conditioning embedding (diffusers'
   ``ControlNetConditioningEmbedding``): channels 16, 32, 96, 256, three stride-2 steps, last conv
@@ -131,11 +131,6 @@ class Conditions:
     encoder_hidden_states: torch.Tensor  # (B, N, cross_attention_dim)
     fusion: torch.Tensor                 # (B, fusion dim), the fusion MLP's input
 
-    def repeat(self, n: int) -> "Conditions":
-        """The batch repeated ``n`` times along dim 0 (as ``torch.cat([x] * n)``)."""
-        rep = lambda t: None if t is None else torch.cat([t] * n)  # noqa: E731
-        return Conditions(rep(self.pose_features), rep(self.encoder_hidden_states), rep(self.fusion))
-
     def dropped(self, pose: bool = False, source: bool = False, fusion: bool = False) -> "Conditions":
         """The same conditions with whole ones zeroed (all items): the guidance branches."""
         zero = lambda t, drop: t if (t is None or not drop) else torch.zeros_like(t)  # noqa: E731
@@ -196,10 +191,6 @@ class FPDMDenoiser(nn.Module):
         self.source_mlp = source_mlp
         self.fusion_mlp = fusion_mlp
         install_pose_hook(unet)
-
-    @property
-    def fusion_dim(self) -> int:
-        return self.fusion_mlp.config.in_dim
 
     # -- conditions
 

@@ -1,4 +1,4 @@
-"""Stage 1 (SPEC 2): the fusion embedding.
+"""Stage 1: the fusion embedding.
 
 One shared CLIP image encoder E embeds the source image s, the rendered target pose p and the
 target image t: the **raw** projected embeddings (``image_embeds``, not L2-normalised), because
@@ -222,7 +222,7 @@ def embed_dataset(model: FusionModel, batches, device=None, gather=None, tempera
     return result
 
 
-def evaluate(model: FusionModel, batches, device=None, gather=None, temperature: float = TEMPERATURE,
+def evaluate_retrieval(model: FusionModel, batches, device=None, gather=None, temperature: float = TEMPERATURE,
              l1_weight: float = L1_WEIGHT) -> dict:
     """Retrieval metrics (top1, top5, mean_rank, count) and mean loss over an evaluation set."""
     emb = embed_dataset(model, batches, device, gather, temperature, l1_weight)

@@ -1,4 +1,4 @@
-"""Stable Diffusion 2 backbone of stage 2 (SPEC 3): frozen VAE, UNet, noise scheduler.
+"""Stable Diffusion 2 backbone of stage 2: frozen VAE, UNet, noise scheduler.
 
 ``load_sd2(name)`` reads any SD2-family folder or hub id in the hub layout (``unet/``, ``vae/``,
 ``scheduler/``): the VAE (``AutoencoderKL``), the UNet (``UNet2DConditionModel``) and a
@@ -168,7 +168,7 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
                   seed: int = 0, overwrite: bool = False, vae: AutoencoderKL | None = None) -> Path:
     """Write a tiny random SD2-style folder (``unet/``, ``vae/``, ``scheduler/``, safetensors)
     in the hub layout; an existing complete folder is kept unless ``overwrite``. ``vae``: a
-    trained VAE to save instead of the random one (``src.vae_training``); the UNet is the same
+    trained VAE to save instead of the random one (``bench/vae_training.py``); the UNet is the same
     random tiny UNet either way."""
     from ..fileio import atomic_dir
 
@@ -186,7 +186,7 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
         (vae if trained else random_vae).save_pretrained(tmp / "vae")
         unet.save_pretrained(tmp / "unet")
         scheduler.save_pretrained(tmp / "scheduler")
-        what = "VAE trained (src.vae_training), UNet random" if trained else "not trained"
+        what = "VAE trained (bench/vae_training.py), UNet random" if trained else "not trained"
         (tmp / "README.md").write_text(f"Tiny SD2-style model (FPDM tests and tiny preset); {what}.\n")
         (tmp / "tiny_sd2.json").write_text(json.dumps({"prediction_type": prediction_type, "seed": seed,
                                                        "trained_vae": trained}) + "\n")

@@ -1,4 +1,4 @@
-"""Frozen source-appearance encoder of stage 2 (SPEC 3, condition 2).
+"""Frozen source-appearance encoder of stage 2 (the source condition).
 
 ``encoder(images)`` takes images in [-1, 1] at any size, resizes them (bicubic, antialiased) to
 the square resolution ``image_size`` (the pipeline's ``source_size``, 512 as the authors),

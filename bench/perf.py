@@ -1,4 +1,4 @@
-"""Performance measurement shared by ``bench/flops.py`` and ``bench/gpu_benchmark.py`` (issue 6).
+"""Performance measurement shared by ``bench/flops.py`` and ``bench/gpu_benchmark.py``.
 
 - ``random_pipeline``: the FPDM architecture with random weights, built directly on a device:
   ``"full"`` = the real sizes from the configs shipped in ``src/models/configs`` (SD2 UNet, VAE
@@ -9,9 +9,10 @@
   convolutions and attention; 2 FLOPs per multiply-add) of one B2 training step and one C1
   sampling step per component, per image.
 - ``measure_training`` / ``measure_sampling`` / ``measure_c2`` / ``sampling_psnr``: timed runs
-  of B2's step (``src.pipeline.training_loss``, backward, clipping, AdamW), of C1's sampling
-  (``FPDMPipeline.__call__``) and of C2's metrics (``src.metrics.evaluate``) under a set of
-  speed switches, and the PSNR between images sampled in fp32 and with the fast settings.
+  of B2's step (``src.stage2_training.training_loss``, backward, clipping, AdamW), of C1's
+  sampling (``FPDMPipeline.__call__``) and of C2's metrics (``src.metrics.score_generated``)
+  under a set of speed switches, and the PSNR between images sampled in fp32 and with the fast
+  settings.
 - ``peak_flops`` and ``mfu``: model FLOP utilisation against the device's dense bf16 peak.
 """
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-CONFIG_DIR = Path(__file__).resolve().parent / "models" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "src" / "models" / "configs"
 MODELS = ("full", "tiny")
 COMPONENTS = ("vae_encode", "source_encoder", "fusion_model", "pose_encoder_source_mlp", "unet", "vae_decode")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,14 +64,16 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
                     source_size: int = 512, fusion_size: int = 224, seed: int = 0):
     """An FPDMPipeline of random weights built on ``device`` ("meta": no memory): ``"full"`` from
     the shipped configs, ``"tiny"`` as the tiny preset. Frozen parts (VAE, source encoder, fusion
-    model) have ``requires_grad`` off, as in ``build_pipeline``. Seeds torch's global RNG."""
+    model) have ``requires_grad`` off, as in ``src.stage2_training.build_pipeline``. Seeds
+    torch's global RNG."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from .models.conditioning import FusionMLP, PoseEncoder, SourceMLP
-    from .models.fusion import FusionModel
-    from .models.sd2 import tiny_sd2_configs
-    from .models.source_encoder import SourceEncoder
-    from .pipeline import POSE_CHANNELS, TINY_POSE_CHANNELS, FPDMPipeline
+    from src.models.conditioning import FusionMLP, PoseEncoder, SourceMLP
+    from src.models.fusion import FusionModel
+    from src.models.sd2 import tiny_sd2_configs
+    from src.models.source_encoder import SourceEncoder
+    from src.pipeline import FPDMPipeline
+    from src.stage2_training import TINY_HEADS, Heads
 
     if model not in MODELS:
         raise ValueError(f"model {model!r}: choose one of {', '.join(MODELS)}")
@@ -83,17 +86,18 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
                                            image_size=source_size)
             unet_config, vae_config = component_config("sd2_unet"), component_config("sd2_vae")
             scheduler_config = component_config("sd2_scheduler")
-            pose_channels, mlp_hidden = POSE_CHANNELS, 768
+            heads = Heads()
         else:
             fusion = FusionModel.tiny()
             source_encoder = SourceEncoder.tiny(image_size=source_size)
             tiny = tiny_sd2_configs()
             unet_config, vae_config, scheduler_config = tiny["unet"], tiny["vae"], tiny["scheduler"]
-            pose_channels, mlp_hidden = TINY_POSE_CHANNELS, 32
+            heads = TINY_HEADS
         unet = UNet2DConditionModel.from_config({**unet_config, "class_embed_type": "identity"})
         vae = AutoencoderKL.from_config(vae_config)
-        pose_encoder = PoseEncoder(out_channels=unet.config.block_out_channels[0], block_out_channels=pose_channels)
-        source_mlp = SourceMLP(in_dim=source_encoder.width, hidden_dim=mlp_hidden,
+        pose_encoder = PoseEncoder(out_channels=unet.config.block_out_channels[0],
+                                   block_out_channels=heads.pose_channels)
+        source_mlp = SourceMLP(in_dim=source_encoder.width, hidden_dim=heads.mlp_hidden_dim,
                                out_dim=unet.config.cross_attention_dim)
         fusion_mlp = FusionMLP(in_dim=fusion.embed_dim, hidden_dim=fusion.embed_dim,
                                out_dim=unet.time_embedding.linear_2.out_features)
@@ -160,7 +164,7 @@ def _frozen_features(pipe, batch: dict, components, device, out: dict) -> tuple[
 
 def _random_conditions(pipe, batch: dict, tokens: torch.Tensor, fusion: torch.Tensor, device):
     """Conditions of the shapes the pose encoder and source MLP would give, when they are not counted."""
-    from .models.conditioning import Conditions
+    from src.models.conditioning import Conditions
 
     b, h, w = _latent_shape(pipe, batch)
     unet = pipe.unet.config
@@ -171,8 +175,8 @@ def _random_conditions(pipe, batch: dict, tokens: torch.Tensor, fusion: torch.Te
 def _train_flops(pipe, batch: dict, components, device) -> dict:
     """FLOPs of one B2 step on ``batch`` per component; a component left out is replaced by a
     random tensor of its output's shape."""
-    from .models.conditioning import Conditions, drop_masks
-    from .pipeline import training_loss
+    from src.models.conditioning import Conditions, drop_masks
+    from src.stage2_training import training_loss
 
     b = batch["target"].shape[0]
     denoiser = pipe.denoiser()
@@ -218,7 +222,7 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
 def _sample_flops(pipe, batch: dict, components, guidance_scale: float, device) -> dict:
     """FLOPs per component of C1's once-per-image work and of one sampling step (three
     guidance branches in one batched UNet call)."""
-    from .pipeline import FPDMPipeline, guidance_conditions
+    from src.pipeline import FPDMPipeline, guidance_conditions
 
     denoiser = pipe.denoiser()
     denoiser.eval()
@@ -426,7 +430,7 @@ def measure_training(settings: TrainSettings, device, *, model: str = "full", he
     fixed random batch with random weights: images/s, step seconds, peak memory. Data loading
     is not included. With ``settings.precomputed`` the frozen features are computed once and
     fed to every step instead of running the VAE encoder, DINOv2 and the fusion model."""
-    from .pipeline import frozen_conditions, training_loss
+    from src.stage2_training import frozen_conditions, training_loss
 
     device = torch.device(device)
     reset_memory(device)
@@ -532,8 +536,7 @@ def measure_sampling(settings: SampleSettings, device, *, model: str = "full", h
     device = torch.device(device)
     reset_memory(device)
     pipe = sampling_pipeline(settings, device, model=model, height=height, width=width, source_size=source_size,
-                             fusion_size=fusion_size, 
-                             compile_kwargs=compile_kwargs, seed=seed)
+                             fusion_size=fusion_size, compile_kwargs=compile_kwargs, seed=seed)
     inputs = example_batch(settings.batch, height, width, source_size, fusion_size, device, seed)
     seeds = list(range(seed, seed + settings.batch))
     times = timed(lambda: sample_images(pipe, settings, inputs, device, steps=steps, guidance_scale=guidance_scale,
@@ -553,7 +556,7 @@ def sampling_psnr(fast: SampleSettings, device, *, baseline: SampleSettings | No
     """PSNR (dB, uint8 images, data range 1, as C2) between images sampled from the same random
     weights, inputs and seeds in fp32 (no TF32) and with ``fast`` (and ``baseline``) settings;
     ``fast.batch`` images. ``inf`` where identical."""
-    from .metrics import psnr
+    from src.metrics import psnr
 
     device = torch.device(device)
     reset_memory(device)
@@ -587,7 +590,8 @@ def random_fid_inception(folder: str | Path):
     torchvision's FID Inception-v3 (speed does not depend on them; nothing is downloaded)."""
     import torchvision
 
-    from .metrics import TV_INCEPTION_FILE, hub_checkpoints_dir
+    from src.metrics import TV_INCEPTION_FILE
+    from src.weights import hub_checkpoints_dir
 
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(folder))
@@ -613,11 +617,12 @@ def _smooth_image(rng: np.random.Generator, height: int, width: int):
 
 def measure_c2(device, *, n_images: int = 256, size=(512, 352), eval_sizes=("256x176", "512x352"),
                batch_size: int = 32, num_workers: int = 8, seed: int = 0) -> dict:
-    """C2's ``evaluate`` (SSIM, SSIM-256, PSNR, LPIPS with a random AlexNet, FID features with a
+    """C2's ``score_generated`` (SSIM, SSIM-256, PSNR, LPIPS with a random AlexNet, FID features with a
     random Inception, reference = the ground-truth images) on ``n_images`` smooth random PNG pairs
     at ``size``; images/s per evaluation size and over all of them (seconds include building the
     networks)."""
-    from . import metrics as M
+    from src.handoff import EvalEntry, parse_size, size_name
+    from src.metrics import score_generated
 
     rng = np.random.default_rng(seed)
     out = {"images": n_images, "eval_sizes": list(eval_sizes), "batch_size": batch_size, "num_workers": num_workers,
@@ -630,20 +635,20 @@ def measure_c2(device, *, n_images: int = 256, size=(512, 352), eval_sizes=("256
             for p in (gen, truth):
                 p.parent.mkdir(parents=True, exist_ok=True)
                 _smooth_image(rng, *size).save(p)
-            entries.append(M.EvalEntry(f"s{i}", f"t{i}", truth, {M.size_name(M.parse_size(s)): gen for s in eval_sizes}))
+            entries.append(EvalEntry(f"s{i}", f"t{i}", truth, {size_name(parse_size(s)): gen for s in eval_sizes}))
         reference = [e.truth for e in entries]
         total = 0.0
         with random_fid_inception(tmp / "hub"):
             for s in eval_sizes:
                 synchronize(device)
                 start = time.perf_counter()
-                result = M.evaluate(entries, [s], reference, fid_reference="test", fid_backbone="torchvision",
-                                    lpips_random=True, batch_size=batch_size, num_workers=num_workers,
-                                    device=str(device), cache_dir=None, progress=False)
+                result = score_generated(entries, [s], reference, fid_reference="test", fid_backbone="torchvision",
+                                         lpips_random=True, batch_size=batch_size, num_workers=num_workers,
+                                         device=str(device), cache_dir=None, progress=False)
                 synchronize(device)
                 seconds = time.perf_counter() - start
                 total += seconds
-                name = M.size_name(M.parse_size(s))
+                name = size_name(parse_size(s))
                 nulls = result[name]["protocol"]["null_reasons"]
                 out["per_size"][name] = {"seconds": seconds, "images_per_s": n_images / seconds,
                                          "null_metrics": nulls}

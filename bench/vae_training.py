@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from .models.sd2 import make_tiny_sd2, tiny_sd2_configs
+from src.models.sd2 import make_tiny_sd2, tiny_sd2_configs
 
 
 def load_images(paths, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Images (RGB files) as one float tensor (N, 3, H, W) in [-1, 1]; resized bicubic to
     ``size`` (height, width) when given, else all must share one size."""
-    from .data import load_rgb, to_tensor
+    from src.images import load_rgb, to_tensor
 
     tensors = []
     for p in paths:
@@ -159,7 +159,7 @@ def save_tiny_sd2(vae: AutoencoderKL, folder: str | Path, prediction_type: str =
     record, reconstruction PSNR, ...) go to ``vae_training.json`` beside them."""
     folder = make_tiny_sd2(folder, prediction_type=prediction_type, seed=seed, vae=vae, overwrite=True)
     if stats is not None:
-        from .fileio import atomic_write_text
+        from src.fileio import atomic_write_text
 
         atomic_write_text(Path(folder) / "vae_training.json", json.dumps(stats, indent=2, default=float) + "\n")
     return Path(folder)

@@ -1,7 +1,9 @@
-"""18-point OpenPose/COCO keypoints: files, coordinate transforms and the OpenPose-style renderer.
+"""The 18-point OpenPose/COCO keypoint format of DeepFashion: txt files in a 256x256 annotation
+frame, the left/right swap table, and the OpenPose-style renderer.
 
-Keypoints are float arrays of shape (18, 2) holding (x, y); a missing point is NaN in memory and
-``-1 -1`` in files, so every transform keeps it missing without special cases.
+A file holds 18 rows of ``x y`` in the annotation frame, ``-1 -1`` for a missing point (NaN in
+memory, see ``src.pose.keypoints``). The frame is 256x256 and its central 176x256 (from x = 40)
+is the person image. Sizes are (height, width).
 """
 
 from __future__ import annotations
@@ -12,16 +14,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .keypoints import PoseFileError, swap_permutation
+
 NUM_JOINTS = 18
 JOINT_NAMES = (
     "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
     "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
 )
-# Left/right partners (0-based), used by the horizontal flip.
+# Left/right partners (0-based), swapped by the horizontal flip.
 FLIP_PAIRS = ((2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13), (14, 15), (16, 17))
-FLIP_PERMUTATION = list(range(NUM_JOINTS))
-for _a, _b in FLIP_PAIRS:
-    FLIP_PERMUTATION[_a], FLIP_PERMUTATION[_b] = _b, _a
+FLIP_PERMUTATION = swap_permutation(NUM_JOINTS, FLIP_PAIRS)
 
 # The annotation frame: 256x256 whose central 176x256 is the person image.
 FRAME_SIZE = 256
@@ -43,8 +45,8 @@ JOINT_RADIUS = 4
 STICK_WIDTH = 4
 
 
-class PoseFileError(ValueError):
-    """A keypoint file that cannot be used; the message names the file and the fault."""
+# ---------------------------------------------------------------------------------------------
+# files
 
 
 def parse_keypoints(text: str, name: str = "<keypoints>") -> np.ndarray:
@@ -103,13 +105,17 @@ def format_keypoints(kp: np.ndarray) -> str:
 
 
 def write_keypoints(path: str | Path, kp: np.ndarray) -> None:
-    from .fileio import atomic_write_text
+    from ..fileio import atomic_write_text
 
     atomic_write_text(path, format_keypoints(kp))
 
 
-def frame_to_pixels(kp: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Annotation-frame coordinates to pixels of a ``width`` x ``height`` image."""
+# ---------------------------------------------------------------------------------------------
+# annotation frame <-> pixels
+
+
+def frame_to_pixels(kp: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Annotation-frame coordinates to pixels of an image ``height`` x ``width``."""
     kp = np.asarray(kp, dtype=np.float64)
     out = np.empty_like(kp)
     out[:, 0] = (kp[:, 0] - FRAME_OFFSET_X) * width / FRAME_WIDTH
@@ -117,7 +123,8 @@ def frame_to_pixels(kp: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-def pixels_to_frame(kp: np.ndarray, width: int, height: int) -> np.ndarray:
+def pixels_to_frame(kp: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixels of an image ``height`` x ``width`` to annotation-frame coordinates."""
     kp = np.asarray(kp, dtype=np.float64)
     out = np.empty_like(kp)
     out[:, 0] = kp[:, 0] * FRAME_WIDTH / width + FRAME_OFFSET_X
@@ -125,24 +132,8 @@ def pixels_to_frame(kp: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-def resize_keypoints(kp: np.ndarray, old_size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
-    """Pixel keypoints of an image of (height, width) ``old_size`` to one of ``new_size``."""
-    (h0, w0), (h1, w1) = old_size, new_size
-    return np.asarray(kp, dtype=np.float64) * np.array([w1 / w0, h1 / h0])
-
-
-def hflip_keypoints(kp: np.ndarray, width: int) -> np.ndarray:
-    """Mirror pixel keypoints of an image ``width`` wide and swap left/right joints, matching
-    ``PIL.Image.transpose(FLIP_LEFT_RIGHT)`` (pixel column c goes to width - 1 - c)."""
-    out = np.asarray(kp, dtype=np.float64).copy()
-    out[:, 0] = width - 1 - out[:, 0]
-    return out[FLIP_PERMUTATION]
-
-
-def jitter_keypoints(kp: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Add Gaussian noise of ``sigma`` pixels to every present point."""
-    kp = np.asarray(kp, dtype=np.float64)
-    return kp + rng.normal(0.0, sigma, size=kp.shape)
+# ---------------------------------------------------------------------------------------------
+# renderer
 
 
 def draw_pose(kp: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -175,4 +166,4 @@ def draw_pose(kp: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def draw_pose_from_frame(kp_frame: np.ndarray, height: int, width: int) -> np.ndarray:
     """Render annotation-frame keypoints at an image size (what A1 writes)."""
-    return draw_pose(frame_to_pixels(kp_frame, width, height), height, width)
+    return draw_pose(frame_to_pixels(kp_frame, height, width), height, width)

@@ -1,0 +1,53 @@
+"""Where and in what precision to run: the one resolver of the scripts' "auto" settings.
+
+- ``resolve_device("auto")``: the CUDA GPU when there is one, else the CPU; any other name
+  (``"cpu"``, ``"cuda:1"``) or a ``torch.device`` is taken as is.
+- ``resolve_dtype("auto", device)``: bfloat16 on a CUDA device that supports it, float32
+  elsewhere; or by name, ``"fp32"``, ``"bf16"``, ``"fp16"``.
+- ``enable_tf32(enable)``: TF32 for matrix products and cuDNN convolutions, both on or both
+  off; ``without_tf32()`` turns both off for a block (feature extraction for FID).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: cuda if available, else cpu; anything else as ``torch.device(name)``."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str = "auto", device: str | torch.device = "auto") -> torch.dtype:
+    """``"auto"``: bfloat16 on a CUDA device with bf16 support, else float32; or one of ``DTYPES``."""
+    if name == "auto":
+        device = resolve_device(device)
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype={name!r}: choose auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def enable_tf32(enable: bool = True) -> None:
+    """TF32 for matrix products and cuDNN convolutions (Ampere and later GPUs), both on or both off."""
+    torch.backends.cuda.matmul.allow_tf32 = enable
+    torch.backends.cudnn.allow_tf32 = enable
+
+
+@contextmanager
+def without_tf32():
+    """Full fp32 precision for the block (no TF32), the previous settings restored after."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    enable_tf32(False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -1,0 +1,305 @@
+"""The C1 -> C2 hand-off: where C1 writes its images and how C2 finds them again.
+
+C1 writes, under its output folder OUT::
+
+    OUT/<H>x<W>/<source>_2_<target>.png     at the model size, and at the evaluation size
+    OUT/manifest.json                       one entry per pair, in pair-file order:
+        {"generated": "<H>x<W>/<name>.png",           the model-size image
+         "generated_<h>x<w>": "<h>x<w>/<name>.png",   the evaluation-size image
+         "source_image": "./img/...", "target_image": "./img/..."}
+
+where <source> and <target> are the pair's image paths after ``./img`` with ``/`` -> ``-`` and
+no extension (``flat_name``). When the evaluation size is the model size, both keys name the
+same file.
+
+C2 reads that manifest (``naming="manifest"``) or, in a folder without one (``naming="names"``),
+finds the image of every test pair by its file name: as the FPDM authors' C1 names it
+(``authors_name``) or as PIDM's test script does (``pidm_name``). ``generated_entries`` does
+either and checks every generated image and its ground truth; sizes are written ``HxW``
+(``parse_size``, ``size_name``).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
+
+from .data import EVAL_SIZE, MODEL_SIZE, ProblemsError, read_pair_file
+from .fileio import atomic_write_json
+
+NAMINGS = ("auto", "manifest", "names")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class ManifestError(ProblemsError):
+    """Every problem found in C2's inputs (generated images, ground truth, FID reference, options)."""
+
+    def __init__(self, problems: list[str], what: str = "C2 input check"):
+        super().__init__(problems, what)
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256x176' -> (256, 176): height x width."""
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"evaluation size {text!r} is not HEIGHTxWIDTH (e.g. 256x176)") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"evaluation size {text!r} must be positive")
+    return h, w
+
+
+def size_name(size: tuple[int, int]) -> str:
+    """(256, 176) -> '256x176': height x width, the name of C1's folder and of a C2 result block."""
+    return f"{size[0]}x{size[1]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# file names
+
+
+def _img_parts(image_rel: str) -> tuple[str, ...]:
+    """Components of a pair-file path after its leading ``./img`` ('./img/MEN/x/01_1_front.jpg'
+    -> ('MEN', 'x', '01_1_front.jpg'))."""
+    parts = PurePosixPath(image_rel).parts
+    parts = parts[1:] if parts and parts[0] == "." else parts
+    if not parts or parts[0] != "img":
+        raise ValueError(f"{image_rel}: image paths in pair files start with ./img/")
+    return parts[1:]
+
+
+def flat_name(image_rel: str) -> str:
+    """C1's name of an image path: the path after ``./img``, no extension, ``/`` -> ``-``
+    ('./img/MEN/Tees_Tanks/id_1/01_1_front.jpg' -> 'MEN-Tees_Tanks-id_1-01_1_front')."""
+    return PurePosixPath(*_img_parts(image_rel)).with_suffix("").as_posix().replace("/", "-")
+
+
+def output_name(pair: dict) -> str:
+    """C1's file name of a (source, target) pair: '<source>_2_<target>.png' with ``flat_name``."""
+    return f"{flat_name(pair['source_image'])}_2_{flat_name(pair['target_image'])}.png"
+
+
+def authors_name(image_rel: str) -> str:
+    """The FPDM authors' C1 name of an image path: the path after ``./img`` with every ``/``
+    removed, extension kept ('./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg' ->
+    'MENTees_Tanksid_0000730104_7_additional.jpg')."""
+    return "".join(_img_parts(image_rel))
+
+
+def pidm_name(image_rel: str) -> str | None:
+    """PIDM's DeepFashion name of an image path ('./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg'
+    -> 'fashionMENTees_Tanksid0000730104_7additional': 'fashion', then the four components with
+    the id's '_' and all but the first '_' of the file stem removed, no extension); None for a
+    path that is not <gender>/<category>/<id>/<file>."""
+    parts = _img_parts(image_rel)
+    if len(parts) != 4:
+        return None
+    gender, category, person, file = parts
+    head, sep, tail = PurePosixPath(file).stem.partition("_")
+    return f"fashion{gender}{category}{person.replace('_', '')}{head}{sep}{tail.replace('_', '')}"
+
+
+def expected_names(pair: dict) -> dict:
+    """File names under which a generated image of ``pair`` is accepted without a manifest:
+    {"authors": '<source>_2_<target>.png' with authors_name (the FPDM authors' C1),
+    "pidm": '<source>_2_<target>_vis.png' with pidm_name (PIDM's test script), when defined}."""
+    names = {"authors": f"{authors_name(pair['source_image'])}_2_{authors_name(pair['target_image'])}.png"}
+    src, tgt = pidm_name(pair["source_image"]), pidm_name(pair["target_image"])
+    if src is not None and tgt is not None:
+        names["pidm"] = f"{src}_2_{tgt}_vis.png"
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# C1's side
+
+
+def write_manifest(out_dir: str | Path, pairs: list[dict], size=MODEL_SIZE, eval_size=EVAL_SIZE) -> Path:
+    """``<out_dir>/manifest.json``: one entry per pair with ``generated`` (relative to ``out_dir``,
+    at the model ``size``), ``generated_<eval size>``, and the pair's ``source_image`` /
+    ``target_image``. With ``eval_size == size`` both keys name the one file."""
+    out_dir = Path(out_dir)
+    entries = [{
+        "generated": f"{size_name(size)}/{output_name(p)}",
+        f"generated_{size_name(eval_size)}": f"{size_name(eval_size)}/{output_name(p)}",
+        "source_image": p["source_image"],
+        "target_image": p["target_image"],
+    } for p in pairs]
+    return atomic_write_json(out_dir / "manifest.json", entries)
+
+
+# ---------------------------------------------------------------------------------------------
+# C2's side
+
+
+@dataclass
+class EvalEntry:
+    """One pair to score: its ground truth and the generated file to use at each eval size."""
+    source_image: str
+    target_image: str
+    truth: Path
+    generated: dict = field(default_factory=dict)  # size name -> Path
+
+
+def resolve_naming(naming: str, generated_dir: str | Path) -> str:
+    """"manifest" or "names": ``auto`` is "manifest" when ``<generated_dir>/manifest.json`` exists."""
+    if naming == "auto":
+        return "manifest" if (Path(generated_dir) / "manifest.json").is_file() else "names"
+    return naming
+
+
+def _capped(problems: list[str], what: str, limit: int = 20) -> list[str]:
+    return problems[:limit] + ([f"... and {len(problems) - limit} more {what}"] if len(problems) > limit else [])
+
+
+def _image_problem(path: Path) -> str | None:
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as e:  # noqa: BLE001
+        return f"{path}: unreadable image ({type(e).__name__}: {e})"
+    return None
+
+
+def _manifest_entries(gdir: Path, root: Path, sizes: list[str]):
+    """(entries, count or None, problems) of ``<gdir>/manifest.json``."""
+    manifest = gdir / "manifest.json"
+    problems, data = [], None
+    if not manifest.is_file():
+        problems.append(f"{manifest}: manifest not found")
+    else:
+        try:
+            data = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problems.append(f"{manifest}: not valid JSON ({e})")
+        if data is not None and (not isinstance(data, list) or not data):
+            problems.append(f"{manifest}: expected a non-empty JSON list of entries")
+            data = None
+    entries: list[EvalEntry] = []
+    for i, item in enumerate(data or []):
+        keys = ("generated", "source_image", "target_image")
+        if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in keys):
+            problems.append(f"{manifest}: entry {i} must have string keys {', '.join(keys)}; got {item!r}"[:300])
+            continue
+        e = EvalEntry(item["source_image"], item["target_image"], root / item["target_image"])
+        for s in sizes:
+            rel = item.get(f"generated_{s}") if isinstance(item.get(f"generated_{s}"), str) else item["generated"]
+            e.generated[s] = gdir / rel
+        entries.append(e)
+    return entries, (len(data) if data is not None else None), problems
+
+
+def _named_entries(gdir: Path, root: Path, sizes: list[str], test_pairs: str):
+    """(entries, count or None, problems) of a folder of generated images named after the test
+    pairs (``expected_names``), without a manifest: every pair must match exactly one image
+    directly in ``gdir`` and every image there must match a pair."""
+    pair_file = root / test_pairs
+    pairs, problems = read_pair_file(pair_file)
+    if not gdir.is_dir():
+        return [], None, problems + [f"{gdir}: generated folder not found"]
+    files = {p.name: p for p in sorted(gdir.iterdir())
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+    wanted: set = set()  # every accepted file name
+    entries: list[EvalEntry] = []
+    missing, ambiguous = [], []
+    for pair in pairs:
+        names = expected_names(pair)
+        wanted.update(names.values())
+        found = [files[n] for n in names.values() if n in files]
+        if not found:
+            missing.append(f"{gdir / names['authors']}: generated image of {pair['source_image']} -> "
+                           f"{pair['target_image']} missing")
+        elif len(found) > 1:
+            ambiguous.append(f"{pair['source_image']} -> {pair['target_image']}: {len(found)} generated images "
+                             f"match ({', '.join(p.name for p in found)}); keep one")
+        else:
+            entries.append(EvalEntry(pair["source_image"], pair["target_image"], root / pair["target_image"],
+                                     {s: found[0] for s in sizes}))
+    extra = [f"{p}: matches no pair of {pair_file}" for name, p in files.items() if name not in wanted]
+    if pairs and len(missing) == len(pairs):
+        example = expected_names(pairs[0])
+        problems.append(f"{gdir}: no manifest.json and no image named after a pair of {pair_file}; expected e.g. "
+                        + " or ".join(example.values()))
+    problems += _capped(missing, "missing generated images") + ambiguous
+    problems += _capped(extra, "images matching no pair")
+    return entries, len(pairs), problems
+
+
+def generated_entries(generated_dir: str | Path, dataset_root: str | Path, sizes: list[str], *,
+                      naming: str = "auto", test_pairs: str = "test_pairs_data.json", expected_count: int = -1,
+                      check_images: bool = True, workers: int = 8) -> tuple[list[EvalEntry], list[str]]:
+    """(entries, problems): the generated image of every pair at each of ``sizes`` (size names
+    'HxW') and its ground truth ``<dataset_root>/<target_image>``, with every problem found: the
+    dataset root, the manifest or the file names, the expected count, duplicated pairs or
+    generated files, missing files and (when ``check_images``) images that do not decode.
+
+    ``naming`` (``NAMINGS``): "manifest" reads ``<generated_dir>/manifest.json``, where the
+    generated file for size HxW is the entry's ``generated_HxW`` when present, else
+    ``generated``; "names" reads the pairs of ``<dataset_root>/<test_pairs>`` and finds each one's
+    image in ``generated_dir`` by its file name (``expected_names``: the FPDM authors' C1
+    '<source>_2_<target>.png', or PIDM's '..._vis.png'), the same file for every size; "auto" is
+    "manifest" when that file exists, else "names"."""
+    root, gdir = Path(dataset_root), Path(generated_dir)
+    problems = []
+    if not root.is_dir():
+        problems.append(f"{root}: dataset_root not found")
+    mode = resolve_naming(naming, gdir)
+    if mode == "manifest":
+        source = gdir / "manifest.json"
+        entries, count, found = _manifest_entries(gdir, root, sizes)
+        what = "entries"
+    elif mode == "names":
+        source = root / test_pairs
+        entries, count, found = _named_entries(gdir, root, sizes, test_pairs)
+        what = "pairs"
+    else:
+        source, entries, count, what = None, [], None, ""
+        found = [f"naming={naming!r}: expected one of {', '.join(NAMINGS)}"]
+    problems += found
+
+    if expected_count >= 0 and count is not None and count != expected_count:
+        problems.append(f"{source}: {count} {what}, expected {expected_count}")
+    seen_pairs: dict = {}
+    for i, e in enumerate(entries):
+        seen_pairs.setdefault((e.source_image, e.target_image), []).append(i)
+    for (s, t), idx in seen_pairs.items():
+        if len(idx) > 1:
+            problems.append(f"{source}: pair {s} -> {t} listed {len(idx)} times (entries {idx[:5]})")
+    for s in sizes:
+        seen_files: dict = {}
+        for i, e in enumerate(entries):
+            seen_files.setdefault(e.generated[s], []).append(i)
+        for p, idx in seen_files.items():
+            if len(idx) > 1:
+                problems.append(f"{p}: generated file used by {len(idx)} entries at {s} (entries {idx[:5]})")
+
+    to_read = []
+    for e in entries:
+        if not e.truth.is_file():
+            problems.append(f"{e.truth}: ground truth of {e.source_image} -> {e.target_image} missing")
+        else:
+            to_read.append(e.truth)
+        for p in dict.fromkeys(e.generated.values()):
+            if not p.is_file():
+                problems.append(f"{p}: generated image of {e.source_image} -> {e.target_image} missing")
+            else:
+                to_read.append(p)
+    if check_images and to_read:
+        to_read = list(dict.fromkeys(to_read))
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            problems += [p for p in pool.map(_image_problem, to_read) if p]
+    return entries, problems
+
+
+__all__ = [
+    "EvalEntry", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "authors_name", "expected_names", "flat_name",
+    "generated_entries", "output_name", "parse_size", "pidm_name", "resolve_naming", "size_name", "write_manifest",
+]
