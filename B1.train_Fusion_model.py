@@ -3,6 +3,7 @@
     accelerate launch B1.train_Fusion_model.py --dataset_root=data/deepfashion --out_dir=logs/B1
     python B1.train_Fusion_model.py --preset=tiny --dataset_root=PATH --out_dir=OUT   # CPU smoke run
     python B1.train_Fusion_model.py ... --resume=latest                               # continue a run
+    python B1.train_Fusion_model.py --preset=phoenix --dataset_root=data/phoenix      # PHOENIX-2014T (A1's output)
 
 Writes OUT/fusion_model/ (FusionModel.save_pretrained, what B2 loads), OUT/metrics.json (train
 and validation retrieval top-1, top-5, mean rank and loss, before and after training),
@@ -11,6 +12,7 @@ SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues exactl
 batch_size is per process; the contrastive negatives are those of the process's own batch.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
+dataset = "deepfashion"                    # "deepfashion" or "phoenix": the module of its Datasets (DATASETS)
 dataset_root = "data/deepfashion"
 train_pairs = "train_pairs_data.json"
 val_pairs = "test_pairs_data.json"
@@ -48,7 +50,12 @@ PRESETS = {
     "tiny": {"encoder": "tiny", "projection_dim": 32, "hidden_dim": 32, "batch_size": 8, "epochs": 60,
              "lr": 5e-4, "weight_decay": 0.0, "checkpointing_steps": 10, "checkpoints_total_limit": 2,
              "num_workers": 0, "log_every": 5, "val_every_epochs": 10, "cache_dataset": True},
+    # PHOENIX-2014T: the same model and schedule; frames (210x260) and A1's 133-point pose renders
+    # reach the fusion model as DeepFashion's photos and poses do (src.data.fusion_input).
+    # Combine with tiny for a smoke run: --preset=tiny --preset=phoenix.
+    "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix"},
 }
+DATASETS = {"deepfashion": "src.data.deepfashion", "phoenix": "src.data.phoenix_datasets"}
 
 import json  # noqa: E402
 import math  # noqa: E402
@@ -60,13 +67,21 @@ from src.config import configure, save_config  # noqa: E402
 # a bad option answer at once instead of after seconds of imports.
 
 
-def dataset(pairs_file, max_pairs=-1):
+def data_module():
+    """The chosen dataset's module: its FusionDataset and check_dataset."""
+    import importlib
+
+    if dataset not in DATASETS:
+        raise SystemExit(f"config error: dataset={dataset!r}, expected one of {', '.join(DATASETS)}")
+    return importlib.import_module(DATASETS[dataset])
+
+
+def make_dataset(pairs_file, max_pairs=-1):
     from torch.utils.data import Subset
 
-    from src.data import FusionDataset
     from src.training import MemoryCache
 
-    ds = FusionDataset(dataset_root, pairs_file, image_size=image_size)
+    ds = data_module().FusionDataset(dataset_root, pairs_file, image_size=image_size)
     ds = Subset(ds, range(max_pairs)) if 0 <= max_pairs < len(ds) else ds
     return MemoryCache(ds) if cache_dataset else ds
 
@@ -89,13 +104,12 @@ def main(cfg):
     from tqdm.auto import tqdm
 
     from src import training
-    from src.data import check_dataset
     from src.fileio import atomic_write_json
     from src.models.fusion import FusionModel, fusion_loss
 
     out = Path(out_dir)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
-    training.main_process_check(accelerator, check_dataset, dataset_root, [train_pairs, val_pairs], workers=max(1, num_workers))
+    training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs], workers=max(1, num_workers))
     training.seed_everything(seed)
     if encoder == "tiny":
         model = FusionModel.tiny(backend, dropout=dropout, projection_dim=projection_dim, hidden_dim=hidden_dim)
@@ -105,10 +119,10 @@ def main(cfg):
     if gradient_checkpointing:
         model.encoder.set_gradient_checkpointing(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    train_set = dataset(train_pairs)
+    train_set = make_dataset(train_pairs)
     train_eval_set = train_set if 0 > eval_max_pairs or eval_max_pairs >= len(train_set) \
-        else dataset(train_pairs, eval_max_pairs)
-    val_set = dataset(val_pairs, eval_max_pairs)
+        else make_dataset(train_pairs, eval_max_pairs)
+    val_set = make_dataset(val_pairs, eval_max_pairs)
     drop_last = len(train_set) >= batch_size * accelerator.num_processes
     loader = training.make_dataloader(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers,
                                drop_last=drop_last)

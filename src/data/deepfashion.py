@@ -12,15 +12,13 @@ image tensor a Dataset returns is float (3, H, W) in [-1, 1].
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 
-from ..images import load_rgb, to_tensor
-from ..pose.keypoints import PoseFileError, hflip_keypoints, jitter_keypoints
+from ..images import load_rgb
+from ..pose.keypoints import PoseFileError
 from ..pose.openpose18 import (
     FLIP_PERMUTATION,
     check_frame,
@@ -29,8 +27,8 @@ from ..pose.openpose18 import (
     frame_to_pixels,
     read_keypoints,
 )
-from .fusion_views import fusion_input
-from .pairs import check_image, check_pairs_and_images, image_path, load_pairs, relative_stem
+from .pairs import check_image, check_pairs_and_images, image_path, relative_stem
+from .stages import DiffusionPairs, FusionTriplets
 
 # The paper's sizes, (height, width): the photos, the model (B2 and C1), the evaluation size
 # (C2 also scores at MODEL_SIZE), and the canvas stage-2 target poses are drawn on before being
@@ -69,13 +67,7 @@ def check_dataset(root: str | Path, pair_files: list[str], check_images: bool = 
             outside = 0
         return problems, outside
 
-    counts, outside_per_image = check_pairs_and_images(root, pair_files, check_one, extra_images=extra_images,
-                                                       workers=workers)
-    outside = sum(outside_per_image)
-    if outside:
-        warnings.warn(f"{root}: {outside} keypoint(s) lie slightly outside the annotation frame; kept as valid")
-    counts["points_outside_frame"] = outside
-    return counts
+    return check_pairs_and_images(root, pair_files, check_one, extra_images=extra_images, workers=workers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,103 +100,22 @@ def stage2_pose(kp_frame: np.ndarray, size: tuple[int, int], draw_size: tuple[in
 # datasets
 
 
-class FusionDataset(Dataset):
-    """Stage 1: (source, target pose, target) as the fusion model sees them (``fusion_input``):
-    source and target through CLIP's crop, the pose (A1's render at the photo's size) squashed."""
+class FusionDataset(FusionTriplets):
+    """Stage 1 on DeepFashion: the pose is A1's render at the photo's size."""
 
-    def __init__(self, dataset_root: str | Path, pair_file: str, image_size: int = 224):
-        self.root = Path(dataset_root)
-        self.pairs = load_pairs(self.root, pair_file)
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> dict:
-        pair = self.pairs[index]
-        source = load_rgb(image_path(self.root, pair["source_image"]))
-        target = load_rgb(image_path(self.root, pair["target_image"]))
-        pose = target_pose_image(self.root, pair["target_image"], (target.height, target.width))
-        s = self.image_size
-        return {
-            "source": fusion_input(source, s, "stage1_photo"),
-            "pose": fusion_input(pose, s, "pose"),
-            "target": fusion_input(target, s, "stage1_photo"),
-            "index": index,
-        }
+    pose_image = staticmethod(target_pose_image)
 
 
-class DiffusionDataset(Dataset):
-    """Stage 2: target image and its rendered pose at ``target_size`` (height, width), the
-    source at ``source_size`` square, and the fusion model's inputs at ``fusion_size``.
+def keypoints_at(root: Path, image_rel: str, photo_size: tuple[int, int], draw_size: tuple[int, int]) -> np.ndarray:
+    """An image's 18 keypoints in pixels of a ``draw_size`` (height, width) canvas."""
+    return frame_to_pixels(read_keypoints(pose_path(root, image_rel)), *draw_size)
 
-    With ``train=True`` the training augmentations apply: target keypoints jittered by
-    ``jitter_sigma`` pixels at ``pose_draw_size``, a joint horizontal flip with probability
-    ``flip_prob``, identity pairs with probability ``identity_prob`` and the source fed at a
-    random one of ``source_scales`` (downscaled, then back to ``source_size``).
-    The fusion model gets the (flipped) source and the very pose render the UNet gets, jittered
-    and flipped, both squashed to ``fusion_size`` (``fusion_input``).
-    """
 
-    def __init__(self, dataset_root: str | Path, pair_file: str, target_size=MODEL_SIZE,
-                 source_size: int = 512, fusion_size: int = 224, pose_draw_size=POSE_DRAW_SIZE,
-                 train: bool = True, jitter_sigma: float = 1.0, flip_prob: float = 0.5,
-                 identity_prob: float = 0.05, source_scales=(256, 512), seed: int = 0):
-        self.root = Path(dataset_root)
-        self.pairs = load_pairs(self.root, pair_file)
-        self.target_size = tuple(target_size)
-        self.source_size = source_size
-        self.fusion_size = fusion_size
-        self.pose_draw_size = tuple(pose_draw_size)
-        self.train = train
-        self.jitter_sigma = jitter_sigma
-        self.flip_prob = flip_prob
-        self.identity_prob = identity_prob
-        self.source_scales = tuple(source_scales)
-        self.seed = seed
-        self.epoch = 0
+class DiffusionDataset(DiffusionPairs):
+    """Stage 2 on DeepFashion: poses drawn at 550x375 then resized to 512x352, jitter 1 px,
+    joint flips with probability 0.5 (the authors' augmentations)."""
 
-    def set_epoch(self, epoch: int) -> None:
-        """Augmentations are a function of (seed, epoch, index): reproducible and resumable."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> dict:
-        pair = self.pairs[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        train = self.train
-        source_rel = pair["source_image"]
-        if train and rng.random() < self.identity_prob:
-            source_rel = pair["target_image"]
-        source = load_rgb(image_path(self.root, source_rel))
-        target = load_rgb(image_path(self.root, pair["target_image"]))
-        kp = read_keypoints(pose_path(self.root, pair["target_image"]))
-        flip = train and rng.random() < self.flip_prob
-
-        dh, dw = self.pose_draw_size
-        kp_draw = frame_to_pixels(kp, dh, dw)
-        if flip:
-            source = source.transpose(Image.FLIP_LEFT_RIGHT)
-            target = target.transpose(Image.FLIP_LEFT_RIGHT)
-            kp_draw = hflip_keypoints(kp_draw, dw, FLIP_PERMUTATION)
-        if train and self.jitter_sigma > 0:
-            kp_draw = jitter_keypoints(kp_draw, self.jitter_sigma, rng)
-        th, tw = self.target_size
-        pose = draw_pose_resized(kp_draw, self.pose_draw_size, self.target_size)
-
-        src = source.resize((self.source_size, self.source_size), Image.BICUBIC)
-        if train and len(self.source_scales) > 1:
-            scale = int(rng.choice(self.source_scales))
-            if scale != self.source_size:
-                src = source.resize((scale, scale), Image.BICUBIC).resize(
-                    (self.source_size, self.source_size), Image.BICUBIC)
-        return {
-            "target": to_tensor(target.resize((tw, th), Image.BICUBIC)),
-            "target_pose": to_tensor(pose),
-            "source": to_tensor(src),
-            "fusion_source": fusion_input(source, self.fusion_size, "source"),
-            "fusion_pose": fusion_input(pose, self.fusion_size, "pose"),
-            "index": index,
-        }
+    DEFAULTS = {"target_size": MODEL_SIZE, "pose_draw_size": POSE_DRAW_SIZE, "jitter_sigma": 1.0, "flip_prob": 0.5}
+    FLIP_PERMUTATION = FLIP_PERMUTATION
+    keypoints_at = staticmethod(keypoints_at)
+    draw = staticmethod(draw_pose_resized)

@@ -42,3 +42,4 @@ def fusion_input(image: Image.Image | torch.Tensor, size: int, kind: str) -> tor
     if tuple(x.shape[-2:]) != (size, size):
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
     return x[0]
+

@@ -8,11 +8,12 @@ module's other folders.
 
 from __future__ import annotations
 
+import warnings
+
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, ImageFile
 
@@ -118,12 +119,14 @@ def check_image(path: Path) -> str | None:
 
 
 def check_pairs_and_images(root: str | Path, pair_files: list[str],
-                           check_one: Callable[[str], tuple[list[str], Any]], *,
-                           extra_images: tuple[str, ...] = (), workers: int = 8) -> tuple[dict, list]:
-    """Read every pair file under ``root`` and run ``check_one(image_rel) -> (problems, result)``
-    on each image they name and each of ``extra_images`` ('./img/...' paths), in ``workers``
-    threads. Raise DatasetError listing the problems of all files and images; else return
-    (counts {"pairs": {pair file: n}, "images": n}, the results in sorted image order)."""
+                           check_one: Callable[[str], tuple[list[str], int]], *,
+                           extra_images: tuple[str, ...] = (), workers: int = 8,
+                           outside_note: str = "lie slightly outside the annotation frame") -> dict:
+    """Read every pair file under ``root`` and run ``check_one(image_rel) -> (problems, points
+    outside the frame)`` on each image they name and each of ``extra_images`` ('./img/...'
+    paths), in ``workers`` threads. Raise DatasetError listing the problems of all files and
+    images; else warn once about the points outside the frame (kept as valid: ``outside_note``
+    says why) and return counts {"pairs": {pair file: n}, "images": n, "points_outside_frame": n}."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError([f"{root}: dataset root not found"])
@@ -137,12 +140,14 @@ def check_pairs_and_images(root: str | Path, pair_files: list[str],
         for pair in pairs:
             images.update(pair[k] for k in PAIR_KEYS)
     images_sorted = sorted(images)
-    results = []
+    outside = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for found, result in pool.map(check_one, images_sorted):
+        for found, points_outside in pool.map(check_one, images_sorted):
             problems += found
-            results.append(result)
+            outside += points_outside
     if problems:
         raise DatasetError(problems)
-    counts["images"] = len(images_sorted)
-    return counts, results
+    if outside:
+        warnings.warn(f"{root}: {outside} keypoint(s) {outside_note}; kept as valid")
+    counts.update(images=len(images_sorted), points_outside_frame=outside)
+    return counts

@@ -1,0 +1,129 @@
+"""The Datasets of both stages, for any dataset: each dataset module subclasses them with its
+layout, keypoint format and renderer.
+
+``FusionTriplets`` (stage 1): (source, target pose, target) as the fusion model sees them.
+``DiffusionPairs`` (stage 2): target image and its rendered pose at ``target_size`` (height,
+width), the source at ``source_size`` square, and the fusion model's inputs at ``fusion_size``.
+With ``train=True`` the training augmentations apply: target keypoints jittered by
+``jitter_sigma`` pixels at ``pose_draw_size``, a joint horizontal flip with probability
+``flip_prob``, identity pairs with probability ``identity_prob`` and the source fed at a random
+one of ``source_scales`` (downscaled, then back to ``source_size``). The fusion model gets the
+(flipped) source and the very pose render the UNet gets, jittered and flipped, both squashed to
+``fusion_size``. Augmentations are a function of (seed, epoch, index): reproducible, resumable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..images import load_rgb, to_tensor
+from ..pose.keypoints import hflip_keypoints, jitter_keypoints
+from .fusion_views import fusion_input
+from .pairs import image_path, load_pairs
+
+
+class FusionTriplets(Dataset):
+    """Stage 1's items: source and target through CLIP's crop, the pose render squashed
+    (``fusion_input``). A dataset sets ``pose_image(root, image_rel, (height, width))``, its
+    target pose render."""
+
+    pose_image = None
+
+    def __init__(self, dataset_root: str | Path, pair_file: str, image_size: int = 224):
+        self.root = Path(dataset_root)
+        self.pairs = load_pairs(self.root, pair_file)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        source = load_rgb(image_path(self.root, pair["source_image"]))
+        target = load_rgb(image_path(self.root, pair["target_image"]))
+        pose = type(self).pose_image(self.root, pair["target_image"], (target.height, target.width))
+        s = self.image_size
+        return {
+            "source": fusion_input(source, s, "stage1_photo"),
+            "pose": fusion_input(pose, s, "pose"),
+            "target": fusion_input(target, s, "stage1_photo"),
+            "index": index,
+        }
+
+
+class DiffusionPairs(Dataset):
+    """Stage 2's items (see the module docstring). A dataset sets ``DEFAULTS`` (its
+    ``target_size``, ``pose_draw_size``, ``jitter_sigma``, ``flip_prob``), ``FLIP_PERMUTATION``
+    (its left/right swap), ``keypoints_at(root, image_rel, photo_size, draw_size)`` (the
+    target's keypoints in pixels of the drawing canvas) and ``draw(kp, draw_size, size)``."""
+
+    DEFAULTS: dict = {}
+    FLIP_PERMUTATION = None
+    keypoints_at = None
+    draw = None
+
+    def __init__(self, dataset_root: str | Path, pair_file: str, target_size=None, source_size: int = 512,
+                 fusion_size: int = 224, pose_draw_size=None, train: bool = True, jitter_sigma: float | None = None,
+                 flip_prob: float | None = None, identity_prob: float = 0.05, source_scales=(256, 512),
+                 seed: int = 0):
+        defaults = self.DEFAULTS
+        self.root = Path(dataset_root)
+        self.pairs = load_pairs(self.root, pair_file)
+        self.target_size = tuple(target_size or defaults["target_size"])
+        self.source_size = source_size
+        self.fusion_size = fusion_size
+        self.pose_draw_size = tuple(pose_draw_size or defaults["pose_draw_size"])
+        self.train = train
+        self.jitter_sigma = defaults["jitter_sigma"] if jitter_sigma is None else jitter_sigma
+        self.flip_prob = defaults["flip_prob"] if flip_prob is None else flip_prob
+        self.identity_prob = identity_prob
+        self.source_scales = tuple(source_scales)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations are a function of (seed, epoch, index): reproducible and resumable."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        train = self.train
+        source_rel = pair["source_image"]
+        if train and rng.random() < self.identity_prob:
+            source_rel = pair["target_image"]
+        source = load_rgb(image_path(self.root, source_rel))
+        target = load_rgb(image_path(self.root, pair["target_image"]))
+        kind = type(self)
+        kp_draw = kind.keypoints_at(self.root, pair["target_image"], (target.height, target.width),
+                                    self.pose_draw_size)
+        if train and rng.random() < self.flip_prob:
+            source = source.transpose(Image.FLIP_LEFT_RIGHT)
+            target = target.transpose(Image.FLIP_LEFT_RIGHT)
+            kp_draw = hflip_keypoints(kp_draw, self.pose_draw_size[1], self.FLIP_PERMUTATION)
+        if train and self.jitter_sigma > 0:
+            kp_draw = jitter_keypoints(kp_draw, self.jitter_sigma, rng)
+        th, tw = self.target_size
+        pose = kind.draw(kp_draw, self.pose_draw_size, self.target_size)
+
+        src = source.resize((self.source_size, self.source_size), Image.BICUBIC)
+        if train and len(self.source_scales) > 1:
+            scale = int(rng.choice(self.source_scales))
+            if scale != self.source_size:
+                src = source.resize((scale, scale), Image.BICUBIC).resize(
+                    (self.source_size, self.source_size), Image.BICUBIC)
+        return {
+            "target": to_tensor(target.resize((tw, th), Image.BICUBIC)),
+            "target_pose": to_tensor(pose),
+            "source": to_tensor(src),
+            "fusion_source": fusion_input(source, self.fusion_size, "source"),
+            "fusion_pose": fusion_input(pose, self.fusion_size, "pose"),
+            "index": index,
+        }
