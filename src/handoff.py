@@ -47,13 +47,13 @@ class ManifestError(ProblemsError):
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'256x176' -> (256, 176): height x width."""
+    """'256x176' -> (256, 176): height x width (evaluation sizes, and any other size given as text)."""
     try:
         h, w = (int(v) for v in str(text).lower().split("x"))
     except ValueError:
-        raise ValueError(f"evaluation size {text!r} is not HEIGHTxWIDTH (e.g. 256x176)") from None
+        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH (e.g. 256x176)") from None
     if h <= 0 or w <= 0:
-        raise ValueError(f"evaluation size {text!r} must be positive")
+        raise ValueError(f"size {text!r}: height and width must be positive")
     return h, w
 
 

@@ -228,10 +228,10 @@ class FPDMPipeline(DiffusionPipeline):
         """Pixel keypoints at the output size -> the pose image as B2 trained on it: drawn at the
         config's ``pose_draw_size`` (scaled to it), then resized; at the output size when unset."""
         from .data import draw_pose_resized
+        from .pose.keypoints import resize_keypoints
 
         draw = tuple(self.config.pose_draw_size or (height, width))
-        scale = np.array([draw[1] / width, draw[0] / height])
-        return draw_pose_resized(np.asarray(keypoints, dtype=np.float64) * scale, draw, (height, width))
+        return draw_pose_resized(resize_keypoints(keypoints, (height, width), draw), draw, (height, width))
 
     def prepare_inputs(self, source_image, target_pose, fusion_pose=None, height: int | None = None,
                        width: int | None = None) -> dict:

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from .fileio import atomic_save_image
+from .handoff import parse_size
 from .images import comparison_grid, load_rgb
 from .pose.formats import IMAGE_EXTENSIONS, openpose_canvas_size, read_pose
 from .pose.keypoints import PoseFileError, resize_keypoints
@@ -60,19 +61,6 @@ def looks_like_pose_image(image: Image.Image) -> bool:
     """A rendered pose (coloured sticks on black) rather than a photo."""
     arr = np.asarray(image.convert("RGB").resize((64, 64)))
     return float((arr.max(axis=-1) < 40).mean()) >= POSE_IMAGE_BLACK_SHARE
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``HxW`` (height x width) -> (height, width)."""
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size {text!r}: expected HEIGHTxWIDTH, e.g. 1101x750") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"size {text!r}: height and width must be positive")
-    return h, w
 
 
 def detect_target_kind(target, kind: str = "auto") -> str:
@@ -221,7 +209,7 @@ def main(argv=None) -> int:
 
     try:
         seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-        target_size = parse_size(args.target_size)
+        target_size = None if args.target_size is None else parse_size(args.target_size)
         device = resolve_device(args.device)
         pipe = load_pipeline(args.pipeline, resolve_dtype(args.dtype, device), device)
         pipe.set_progress_bar_config(disable=True)

@@ -27,7 +27,7 @@ from ..pose.openpose18 import (
     frame_to_pixels,
     read_keypoints,
 )
-from .pairs import check_image, check_pairs_and_images, image_path, relative_stem
+from .pairs import check_pairs_and_images, relative_stem
 from .stages import DiffusionPairs, FusionTriplets
 
 # The paper's sizes, (height, width): the photos, the model (B2 and C1), the evaluation size
@@ -54,20 +54,14 @@ def check_dataset(root: str | Path, pair_files: list[str], check_images: bool = 
     their pose files too. Returns counts (pairs per file, images, points kept outside the frame)."""
     root = Path(root)
 
-    def check_one(rel: str) -> tuple[list[str], int]:
-        problems = []
-        if check_images:
-            problem = check_image(image_path(root, rel))
-            if problem:
-                problems.append(problem)
+    def check_pose(rel: str) -> tuple[list[str], int]:
         try:
-            outside = check_frame(read_keypoints(pose_path(root, rel)))
+            return [], check_frame(read_keypoints(pose_path(root, rel)))
         except PoseFileError as e:
-            problems.append(str(e))
-            outside = 0
-        return problems, outside
+            return [str(e)], 0
 
-    return check_pairs_and_images(root, pair_files, check_one, extra_images=extra_images, workers=workers)
+    return check_pairs_and_images(root, pair_files, check_pose, check_images=check_images,
+                                  extra_images=extra_images, workers=workers)
 
 
 # ---------------------------------------------------------------------------------------------

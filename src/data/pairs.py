@@ -119,14 +119,15 @@ def check_image(path: Path) -> str | None:
 
 
 def check_pairs_and_images(root: str | Path, pair_files: list[str],
-                           check_one: Callable[[str], tuple[list[str], int]], *,
+                           check_pose: Callable[[str], tuple[list[str], int]], *, check_images: bool = True,
                            extra_images: tuple[str, ...] = (), workers: int = 8,
                            outside_note: str = "lie slightly outside the annotation frame") -> dict:
-    """Read every pair file under ``root`` and run ``check_one(image_rel) -> (problems, points
-    outside the frame)`` on each image they name and each of ``extra_images`` ('./img/...'
-    paths), in ``workers`` threads. Raise DatasetError listing the problems of all files and
-    images; else warn once about the points outside the frame (kept as valid: ``outside_note``
-    says why) and return counts {"pairs": {pair file: n}, "images": n, "points_outside_frame": n}."""
+    """Read every pair file under ``root``; for each image they name and each of ``extra_images``
+    ('./img/...' paths) decode it (when ``check_images``, ``check_image``) and run the dataset's
+    ``check_pose(image_rel) -> (problems, points outside the frame)`` on its pose file, in
+    ``workers`` threads. Raise DatasetError listing the problems of all files and images; else
+    warn once about the points outside the frame (kept as valid: ``outside_note`` says why) and
+    return counts {"pairs": {pair file: n}, "images": n, "points_outside_frame": n}."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError([f"{root}: dataset root not found"])
@@ -140,6 +141,11 @@ def check_pairs_and_images(root: str | Path, pair_files: list[str],
         for pair in pairs:
             images.update(pair[k] for k in PAIR_KEYS)
     images_sorted = sorted(images)
+    def check_one(rel: str) -> tuple[list[str], int]:
+        image_problem = check_image(image_path(root, rel)) if check_images else None
+        pose_problems, points_outside = check_pose(rel)
+        return ([image_problem] if image_problem else []) + pose_problems, points_outside
+
     outside = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for found, points_outside in pool.map(check_one, images_sorted):

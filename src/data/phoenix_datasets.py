@@ -39,7 +39,7 @@ from ..images import load_rgb
 from ..pose import wholebody133
 from ..pose.keypoints import PoseFileError, resize_keypoints
 from .deepfashion import pose_image_path, pose_path
-from .pairs import check_image, check_pairs_and_images, image_path
+from .pairs import check_pairs_and_images
 from .stages import DiffusionPairs, FusionTriplets
 
 FRAME_SIZE = wholebody133.FRAME_SIZE            # (260, 210): the frames, the evaluation size (C2)
@@ -88,17 +88,13 @@ def check_dataset(root: str | Path, pair_files: list[str], check_images: bool = 
     root = Path(root)
     h, w = FRAME_SIZE
 
-    def check_one(rel: str) -> tuple[list[str], int]:
+    def check_pose(rel: str) -> tuple[list[str], int]:
         problems = []
-        if check_images:
-            problem = check_image(image_path(root, rel))
-            if problem:
-                problems.append(problem)
         path = pose_path(root, rel)
         try:
             kp = wholebody133.read_keypoints(path)
         except PoseFileError as e:
-            return problems + [str(e)], 0
+            return [str(e)], 0
         x, y = kp[:, 0], kp[:, 1]
         with np.errstate(invalid="ignore"):
             far = (x < -w) | (x > 2 * w) | (y < -h) | (y > 2 * h)
@@ -107,8 +103,8 @@ def check_dataset(root: str | Path, pair_files: list[str], check_images: bool = 
             problems.append(f"{path}: {int(far.sum())} point(s) more than one frame outside the {w}x{h} frame")
         return problems, int(outside.sum())
 
-    return check_pairs_and_images(root, pair_files, check_one, extra_images=extra_images, workers=workers,
-                                  outside_note="lie outside the frame (legs and feet below a signer usually do)")
+    return check_pairs_and_images(root, pair_files, check_pose, check_images=check_images,
+                                  extra_images=extra_images, workers=workers, outside_note="lie outside the frame (legs and feet below a signer usually do)")
 
 
 # ---------------------------------------------------------------------------------------------
