@@ -12,7 +12,7 @@ SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues exactl
 batch_size is per process; the contrastive negatives are those of the process's own batch.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
-dataset = "deepfashion"                    # "deepfashion" or "phoenix": the module of its Datasets (DATASETS)
+dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS)
 dataset_root = "data/deepfashion"
 train_pairs = "train_pairs_data.json"
 val_pairs = "test_pairs_data.json"
@@ -55,7 +55,6 @@ PRESETS = {
     # Combine with tiny for a smoke run: --preset=tiny --preset=phoenix.
     "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix"},
 }
-DATASETS = {"deepfashion": "src.data.deepfashion", "phoenix": "src.data.phoenix_datasets"}
 
 import json  # noqa: E402
 import math  # noqa: E402
@@ -69,11 +68,12 @@ from src.config import configure, save_config  # noqa: E402
 
 def data_module():
     """The chosen dataset's module: its FusionDataset and check_dataset."""
-    import importlib
+    from src.data import dataset_module
 
-    if dataset not in DATASETS:
-        raise SystemExit(f"config error: dataset={dataset!r}, expected one of {', '.join(DATASETS)}")
-    return importlib.import_module(DATASETS[dataset])
+    try:
+        return dataset_module(dataset)
+    except ValueError as e:
+        raise SystemExit(f"config error: {e}") from None
 
 
 def make_dataset(pairs_file, max_pairs=-1):

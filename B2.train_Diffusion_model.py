@@ -17,7 +17,7 @@ SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues where 
 batch_size is per process: the effective batch is batch_size x gradient_accumulation_steps x processes.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
-dataset = "deepfashion"                    # "deepfashion" or "phoenix": the module of its Datasets (DATASETS)
+dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS)
 dataset_root = "data/deepfashion"
 train_pairs = "train_pairs_data.json"
 val_pairs = "test_pairs_data.json"
@@ -95,7 +95,6 @@ PRESETS = {
     "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix", "target_size": (320, 256),
                 "pose_draw_size": (260, 210), "flip_prob": 0.0, "jitter_sigma": 0.5},
 }
-DATASETS = {"deepfashion": "src.data.deepfashion", "phoenix": "src.data.phoenix_datasets"}
 
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -108,11 +107,12 @@ from src.config import configure, save_config  # noqa: E402
 
 def data_module():
     """The chosen dataset's module: its DiffusionDataset and check_dataset."""
-    import importlib
+    from src.data import dataset_module
 
-    if dataset not in DATASETS:
-        raise SystemExit(f"config error: dataset={dataset!r}, expected one of {', '.join(DATASETS)}")
-    return importlib.import_module(DATASETS[dataset])
+    try:
+        return dataset_module(dataset)
+    except ValueError as e:
+        raise SystemExit(f"config error: {e}") from None
 
 
 def datasets():
@@ -207,7 +207,8 @@ def main(cfg):
         with accelerator.main_process_first():
             sd2 = str(make_tiny_sd2(out / "tiny_sd2"))
     geometry = Geometry(height=target_size[0], width=target_size[1], source_size=source_size,
-                        fusion_size=fusion_size, pose_draw_size=tuple(pose_draw_size))
+                        fusion_size=fusion_size, pose_draw_size=tuple(pose_draw_size),
+                        pose_format=data_module().POSE_FORMAT)
     heads = Heads(pose_channels=tuple(pose_channels), mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout,
                   fusion_mlp_dropout=mlp_dropout)
     pipe = build_pipeline(sd2, source_encoder, fusion_model, geometry=geometry, heads=heads,

@@ -2,15 +2,24 @@
 
     python C1.test_Diffusion_model.py --pipeline=logs/B2/pipeline --dataset_root=data/deepfashion --out_dir=OUT
     accelerate launch C1.test_Diffusion_model.py ...      # pairs split across GPUs
+    python C1.test_Diffusion_model.py --preset=phoenix --pipeline=logs/B2_phoenix/pipeline --out_dir=OUT
 
 The output size and the pose drawing size are the pipeline's (what B2 trained at, recorded in
 its config) unless given. Writes OUT/<H>x<W>/<source>_2_<target>.png at the model size and at
 the evaluation size (one folder when the two are equal), OUT/manifest.json (what C2 reads) and a
 few comparison grids under OUT/grids/. Images already written are skipped, so an interrupted run
-is finished by running it again.
+is finished by running it again. Pairs sharing a source are generated together and the source
+is encoded once for all of them.
+
+PHOENIX-2014T (``--preset=phoenix``): the test pairs are videos (each test video's first frame
+is the source of every frame), so each video's source is encoded once; frames are written at the
+model size (320x256) and at the frames' own 260x210 (what C2 scores); then, per video,
+OUT/videos/<split>/<video>.mp4 and .gif (each frame: source | pose | ground truth | generated,
+260x840) and <video>_generated.mp4 / .gif (the generated frames alone), at 25 fps.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 pipeline = "logs/B2/pipeline"              # FPDMPipeline folder written by B2
+dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS): poses and sizes
 dataset_root = "data/deepfashion"
 test_pairs = "test_pairs_data.json"
 out_dir = "logs/C1"
@@ -19,7 +28,8 @@ guidance_scale = 2.0
 scheduler = "ddpm"                         # ddpm (the authors'), ddim, dpm++, unipc
 seed = 7                                   # each pair's seed derives from this and its file names
 size = None                                # (height, width) of the output; None = the pipeline's
-eval_size = (256, 176)                     # also written, for the 256x176 table
+eval_size = None                           # also written (C2 scores it); None = the dataset's:
+                                           # 256x176 (DeepFashion's 256 table), 260x210 (PHOENIX frames)
 test_pose = "pose_img"                     # pose_img: A1's render at the photo's size, resized (the authors' C1,
                                            # needed for their numbers); draw: drawn at pose_draw_size as in B2
 pose_draw_size = None                      # (height, width) for test_pose = "draw"; None = the pipeline's (B2's)
@@ -28,8 +38,11 @@ dtype = "auto"                             # auto = bf16 on CUDA, fp32 on CPU; o
 compile = False                            # torch.compile the UNet
 max_pairs = -1                             # -1 = all
 num_grids = 2
+videos = "auto"                            # per-video MP4/GIF: auto = where test pairs are videos (PHOENIX); on; off
+fps = 25.0                                 # PHOENIX-2014T's frame rate
 # -----------------------------------------------------------------------------------------------
-PRESETS = {"tiny": {"batch_size": 8, "num_grids": 1}}
+PRESETS = {"tiny": {"batch_size": 8, "num_grids": 1},
+           "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix"}}
 
 from pathlib import Path  # noqa: E402
 
@@ -43,25 +56,36 @@ def main(cfg: dict) -> None:
     from accelerate import PartialState
 
     from src import generate
-    from src.data import check_dataset, load_pairs
+    from src.data import dataset_module, load_pairs
     from src.devices import resolve_dtype
     from src.handoff import size_name, write_manifest
     from src.weights import exit_on_missing_weights
 
     if test_pose not in generate.TEST_POSES:
         raise SystemExit(f"error: test_pose={test_pose!r}; choose one of {', '.join(generate.TEST_POSES)}")
+    if videos not in ("auto", "on", "off"):
+        raise SystemExit(f"error: videos={videos!r}; choose auto, on or off")
+    try:
+        data = dataset_module(dataset)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     state = PartialState()
     out = Path(out_dir)
-    check_dataset(dataset_root, [test_pairs])
+    data.check_dataset(dataset_root, [test_pairs])
     pairs = load_pairs(dataset_root, test_pairs)
     pairs = pairs if max_pairs < 0 else pairs[:max_pairs]
     with exit_on_missing_weights():
         pipe = generate.load_pipeline(pipeline, resolve_dtype(dtype, state.device), state.device)
     if compile:
         pipe.unet = torch.compile(pipe.unet)
+    if pipe.config.pose_format != data.POSE_FORMAT:
+        raise SystemExit(f"error: {pipeline} was trained on {pipe.config.pose_format} poses, dataset={dataset!r} "
+                         f"has {data.POSE_FORMAT} poses")
     model_size, draw_size = generate.pipeline_geometry(pipe.config, size, pose_draw_size)
-    eval_hw = tuple(eval_size)
-    cfg.update(size=model_size, pose_draw_size=draw_size)  # the saved config records the sizes used
+    eval_hw = tuple(eval_size or data.EVAL_SIZE)
+    write_videos = data.TEST_PAIRS_ARE_VIDEOS if videos == "auto" else videos == "on"
+    cfg.update(size=model_size, pose_draw_size=draw_size, eval_size=eval_hw,  # the saved config records the sizes used
+               videos=write_videos)
     if state.is_main_process:
         print(f"output {size_name(model_size)}, evaluation {size_name(eval_hw)}, "
               f"test poses: {test_pose} (drawn at {size_name(draw_size)} for 'draw')")
@@ -69,15 +93,21 @@ def main(cfg: dict) -> None:
         pipe, dataset_root, generate.split_for_process(pairs, state.process_index, state.num_processes), out,
         size=model_size, eval_size=eval_hw, draw_size=draw_size, batch_size=batch_size, seed=seed,
         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
-        pose_mode=test_pose, show_progress=state.is_local_main_process)
+        pose_mode=test_pose, dataset=dataset, show_progress=state.is_local_main_process)
     state.wait_for_everyone()
     if state.is_main_process:
         manifest = write_manifest(out, pairs, model_size, eval_hw)
-        grids = generate.write_grids(dataset_root, pairs, out, model_size, draw_size, num_grids, pose_mode=test_pose)
+        grids = generate.write_grids(dataset_root, pairs, out, model_size, draw_size, num_grids, pose_mode=test_pose,
+                                     dataset=dataset, cell=data.EVAL_SIZE)
         save_config(cfg, out, "C1_config.json")
         print(f"generated {counts}; manifest: {manifest}")
         for g in grids:
             print(f"grid: {g}")
+        if write_videos:
+            films = generate.write_videos(dataset_root, pairs, out, size=model_size, eval_size=eval_hw,
+                                          draw_size=draw_size, pose_mode=test_pose, dataset=dataset, fps=fps)
+            print(f"videos: {len(films)} under {out / 'videos'} (source | pose | ground truth | generated; "
+                  f"*_generated: the generated frames alone)")
 
 
 if __name__ == "__main__":

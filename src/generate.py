@@ -6,6 +6,12 @@ own seed, derived from the run seed and the pair's file names, so an image depen
 the batch size nor on the order of the pairs. Images are written atomically, under the names
 and folders of ``src.handoff`` (what C2 reads), and skipped when already there, so an
 interrupted run is finished by running it again.
+
+Pairs are generated grouped by source, and each source is encoded once (``EncodedSource``)
+for all its pairs: on PHOENIX-2014T a test video's first frame is the source of every frame,
+so a video costs one source encoding, not one per frame. ``dataset`` names the dataset's module
+(``src.data.DATASETS``): its keypoint files and renderer give the test poses. For a dataset
+whose test pairs are videos, ``write_videos`` then writes each video's MP4 and GIF.
 """
 
 from __future__ import annotations
@@ -17,11 +23,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, image_path, pose_path, stage2_pose, target_pose_image
+from .data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path, relative_stem
 from .fileio import atomic_save_image
 from .handoff import output_name, size_name
 from .images import comparison_grid, load_rgb
-from .pose import read_keypoints
 from .weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
 
@@ -63,41 +68,77 @@ TEST_POSES = ("pose_img", "draw")
 
 
 def test_pose(root: Path, image_rel: str, size: tuple[int, int], draw_size: tuple[int, int],
-              mode: str = "pose_img") -> Image.Image:
+              mode: str = "pose_img", dataset: str = "deepfashion") -> Image.Image:
     """The target pose of a test image at the model ``size`` (height, width), per ``mode``."""
+    data = dataset_module(dataset)
     if mode == "pose_img":
         with Image.open(image_path(root, image_rel)) as im:
             width, height = im.size
-        return target_pose_image(root, image_rel, (height, width)).resize((size[1], size[0]), Image.BICUBIC)
+        return data.target_pose_image(root, image_rel, (height, width)).resize((size[1], size[0]), Image.BICUBIC)
     if mode == "draw":
-        return stage2_pose(read_keypoints(pose_path(root, image_rel)), size, draw_size)
+        return data.drawn_pose(root, image_rel, size, draw_size)
     raise ValueError(f"test_pose={mode!r}: choose one of {', '.join(TEST_POSES)}")
 
 
 def pair_inputs(root: Path, pair: dict, size: tuple[int, int], draw_size: tuple[int, int],
-                pose_mode: str = "pose_img") -> tuple[Image.Image, Image.Image]:
+                pose_mode: str = "pose_img", dataset: str = "deepfashion") -> tuple[Image.Image, Image.Image]:
     """(source photo, target pose at the model size); the fusion model sees that same pose."""
     source = load_rgb(image_path(root, pair["source_image"]))
-    return source, test_pose(root, pair["target_image"], size, draw_size, pose_mode)
+    return source, test_pose(root, pair["target_image"], size, draw_size, pose_mode, dataset)
+
+
+def grouped_by_source(pairs: list[dict]) -> list[dict]:
+    """The pairs reordered so that pairs of one source are adjacent (sources in order of first
+    appearance, pairs in their order within a source)."""
+    groups: dict[str, list[dict]] = {}
+    for p in pairs:
+        groups.setdefault(p["source_image"], []).append(p)
+    return [p for group in groups.values() for p in group]
+
+
+class SourceCache:
+    """Encoded sources of the batch being generated and of the one before: pairs come grouped
+    by source, so a source is encoded once however many batches its pairs span. ``encoded``
+    counts the sources encoded."""
+
+    def __init__(self, pipe, root: Path):
+        self.pipe, self.root = pipe, root
+        self.items: dict = {}
+        self.encoded = 0
+
+    def batch(self, pairs: list[dict]):
+        from .pipeline import EncodedSource
+
+        needed = list(dict.fromkeys(p["source_image"] for p in pairs))
+        new = [s for s in needed if s not in self.items]
+        if new:
+            encoded = self.pipe.encode_source([load_rgb(image_path(self.root, s)) for s in new])
+            self.items.update({s: encoded[i] for i, s in enumerate(new)})
+            self.encoded += len(new)
+        self.items = {s: self.items[s] for s in needed}
+        return EncodedSource.cat([self.items[p["source_image"]] for p in pairs])
 
 
 def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Path, *,
                    size=MODEL_SIZE, eval_size=EVAL_SIZE, draw_size=POSE_DRAW_SIZE, batch_size: int = 16,
                    seed: int = 7, num_inference_steps: int = 20, guidance_scale: float = 2.0,
-                   scheduler: str = "ddpm", pose_mode: str = "pose_img", show_progress: bool = True) -> dict:
+                   scheduler: str = "ddpm", pose_mode: str = "pose_img", dataset: str = "deepfashion",
+                   show_progress: bool = True) -> dict:
     """Generate the pairs missing under ``out_dir``, each written at ``eval_size`` (resized) and
-    at the model ``size``, once when the two are the same; returns counts."""
+    at the model ``size``, once when the two are the same; returns counts, ``sources_encoded``
+    among them."""
     root, out_dir = Path(root), Path(out_dir)
     size, eval_size = tuple(size), tuple(eval_size)
     sizes = list(dict.fromkeys([eval_size, size]))
-    todo = [p for p in pairs if not all((out_dir / size_name(s) / output_name(p)).is_file() for s in sizes)]
+    todo = [p for p in grouped_by_source(pairs)
+            if not all((out_dir / size_name(s) / output_name(p)).is_file() for s in sizes)]
+    sources = SourceCache(pipe, root)
     bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not show_progress)
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
-        inputs = [pair_inputs(root, p, size, draw_size, pose_mode) for p in batch]
         images = pipe(
-            source_image=[i[0] for i in inputs],
-            target_pose=[i[1] for i in inputs],
+            source_image=sources.batch(batch),
+            target_pose=[test_pose(root, p["target_image"], size, draw_size, pose_mode, dataset) for p in batch],
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             scheduler=scheduler,
@@ -114,15 +155,16 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
             atomic_save_image(out_dir / size_name(size) / name, image)
         bar.update(len(batch))
     bar.close()
-    return {"pairs": len(pairs), "generated": len(todo), "skipped": len(pairs) - len(todo)}
+    return {"pairs": len(pairs), "generated": len(todo), "skipped": len(pairs) - len(todo),
+            "sources_encoded": sources.encoded}
 
 
 def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=MODEL_SIZE,
-                draw_size=POSE_DRAW_SIZE, num_grids: int = 2, rows: int = 4, pose_mode: str = "pose_img") -> list[Path]:
+                draw_size=POSE_DRAW_SIZE, num_grids: int = 2, rows: int = 4, pose_mode: str = "pose_img",
+                dataset: str = "deepfashion", cell=EVAL_SIZE) -> list[Path]:
     """A few PNG grids (source | target pose | ground truth | generated) of the first pairs, in
-    ``EVAL_SIZE`` (256x176) cells."""
+    ``cell`` (height, width) cells."""
     root, out_dir = Path(root), Path(out_dir)
-    cell = EVAL_SIZE
     paths = []
     for g in range(num_grids):
         chunk = pairs[g * rows:(g + 1) * rows]
@@ -130,7 +172,7 @@ def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=M
             break
         grid_rows = []
         for p in chunk:
-            source, pose = pair_inputs(root, p, size, draw_size, pose_mode)
+            source, pose = pair_inputs(root, p, size, draw_size, pose_mode, dataset)
             truth = load_rgb(image_path(root, p["target_image"]))
             generated = Image.open(out_dir / size_name(size) / output_name(p))
             grid_rows.append([source, pose, truth, generated])
@@ -139,6 +181,59 @@ def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=M
 
 
 def split_for_process(pairs: list[dict], index: int, count: int) -> list[dict]:
-    """This process's share of the pairs under ``accelerate launch`` (every count-th pair)."""
-    return pairs[index::count]
+    """This process's share of the pairs under ``accelerate launch``: one contiguous block, so
+    that a source's pairs (a video's frames) mostly stay with one process and are encoded once."""
+    n = len(pairs)
+    return pairs[index * n // count:(index + 1) * n // count]
 
+
+
+def video_name(source_rel: str) -> str:
+    """A test video's name, '<split>/<video>', from its source frame's pair path."""
+    return relative_stem(source_rel).parent.as_posix()
+
+
+def videos_of(pairs: list[dict]) -> dict[str, list[dict]]:
+    """Test pairs as videos: the pairs of one source (its video's first frame), frames in the
+    order of their file names (imagesNNNN), keyed by ``video_name``."""
+    groups: dict[str, list[dict]] = {}
+    for p in grouped_by_source(pairs):
+        groups.setdefault(video_name(p["source_image"]), []).append(p)
+    return {name: sorted(group, key=lambda p: p["target_image"]) for name, group in groups.items()}
+
+
+VIDEO_FILES = (".mp4", ".gif", "_generated.mp4", "_generated.gif")
+
+
+def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, size, eval_size, draw_size,
+                 pose_mode: str = "pose_img", dataset: str = "phoenix", fps: float = 25.0,
+                 show_progress: bool = True) -> list[Path]:
+    """For each test video, from the frames generated at ``eval_size``: ``videos/<split>/<video>``
+    + ``.mp4`` and ``.gif`` (each frame ``source | pose | ground truth | generated``, panels of
+    ``eval_size``: the authors' layout) and ``_generated.mp4``, ``_generated.gif`` (the generated
+    frames alone), at ``fps``. A video whose four files exist is skipped; files are written
+    atomically. Returns the panel MP4s."""
+    from .videos import panel_frames, write_gif, write_mp4
+
+    root, out_dir = Path(root), Path(out_dir)
+    eval_size = tuple(eval_size)
+    h, w = eval_size
+    written = []
+    videos = videos_of(pairs)
+    for name, group in tqdm(videos.items(), desc="videos", unit="video", disable=not show_progress):
+        base = out_dir / "videos" / name
+        files = [base.with_name(base.name + suffix) for suffix in VIDEO_FILES]
+        written.append(files[0])
+        if all(f.is_file() for f in files):
+            continue
+        source = load_rgb(image_path(root, group[0]["source_image"]))
+        poses = [test_pose(root, p["target_image"], size, draw_size, pose_mode, dataset).resize((w, h), Image.BICUBIC)
+                 for p in group]
+        truths = [load_rgb(image_path(root, p["target_image"])) for p in group]
+        generated = [load_rgb(out_dir / size_name(eval_size) / output_name(p)) for p in group]
+        panels = panel_frames(source, poses, truths, generated, eval_size)
+        write_mp4(files[0], panels, fps)
+        write_gif(files[1], panels, fps)
+        write_mp4(files[2], generated, fps)
+        write_gif(files[3], generated, fps)
+    return written

@@ -5,8 +5,10 @@ safetensors): ``vae``, ``unet`` (a standard diffusers UNet2DConditionModel with 
 class embedding), ``scheduler``, ``pose_encoder``, ``source_mlp``, ``fusion_mlp``,
 ``source_encoder`` and ``fusion_model`` (stage 1). The config records the geometry: output
 ``height`` x ``width``, ``source_size`` (the square source the source encoder sees, 512) and
-``fusion_size`` (the fusion model's square inputs, 224) and ``pose_draw_size`` (where B2
-drew its target poses before resizing them to the output size, 550x375).
+``fusion_size`` (the fusion model's square inputs, 224), ``pose_draw_size`` (where B2
+drew its target poses before resizing them to the output size, 550x375) and ``pose_format``
+(the keypoint format of its dataset: "openpose18" for DeepFashion, "wholebody133" for
+PHOENIX-2014T), so keypoint targets are drawn as B2 drew them.
 
 Per call: the source encoder's tokens (through the source MLP) and the fusion embedding
 f(source, target pose) are computed once (the fusion model sees the source and the target pose
@@ -23,6 +25,10 @@ config) into the next latents. ``guidance_scale == 1`` (and no separate g_f) eva
 ``drop_conditions=("fusion",)`` (or "source", "pose") zeroes a condition in every branch, as
 training's condition dropout does: the ablations of the synthetic benchmark.
 
+What depends on the source alone (its source-encoder tokens and the fusion model's embedding
+of it) is an ``EncodedSource`` (``encode_source``); passed as ``source_image`` it is reused, so
+one source generated in many poses (every frame of a video) is encoded once.
+
 Seeds: ``seeds=[...]`` (one int per item) gives each item its own generator for the initial
 noise and for the noise of stochastic samplers, so an image does not depend on the batch it is
 generated in.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,7 +55,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .data import fusion_input
+from .data import fusion_input, pose_format_module
 from .images import to_tensor
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
@@ -153,6 +160,35 @@ def _fusion_tensor(item, size: int, kind: str, what: str) -> torch.Tensor:
     return fusion_input(item, size, kind)
 
 
+@dataclass
+class EncodedSource:
+    """What generation needs of source images alone, computed once: ``tokens`` (B, N, C), the
+    source encoder's output, and ``embeds`` (B, D), the fusion model's raw embedding of the
+    source's fusion view (see ``FPDMPipeline.encode_source``)."""
+
+    tokens: torch.Tensor
+    embeds: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, index) -> "EncodedSource":
+        index = slice(index, index + 1) if isinstance(index, int) else index
+        return EncodedSource(self.tokens[index], self.embeds[index])
+
+    @staticmethod
+    def cat(items: list["EncodedSource"]) -> "EncodedSource":
+        return EncodedSource(torch.cat([i.tokens for i in items]), torch.cat([i.embeds for i in items]))
+
+    def broadcast(self, batch: int) -> "EncodedSource":
+        if len(self) == batch:
+            return self
+        if len(self) == 1:
+            return EncodedSource(self.tokens.expand(batch, *self.tokens.shape[1:]),
+                                 self.embeds.expand(batch, *self.embeds.shape[1:]))
+        raise ValueError(f"source_image: {len(self)} encoded sources for a batch of {batch}")
+
+
 def _broadcast(items: list, batch: int, what: str) -> list:
     if len(items) == batch:
         return items
@@ -207,13 +243,15 @@ class FPDMPipeline(DiffusionPipeline):
 
     def __init__(self, vae, unet, scheduler, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model,
                  source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352,
-                 pose_draw_size: tuple | list | None = None):
+                 pose_draw_size: tuple | list | None = None, pose_format: str = "openpose18"):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder,
                               source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
                               fusion_model=fusion_model)
         self.register_to_config(source_size=source_size, fusion_size=fusion_size, height=height, width=width,
-                                pose_draw_size=list(pose_draw_size) if pose_draw_size else None)
+                                pose_draw_size=list(pose_draw_size) if pose_draw_size else None,
+                                pose_format=pose_format)
+        pose_format_module(pose_format)  # an unknown format fails here, not at the first drawing
         check_widths(unet, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -225,33 +263,34 @@ class FPDMPipeline(DiffusionPipeline):
         return FPDMDenoiser(self.unet, self.pose_encoder, self.source_mlp, self.fusion_mlp)
 
     def draw_target_pose(self, keypoints: np.ndarray, height: int, width: int) -> Image.Image:
-        """Pixel keypoints at the output size -> the pose image as B2 trained on it: drawn at the
-        config's ``pose_draw_size`` (scaled to it), then resized; at the output size when unset."""
-        from .data import draw_pose_resized
+        """Pixel keypoints at the output size -> the pose image as B2 trained on it: drawn with
+        the renderer of the config's ``pose_format`` at its ``pose_draw_size`` (scaled to it), then
+        resized; at the output size when unset."""
         from .pose.keypoints import resize_keypoints
 
         draw = tuple(self.config.pose_draw_size or (height, width))
-        return draw_pose_resized(resize_keypoints(keypoints, (height, width), draw), draw, (height, width))
+        renderer = pose_format_module(self.config.pose_format)
+        return renderer.draw_pose_resized(resize_keypoints(keypoints, (height, width), draw), draw, (height, width))
 
     def prepare_inputs(self, source_image, target_pose, fusion_pose=None, height: int | None = None,
                        width: int | None = None) -> dict:
         """Images of any supported kind -> tensors in [-1, 1]: ``source`` (B,3,S,S), ``pose``
-        (B,3,H,W), ``fusion_source`` and ``fusion_pose`` (fusion-model inputs)."""
+        (B,3,H,W), ``fusion_source`` and ``fusion_pose`` (fusion-model inputs); an
+        ``EncodedSource`` passed as ``source_image`` comes back as ``encoded_source`` instead of
+        the two source tensors."""
         height = height or self.config.height
         width = width or self.config.width
-        sources = _as_list(source_image)
+        encoded = source_image if isinstance(source_image, EncodedSource) else None
+        sources = [None] * len(encoded) if encoded is not None else _as_list(source_image)
         poses = _as_list(target_pose)
         batch = max(len(sources), len(poses))
-        sources = _broadcast(sources, batch, "source_image")
         poses = _broadcast(poses, batch, "target_pose")
-        s = self.config.source_size
         pose_items = [self.draw_target_pose(p, height, width) if _is_keypoints(p) else p for p in poses]
-        out = {
-            "source": _stack([_image_tensor(x, (s, s), "source_image") for x in sources], "source_image"),
-            "pose": _stack([_image_tensor(p, (height, width), "target_pose") for p in pose_items], "target_pose"),
-            "fusion_source": _stack([_fusion_tensor(x, self.config.fusion_size, "source", "source_image")
-                                     for x in sources], "source_image"),
-        }
+        out = {"pose": _stack([_image_tensor(p, (height, width), "target_pose") for p in pose_items], "target_pose")}
+        if encoded is not None:
+            out["encoded_source"] = encoded.broadcast(batch)
+        else:
+            out.update(self._source_tensors(_broadcast(sources, batch, "source_image")))
         if fusion_pose is None:
             fusion_poses = list(out["pose"])
         else:
@@ -261,14 +300,40 @@ class FPDMPipeline(DiffusionPipeline):
                                      for x in fusion_poses], "fusion_pose")
         return out
 
+    def _source_tensors(self, sources: list) -> dict:
+        s = self.config.source_size
+        return {
+            "source": _stack([_image_tensor(x, (s, s), "source_image") for x in sources], "source_image"),
+            "fusion_source": _stack([_fusion_tensor(x, self.config.fusion_size, "source", "source_image")
+                                     for x in sources], "source_image"),
+        }
+
+    @torch.no_grad()
+    def encode_source(self, source_image) -> EncodedSource:
+        """The source-only part of the conditions of source image(s) (any kind ``__call__``
+        takes): pass it as ``source_image`` to generate the same source in many poses without
+        encoding it again. Computed with every component in eval mode."""
+        with eval_mode(self.source_encoder, self.fusion_model):
+            return self._encode_source_tensors(self._source_tensors(_as_list(source_image)))
+
+    def _encode_source_tensors(self, inputs: dict) -> EncodedSource:
+        device = self._execution_device
+        tokens = self.source_encoder(inputs["source"].to(device))
+        embeds = self.fusion_model.encode(inputs["fusion_source"].to(device, self.fusion_model.dtype))
+        return EncodedSource(tokens, embeds)
+
     @torch.no_grad()
     def encode_conditions(self, inputs: dict, denoiser: FPDMDenoiser | None = None) -> Conditions:
-        """Conditions (no dropout) of prepared inputs: pose features, source-MLP states, fusion."""
+        """Conditions (no dropout) of prepared inputs: pose features, source-MLP states, fusion;
+        the source encoded now unless ``inputs`` holds an ``encoded_source``."""
         device = self._execution_device
         denoiser = denoiser or self.denoiser()
-        tokens = self.source_encoder(inputs["source"].to(device))
-        fusion = self.fusion_embedding(inputs["fusion_source"].to(device), inputs["fusion_pose"].to(device))
-        return denoiser.encode_conditions(inputs["pose"].to(device, self.unet.dtype), tokens, fusion)
+        encoded = inputs.get("encoded_source")
+        if encoded is None:
+            encoded = self._encode_source_tensors(inputs)
+        pose_embeds = self.fusion_model.encode(inputs["fusion_pose"].to(device, self.fusion_model.dtype))
+        fusion = self.fusion_model.combiner(encoded.embeds.to(device), pose_embeds)
+        return denoiser.encode_conditions(inputs["pose"].to(device, self.unet.dtype), encoded.tokens.to(device), fusion)
 
     @torch.no_grad()
     def fusion_embedding(self, fusion_source: torch.Tensor, fusion_pose: torch.Tensor) -> torch.Tensor:
@@ -318,7 +383,8 @@ class FPDMPipeline(DiffusionPipeline):
                  return_dict: bool = True, drop_conditions=()):
         """Generate the source person(s) in the target pose(s).
 
-        source_image: PIL image(s), HxWx3 uint8 array(s), or (B,3,H,W)/(3,H,W) tensors in [-1, 1].
+        source_image: PIL image(s), HxWx3 uint8 array(s), (B,3,H,W)/(3,H,W) tensors in [-1, 1],
+                      or an ``EncodedSource`` (``encode_source``: the source not encoded again).
         target_pose:  rendered pose image(s) (PIL, array, tensor in [-1, 1]) or keypoint arrays
                       (18, 2) / (B, 18, 2) in pixels of the output size (drawn as B2 drew
                       them, see ``draw_target_pose``); a single source or pose is broadcast.
@@ -347,7 +413,7 @@ class FPDMPipeline(DiffusionPipeline):
             raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
         denoiser = self.denoiser()
         inputs = self.prepare_inputs(source_image, target_pose, fusion_pose, height, width)
-        batch = inputs["source"].shape[0]
+        batch = inputs["pose"].shape[0]
         conditions = self.encode_conditions(inputs, denoiser)
         if drop:
             conditions = conditions.dropped(**dict.fromkeys(drop, True))
@@ -380,6 +446,6 @@ class FPDMPipeline(DiffusionPipeline):
 
 
 __all__ = [
-    "FPDMPipeline", "SCHEDULERS", "check_drop_conditions", "check_widths", "combine_guidance", "eval_mode",
+    "EncodedSource", "FPDMPipeline", "SCHEDULERS", "check_drop_conditions", "check_widths", "combine_guidance", "eval_mode",
     "guidance_conditions", "make_scheduler",
 ]

@@ -26,13 +26,15 @@ from .weights import WeightsNotFoundError
 class Geometry:
     """Stage 2's image sizes: output ``height`` x ``width``, the square ``source_size`` the
     source encoder sees, the square ``fusion_size`` of the fusion model's inputs, and the
-    ``pose_draw_size`` (height, width) at which target poses are drawn before resizing."""
+    ``pose_draw_size`` (height, width) at which target poses are drawn before resizing, in
+    the keypoint format ``pose_format`` ("openpose18" or "wholebody133", the dataset's)."""
 
     height: int = 512
     width: int = 352
     source_size: int = 512
     fusion_size: int = 224
     pose_draw_size: tuple[int, int] | None = (550, 375)
+    pose_format: str = "openpose18"
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large"
                         source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
                         fusion_model=fusion_model, source_size=geometry.source_size,
                         fusion_size=geometry.fusion_size, height=geometry.height, width=geometry.width,
-                        pose_draw_size=geometry.pose_draw_size)
+                        pose_draw_size=geometry.pose_draw_size, pose_format=geometry.pose_format)
 
 
 def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
@@ -125,13 +127,14 @@ def training_loss(pipe: FPDMPipeline, denoiser, batch: dict, device, rates: dict
 
 def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilon", height: int = 64,
                        width: int = 48, source_size: int = 64, fusion_size: int = 64,
-                       pose_draw_size: tuple[int, int] | None = None, seed: int = 0) -> FPDMPipeline:
+                       pose_draw_size: tuple[int, int] | None = None, pose_format: str = "openpose18",
+                       seed: int = 0) -> FPDMPipeline:
     """Tiny random pipeline for tests and demos: writes a tiny SD2 folder under ``folder`` (if not
     there) and loads it through the same path as a real one; tiny source encoder and fusion model."""
     from .models.sd2 import make_tiny_sd2
 
     geometry = Geometry(height=height, width=width, source_size=source_size, fusion_size=fusion_size,
-                        pose_draw_size=pose_draw_size)
+                        pose_draw_size=pose_draw_size, pose_format=pose_format)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sd2_folder = make_tiny_sd2(folder, prediction_type=prediction_type, seed=seed)

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from .fileio import atomic_path
+from .pose.wholebody133 import FRAME_SIZE
 
 DEFAULT_FPS = 25.0
-FRAME_SIZE = (260, 210)  # (height, width) of a PHOENIX frame
 MP4_FOURCC = "mp4v"
 
 

@@ -60,6 +60,9 @@ class StopAfter:
         self.n -= 1
         return self.pipe(**kw)
 
+    def encode_source(self, images):
+        return self.pipe.encode_source(images)
+
 
 def test_pair_names_and_seeds():
     pair = {"source_image": "./img/WOMEN/Dresses/id_1/01_1_front.jpg", "target_image": "img/WOMEN/Dresses/id_1/02_2_side.jpg"}
@@ -68,7 +71,7 @@ def test_pair_names_and_seeds():
     assert generate.pair_seed(7, pair) != generate.pair_seed(8, pair)
     swapped = {"source_image": pair["target_image"], "target_image": pair["source_image"]}
     assert generate.pair_seed(7, pair) != generate.pair_seed(7, swapped)
-    assert generate.split_for_process(list(range(7)), 1, 3) == [1, 4]
+    assert generate.split_for_process(list(range(7)), 1, 3) == [2, 3]  # contiguous: a video stays together
     assert sorted(sum((generate.split_for_process(list(range(7)), i, 3) for i in range(3)), [])) == list(range(7))
 
 

@@ -1,5 +1,6 @@
-"""PHOENIX-2014T training data: the Datasets of both stages on A1's output for the synthetic
-signing set, their check, and B1 and B2's tiny runs with the phoenix preset end to end."""
+"""PHOENIX-2014T training and generation: the Datasets of both stages on A1's output for the
+synthetic signing set, their check, the pipeline's 133-point drawing, C1's per-video generation
+(one source encoding a video) and B1 -> B2 -> C1 tiny runs with the phoenix preset end to end."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,8 +22,13 @@ from src.data.phoenix_datasets import (
     check_dataset,
     stage2_pose,
 )
+from PIL import Image
+
+from src.pipeline import FPDMPipeline
 from src.pose import wholebody133
+from src.stage2_training import make_tiny_pipeline
 from src.synthetic_signing import write_synthetic_signing
+from src.videos import gif_info, mp4_info, read_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]
@@ -39,9 +46,9 @@ def _run(script, *args, timeout=300):
 
 @pytest.fixture(scope="module")
 def phoenix_root(tmp_path_factory):
-    """The synthetic signing release (3 train, 1 test video of 4-5 frames) through A1's PHOENIX mode."""
+    """The synthetic signing release (3 train, 2 test videos of 4-5 frames) through A1's PHOENIX mode."""
     base = tmp_path_factory.mktemp("phoenix_training")
-    release = write_synthetic_signing(base / "release", videos={"train": 3, "test": 1}, frames=(4, 5), seed=1)
+    release = write_synthetic_signing(base / "release", videos={"train": 3, "test": 2}, frames=(4, 5), seed=1)
     out = base / "data"
     r = _run("A1.pose_data_preprocessing.py", "--dataset=phoenix", f"--phoenix_root={release['root']}",
              f"--keypoints={release['keypoints_dir']}", f"--dataset_root={out}", "--train_pairs_count=12",
@@ -129,6 +136,119 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     pipe = FPDMPipeline.from_pretrained(b2 / "pipeline")
     pipe.set_progress_bar_config(disable=True)
     assert (pipe.config.height, pipe.config.width) == (64, 48)
-    img = pipe(torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 48) * 2 - 1, num_inference_steps=2,
-               seeds=[0], output_type="np").images
-    assert img.shape == (1, 64, 48, 3)
+    assert pipe.config.pose_format == "wholebody133"
+
+    c1 = tmp_path / "C1"
+    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+             f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2", "--batch_size=3")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    pairs = load_pairs(phoenix_root, "test_pairs_data.json")
+    assert "'sources_encoded': 2" in r.stdout  # two test videos, 9 frames, batches of 3
+    manifest = json.loads((c1 / "manifest.json").read_text())
+    assert len(manifest) == len(pairs) and all("generated_260x210" in m for m in manifest)
+    videos = sorted((c1 / "videos" / "test").iterdir())
+    assert len(videos) == 8  # two videos x (panels, generated alone) x (mp4, gif)
+    for video, frames in release_videos(pairs).items():
+        n, size = mp4_info(c1 / "videos" / f"{video}.mp4")
+        assert (n, size) == (frames, (260, 840))
+        n, size = mp4_info(c1 / "videos" / f"{video}_generated.mp4")
+        assert (n, size) == (frames, (260, 210))
+        assert gif_info(c1 / "videos" / f"{video}_generated.gif")[1] == (260, 210)
+        assert gif_info(c1 / "videos" / f"{video}.gif")[2][0] == 40  # 25 fps
+    # the panel's generated quarter is the generated frame: its first frame against the PNG
+    first = [m for m in manifest if "images0001" in m["target_image"]][0]
+    video = Path(first["target_image"]).parent.relative_to("./img").as_posix()
+    panel = read_mp4(c1 / "videos" / f"{video}.mp4")[0]
+    png = np.asarray(Image.open(c1 / first["generated_260x210"]).convert("RGB"), dtype=np.float32)
+    assert np.abs(panel[:, 630:].astype(np.float32) - png).mean() < 8  # MP4 compression only
+    assert np.abs(panel[:, 420:630].astype(np.float32) - png).mean() > 8  # the ground truth is another image
+
+    # a rerun skips every frame and every video
+    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+             f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2")
+    assert r.returncode == 0 and "'generated': 0" in r.stdout and "'sources_encoded': 0" in r.stdout
+
+
+def release_videos(pairs):
+    """{'<split>/<video>': frame count} of test pairs, counted from their target paths."""
+    counts = {}
+    for p in pairs:
+        video = Path(p["target_image"]).parent.relative_to("./img").as_posix()
+        counts[video] = counts.get(video, 0) + 1
+    return counts
+
+
+def test_deepfashion_pipeline_refuses_phoenix_data(phoenix_root, tmp_path):
+    pipe = make_tiny_pipeline(tmp_path / "sd2", height=64, width=48)
+    pipe.save_pretrained(tmp_path / "pipeline")
+    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+             f"--pipeline={tmp_path / 'pipeline'}", f"--out_dir={tmp_path / 'C1'}")
+    assert r.returncode != 0
+    assert "trained on openpose18 poses" in r.stderr and "has wholebody133 poses" in r.stderr
+    assert not (tmp_path / "C1" / "manifest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def phoenix_pipeline(tmp_path_factory):
+    """A tiny random pipeline of the 133-point format whose pose path carries some weight."""
+    tmp = tmp_path_factory.mktemp("phoenix_pipeline")
+    pipe = make_tiny_pipeline(tmp / "sd2", height=64, width=48, pose_draw_size=(260, 210), pose_format="wholebody133")
+    g = torch.Generator().manual_seed(3)
+    conv = pipe.pose_encoder.embedding.conv_out
+    conv.weight.data = torch.randn(conv.weight.shape, generator=g) * 0.05
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_pipeline_draws_133_point_keypoints_as_b2(phoenix_pipeline, phoenix_root):
+    pairs = load_pairs(phoenix_root, "test_pairs_data.json")
+    kp_frame = wholebody133.read_keypoints(phoenix_root / "pose" / relative_stem(pairs[1]["target_image"]).with_suffix(".txt"))
+    kp_out = kp_frame * np.array([48 / 210, 64 / 260])  # keypoints in pixels of the 64x48 output
+    drawn = np.asarray(phoenix_pipeline.draw_target_pose(kp_out, 64, 48), dtype=np.int16)
+    # independently: the renderer at the frame's own 260x210 (keypoints as in the file), then resized
+    canvas = wholebody133.draw_pose(kp_frame, 260, 210, wholebody133.STICK_WIDTH)
+    expected = np.asarray(Image.fromarray(canvas).resize((48, 64), Image.BICUBIC), dtype=np.int16)
+    # the scaling round trip (260 -> 64 -> 260 px) can move a truncated pixel coordinate by one
+    assert drawn.sum() > 0 and np.abs(drawn - expected).mean() < 1.0
+    assert np.abs(drawn - np.asarray(stage2_pose(kp_frame, (64, 48)), dtype=np.int16)).mean() < 1.0
+    # what a pipeline of the 18-point format draws of the same points is something else entirely
+    openpose = np.asarray(FPDMPipeline.draw_target_pose(_with_pose_format("openpose18"), kp_out[:18], 64, 48),
+                          dtype=np.int16)
+    assert np.abs(openpose - expected).mean() > 3
+    with pytest.raises(ValueError, match="pose_format='coco17'"):
+        make_tiny_pipeline(Path(phoenix_root).parent / "sd2_other", pose_format="coco17")
+
+
+def _with_pose_format(pose_format):
+    """A stand-in ``self`` for FPDMPipeline.draw_target_pose: only its config is read."""
+    return SimpleNamespace(config=SimpleNamespace(pose_draw_size=(260, 210), pose_format=pose_format))
+
+
+def test_c1_encodes_each_video_source_once_and_matches_per_frame_generation(phoenix_pipeline, phoenix_root, tmp_path):
+    from src import generate
+    from src.handoff import output_name
+
+    pipe = phoenix_pipeline
+    pairs = load_pairs(phoenix_root, "test_pairs_data.json")
+    shuffled = pairs[1::2] + pairs[0::2]  # frames of the two videos interleaved: still one encoding each
+    seen = []
+    encoder_forward = pipe.source_encoder.forward
+    pipe.source_encoder.forward = lambda x, *a, **k: (seen.append(x.shape[0]), encoder_forward(x, *a, **k))[1]
+    try:
+        counts = generate.generate_pairs(pipe, phoenix_root, shuffled, tmp_path, size=(64, 48), eval_size=(260, 210),
+                                         draw_size=(260, 210), batch_size=3, num_inference_steps=2,
+                                         dataset="phoenix", show_progress=False)
+    finally:
+        pipe.source_encoder.forward = encoder_forward
+    videos = {p["source_image"] for p in pairs}
+    assert len(videos) == 2 and len(pairs) >= 8
+    assert sum(seen) == counts["sources_encoded"] == len(videos)
+    assert counts["generated"] == len(pairs)
+    # the same frame generated alone, its source encoded with it, is the same image
+    for pair in (pairs[0], pairs[-1]):
+        source, pose = generate.pair_inputs(phoenix_root, pair, (64, 48), (260, 210), dataset="phoenix")
+        alone = pipe(source_image=source, target_pose=pose, num_inference_steps=2,
+                     seeds=[generate.pair_seed(7, pair)], output_type="pil").images[0]
+        written = Image.open(tmp_path / "64x48" / output_name(pair)).convert("RGB")
+        diff = np.abs(np.asarray(alone, dtype=np.int16) - np.asarray(written, dtype=np.int16))
+        assert diff.max() <= 1, output_name(pair)

@@ -37,6 +37,8 @@ PHOTO_SIZE = (1101, 750)
 MODEL_SIZE = (512, 352)
 EVAL_SIZE = (256, 176)
 POSE_DRAW_SIZE = (550, 375)
+POSE_FORMAT = "openpose18"
+TEST_PAIRS_ARE_VIDEOS = False
 
 
 def pose_path(root: str | Path, image_rel: str) -> Path:
@@ -88,6 +90,11 @@ def draw_pose_resized(kp_draw: np.ndarray, draw_size: tuple[int, int], size: tup
 def stage2_pose(kp_frame: np.ndarray, size: tuple[int, int], draw_size: tuple[int, int]) -> Image.Image:
     """The stage-2 target pose image of annotation-frame keypoints, without augmentation."""
     return draw_pose_resized(frame_to_pixels(kp_frame, *draw_size), draw_size, size)
+
+
+def drawn_pose(root: Path, image_rel: str, size: tuple[int, int], draw_size: tuple[int, int]) -> Image.Image:
+    """An image's stage-2 pose from its keypoint file, drawn at ``draw_size`` and resized to ``size``."""
+    return stage2_pose(read_keypoints(pose_path(root, image_rel)), size, draw_size)
 
 
 # ---------------------------------------------------------------------------------------------

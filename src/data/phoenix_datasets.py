@@ -48,6 +48,9 @@ FRAME_SIZE = wholebody133.FRAME_SIZE            # (260, 210): the frames, the ev
 # UNet's three down-samplings (40x32 -> 20x16 -> 10x8 -> 5x4); it is the smallest such size
 # above the frame (x1.23). 256x208 would give a 26-wide latent that cannot halve three times.
 MODEL_SIZE = (320, 256)
+EVAL_SIZE = FRAME_SIZE               # C1 also writes, and C2 scores, frames at the release's own size
+POSE_FORMAT = "wholebody133"
+TEST_PAIRS_ARE_VIDEOS = True            # each test video's first frame is the source of all its frames
 POSE_DRAW_SIZE = FRAME_SIZE          # stage-2 poses are drawn at the frame's own size, then resized
 JITTER_SIGMA = 0.5                   # pixels at POSE_DRAW_SIZE (see the module's docstring)
 
@@ -68,6 +71,11 @@ def stage2_pose(kp: np.ndarray, size: tuple[int, int], draw_size: tuple[int, int
                 frame_size: tuple[int, int] = FRAME_SIZE) -> Image.Image:
     """The stage-2 pose image of frame-pixel keypoints, without augmentation."""
     return draw_pose_resized(resize_keypoints(kp, frame_size, draw_size), draw_size, size)
+
+
+def drawn_pose(root: Path, image_rel: str, size: tuple[int, int], draw_size: tuple[int, int]) -> Image.Image:
+    """A frame's stage-2 pose from its keypoint file, drawn at ``draw_size`` and resized to ``size``."""
+    return stage2_pose(wholebody133.read_keypoints(pose_path(root, image_rel)), size, draw_size)
 
 
 def target_pose_image(root: Path, rel: str, size: tuple[int, int]) -> Image.Image:
@@ -145,7 +153,7 @@ FusionDataset = PhoenixFusionDataset
 DiffusionDataset = PhoenixDiffusionDataset
 
 __all__ = [
-    "FRAME_SIZE", "MODEL_SIZE", "POSE_DRAW_SIZE", "JITTER_SIGMA", "DiffusionDataset", "FusionDataset",
+    "EVAL_SIZE", "FRAME_SIZE", "MODEL_SIZE", "POSE_DRAW_SIZE", "POSE_FORMAT", "JITTER_SIGMA", "drawn_pose", "DiffusionDataset", "FusionDataset",
     "PhoenixDiffusionDataset", "PhoenixFusionDataset", "check_dataset", "draw_pose_resized", "stage2_pose",
     "stick_width_at", "target_pose_image",
 ]
