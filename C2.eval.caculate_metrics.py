@@ -1,9 +1,11 @@
-"""C2: SSIM, SSIM-256, PSNR, LPIPS and FID of a generated test set (the peers' protocol), and
-pose accuracy (PCK) where the photo pose estimator is installed.
+"""C2: SSIM, SSIM-256, PSNR, LPIPS and FID of a generated test set (the peers' protocol), pose
+accuracy (PCK) where the photo pose estimator is installed, and, on videos (PHOENIX-2014T), the
+temporal figures: warping error, temporal consistency difference and FVD.
 
     python C2.eval.caculate_metrics.py --generated=logs/C1 --dataset_root=data/deepfashion
     python C2.eval.caculate_metrics.py --generated=logs/C1 --fid_reference=test --fid_backbone=pytorch-fid
     python C2.eval.caculate_metrics.py --generated=path/to/their_outputs --dataset_root=data/deepfashion --naming=names
+    python C2.eval.caculate_metrics.py --preset=phoenix --generated=logs/C1_phoenix --i3d=weights/i3d
 
 Reads <generated>/manifest.json (entries {"generated": path relative to that folder, optionally
 "generated_<H>x<W>", "source_image", "target_image"}) or, without one (naming "names"; "auto" picks
@@ -25,6 +27,19 @@ pck_0.1 (distance <= 0.05 / 0.1 of the image height, pooled over the target poin
 inside the image; a point the estimator misses counts as wrong), pck_0.05_truth and pck_0.1_truth
 (the same for the ground-truth images: the ceiling), pck_points, pck_no_person(_truth). About
 0.05 s per image per size on a CPU core; "off" skips it.
+Temporal figures (temporal, src.temporal_metrics): a video is the pairs sharing one source image
+(PHOENIX's test protocol: a video's first frame is the source of each of its frames), named
+<split>/<video> after the targets' folder below img, its frames ordered by the number ending each
+target's file name (imagesNNNN). "auto" scores them when the pairs form videos (several pairs share
+a source image and its targets lie in one folder, numbered), "on" requires it (an input problem
+otherwise), "off" skips them. Every video must be whole: a ground-truth frame of its folder without
+a pair is an input problem, listed with the others. Per evaluation size, the block's "temporal"
+holds the means over videos of the warping error (flow of the ground truth), of its floor on the
+ground truth (warping_error_real) and of the temporal consistency difference, FVD (I3D of the folder
+i3d, holding i3d_torchscript.pt; null with the reason when it is missing), the per-video figures
+("videos": name, frames, warping_error, warping_error_real, valid_fraction,
+temporal_consistency_difference; kept in metrics.json, no second file) and their protocol. Videos
+are read one at a time (num_workers workers compute their flows, ~25 ms a frame on a CPU core).
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images
@@ -43,13 +58,25 @@ device = "auto"                           # auto = cuda if available
 check_images = True                       # decode every generated and ground-truth image before computing
 expected_count = -1                       # manifest entries / test pairs expected (e.g. 8570); -1 = no check
 pose_accuracy = "auto"                    # PCK: auto = where mediapipe is installed (else null); on = required; off
+temporal = "auto"                         # warping error, TCD, FVD: auto = when the pairs form videos; on = required; off
+i3d = "weights/i3d"                       # folder holding i3d_torchscript.pt (FVD; missing: FVD null with the reason)
 method = "FPDM"                           # name in the Markdown row
 out = ""                                  # default <generated>/metrics.json
 # -----------------------------------------------------------------------------------------------
 PRESETS = {"tiny": {"eval_sizes": ["256x176"], "fid_reference": "test", "fid_backbone": "pytorch-fid",
                     "lpips_backbone_random": True, "batch_size": 4, "num_workers": 0, "fid_cache": "",
                     # the tiny preset's synthetic stick figures are no people for the pose estimator
-                    "pose_accuracy": "off"}}
+                    "pose_accuracy": "off"},
+           "phoenix": {"dataset_root": "data/phoenix",
+                       # the frames' own size; C1 writes each image at it beside the 320x256 model size
+                       "eval_sizes": ["260x210"],
+                       # the 827k training frames (13 times the 64,627 test frames) are no practical
+                       # FID reference; the protocol block names the reference used
+                       "fid_reference": "test",
+                       # the photo estimator finds 18 body points; PHOENIX targets are 133
+                       # whole-body points, hands and face included
+                       "pose_accuracy": "off",
+                       "temporal": "on"}}
 
 from pathlib import Path  # noqa: E402
 
@@ -68,13 +95,13 @@ def main(cfg: dict) -> None:
                                          train_pairs=train_pairs, fid_backbone=fid_backbone,
                                          check_images=check_images, expected_count=expected_count,
                                          workers=max(2, num_workers), naming=naming, test_pairs=test_pairs,
-                                         pose_accuracy=pose_accuracy)
+                                         pose_accuracy=pose_accuracy, temporal=temporal)
     found_by = resolve_naming(naming, generated)
     print(f"{len(entries)} pairs (found by {found_by}), FID reference '{fid_reference}': {len(reference)} images")
     results = score_generated(entries, eval_sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
                               lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
                               device=device, cache_dir=fid_cache or None,
-                              pose_accuracy=pose_accuracy, dataset_root=dataset_root)
+                              pose_accuracy=pose_accuracy, dataset_root=dataset_root, temporal=temporal, i3d=i3d)
     for r in results.values():
         r["protocol"]["generated_found_by"] = ("manifest.json" if found_by == "manifest" else
                                                f"file names ({test_pairs}: FPDM authors' C1 or PIDM naming)")
@@ -82,7 +109,9 @@ def main(cfg: dict) -> None:
     save_config(cfg, out_path.parent, "C2_config.json")
     for name, r in results.items():
         by_reason: dict = {}
-        for metric, reason in r["protocol"]["null_reasons"].items():
+        reasons = {**r["protocol"]["null_reasons"],
+                   **(r["temporal"]["protocol"]["null_reasons"] if r["temporal"] else {})}
+        for metric, reason in reasons.items():
             by_reason.setdefault(reason, []).append(metric)
         for reason, names in by_reason.items():
             print(f"{name} {', '.join(names)}: null ({reason})")

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench-synthetic clean-venv
+.PHONY: demo demo-phoenix test test-fast bench-synthetic clean-venv
 
 # requirements-pose.txt (the photo pose estimator) goes in with --no-deps: its protobuf<5 pin
 # clashes with tensorboard's protobuf>=6.31.
@@ -17,6 +17,9 @@ $(STAMP): requirements.txt requirements-pose.txt
 
 demo: $(STAMP)
 	$(PY) -m src.demo
+
+demo-phoenix: $(STAMP)
+	$(PY) -m src.demo_phoenix
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path, relative_stem
+from .data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path
 from .fileio import atomic_save_image
-from .handoff import output_name, size_name
+from .handoff import frame_number, output_name, size_name, video_name
 from .images import comparison_grid, load_rgb
 from .weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
@@ -188,18 +188,15 @@ def split_for_process(pairs: list[dict], index: int, count: int) -> list[dict]:
 
 
 
-def video_name(source_rel: str) -> str:
-    """A test video's name, '<split>/<video>', from its source frame's pair path."""
-    return relative_stem(source_rel).parent.as_posix()
-
-
 def videos_of(pairs: list[dict]) -> dict[str, list[dict]]:
-    """Test pairs as videos: the pairs of one source (its video's first frame), frames in the
-    order of their file names (imagesNNNN), keyed by ``video_name``."""
+    """Test pairs as videos, as C2 groups them (``src.handoff.group_videos``): the pairs of one
+    source (its video's first frame), keyed by the video's name '<split>/<video>', frames in
+    frame-number order."""
     groups: dict[str, list[dict]] = {}
     for p in grouped_by_source(pairs):
-        groups.setdefault(video_name(p["source_image"]), []).append(p)
-    return {name: sorted(group, key=lambda p: p["target_image"]) for name, group in groups.items()}
+        groups.setdefault(p["source_image"], []).append(p)
+    return {video_name(group[0]["target_image"]): sorted(group, key=lambda p: frame_number(p["target_image"]) or 0)
+            for group in groups.values()}
 
 
 VIDEO_FILES = (".mp4", ".gif", "_generated.mp4", "_generated.gif")

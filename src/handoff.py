@@ -17,11 +17,21 @@ finds the image of every test pair by its file name: as the FPDM authors' C1 nam
 (``authors_name``) or as PIDM's test script does (``pidm_name``). ``generated_entries`` does
 either and checks every generated image and its ground truth; sizes are written ``HxW``
 (``parse_size``, ``size_name``).
+
+Videos (PHOENIX-2014T's protocol: the first frame of each test video is the source of every frame
+of it): ``group_videos`` makes one ``EvalVideo`` of the pairs that share a source image, named
+after the targets' folder below ``img`` (``<split>/<video>``), its frames ordered by the number
+ending each target's file stem (``images0001.png`` -> 1); ``resolve_temporal`` decides from C2's
+``temporal`` setting whether videos are scored, and ``video_problems`` lists every video whose
+frames are not all among the evaluated pairs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,6 +43,8 @@ from .fileio import atomic_write_json
 
 NAMINGS = ("auto", "manifest", "names")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+TEMPORAL_MODES = ("auto", "on", "off")
+_FRAME_NUMBER = re.compile(r"(\d+)$")   # the digits ending a file stem: images0042 -> 42
 
 
 class ManifestError(ProblemsError):
@@ -299,7 +311,116 @@ def generated_entries(generated_dir: str | Path, dataset_root: str | Path, sizes
     return entries, problems
 
 
+# ---------------------------------------------------------------------------------------------
+# videos
+
+
+@dataclass
+class EvalVideo:
+    """The pairs of one source image whose targets are the frames of one video, in frame order."""
+    name: str                 # the targets' folder below img: '<split>/<video>'
+    source_image: str
+    entries: list[EvalEntry]  # one per frame, ordered by frame number
+
+
+def frame_number(image_rel: str) -> int | None:
+    """The number ending a frame's file stem ('./img/test/v/images0042.png' -> 42); None without one."""
+    m = _FRAME_NUMBER.search(PurePosixPath(image_rel).stem)
+    return int(m.group(1)) if m else None
+
+
+def video_name(image_rel: str) -> str:
+    """The folder of a frame below ``img``: './img/test/v/images0001.png' -> 'test/v' (a path that
+    does not start with ./img keeps its whole folder)."""
+    try:
+        parts = _img_parts(image_rel)
+    except ValueError:
+        parts = PurePosixPath(image_rel).parts
+        parts = parts[1:] if parts and parts[0] == "." else parts
+    return PurePosixPath(*parts).parent.as_posix()
+
+
+def _examples(items: list, limit: int = 3) -> str:
+    return ", ".join(str(i) for i in items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+def group_videos(entries: list[EvalEntry]) -> tuple[list[EvalVideo], list[str]]:
+    """(videos, reasons): the pairs grouped by source image, in order of first appearance, each
+    group's frames sorted by ``frame_number``. ``reasons`` says why the pairs do not form videos
+    (empty when they do): no source image with several targets, a source whose targets lie in
+    several folders, or targets whose file stem does not end in a frame number. DeepFashion's test
+    pairs give reasons (its file names end in a view, '01_1_front'); PHOENIX's give none."""
+    groups: dict[str, list[EvalEntry]] = {}
+    for e in entries:
+        groups.setdefault(e.source_image, []).append(e)
+    reasons = []
+    if groups and max(len(g) for g in groups.values()) < 2:
+        reasons.append("no source image has more than one target")
+    folders = {s: {video_name(e.target_image) for e in g} for s, g in groups.items()}
+    spread = [f"{s} ({len(f)} folders)" for s, f in folders.items() if len(f) > 1]
+    if spread:
+        reasons.append(f"{len(spread)} source image(s) have targets in several folders: {_examples(spread)}")
+    unnumbered = [e.target_image for e in entries if frame_number(e.target_image) is None]
+    if unnumbered:
+        reasons.append(f"{len(unnumbered)} target(s) have no frame number ending the file name: "
+                       f"{_examples(unnumbered)}")
+    if reasons:
+        return [], reasons
+    videos = [EvalVideo(video_name(g[0].target_image), s, sorted(g, key=lambda e: frame_number(e.target_image)))
+              for s, g in groups.items()]
+    return videos, []
+
+
+def resolve_temporal(temporal: str, entries: list[EvalEntry]) -> tuple[list[EvalVideo], str | None, list[str]]:
+    """(videos to score, reason when none are, problems) of C2's ``temporal`` setting: "off" scores
+    none; "auto" scores the videos when the pairs form them (``group_videos``); "on" requires them,
+    each reason they do not being a problem."""
+    if temporal not in TEMPORAL_MODES:
+        return [], f"temporal={temporal!r}", [f"temporal={temporal!r}: expected one of {', '.join(TEMPORAL_MODES)}"]
+    if temporal == "off":
+        return [], "off (temporal='off')", []
+    videos, reasons = group_videos(entries)
+    if not reasons:
+        return videos, None, []
+    if temporal == "on":
+        return [], reasons[0], [f"temporal='on' but the evaluated pairs do not form videos: {r}" for r in reasons]
+    return [], f"the evaluated pairs do not form videos (temporal='auto'): {reasons[0]}", []
+
+
+def video_problems(videos: list[EvalVideo], dataset_root: str | Path) -> list[str]:
+    """Every video that is not whole: a frame of its ground-truth folder (an image file whose stem
+    ends in a number) without a pair, a frame number given twice, or a folder whose frames are
+    the targets of several source images (a video is the pairs of one source)."""
+    root = Path(dataset_root)
+    problems: list[str] = []
+    sources: dict[str, list[str]] = {}
+    for v in videos:
+        sources.setdefault(v.name, []).append(v.source_image)
+    for name, srcs in sources.items():
+        if len(srcs) > 1:
+            problems.append(f"{root / 'img' / name}: frames of video {name} are the targets of {len(srcs)} source "
+                            f"images ({_examples(srcs)}); a video is the pairs of one source image")
+    for v in videos:
+        folder = v.entries[0].truth.parent
+        numbers = [frame_number(e.target_image) for e in v.entries]
+        twice = sorted(n for n, k in Counter(numbers).items() if k > 1)
+        if twice:
+            problems.append(f"{folder}: video {v.name} has frame number(s) {_examples(twice)} more than once")
+        try:
+            files = [n for n in os.listdir(folder)
+                     if Path(n).suffix.lower() in IMAGE_SUFFIXES and frame_number(n) is not None]
+        except OSError:
+            continue  # a missing ground-truth folder: each of its frames is already a problem
+        have = set(numbers)
+        missing = sorted((n for n in files if frame_number(n) not in have), key=frame_number)
+        if missing:
+            problems.append(f"{folder}: video {v.name}: {len(missing)} of its {len(files)} frames have no pair "
+                            f"with source {v.source_image} ({_examples(missing)}); score whole videos")
+    return _capped(problems, "incomplete videos")
+
+
 __all__ = [
-    "EvalEntry", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "authors_name", "expected_names", "flat_name",
-    "generated_entries", "output_name", "parse_size", "pidm_name", "resolve_naming", "size_name", "write_manifest",
+    "EvalEntry", "EvalVideo", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "TEMPORAL_MODES", "authors_name",
+    "expected_names", "flat_name", "frame_number", "generated_entries", "group_videos", "output_name", "parse_size",
+    "pidm_name", "resolve_naming", "resolve_temporal", "size_name", "video_name", "video_problems", "write_manifest",
 ]

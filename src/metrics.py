@@ -31,6 +31,11 @@ Every image, generated or ground truth, is resized bicubically (PIL) to the eval
             generated image against the target's keypoints, PCK at 0.05 and 0.1 of the evaluation
             height, pooled over points, and the same for the ground-truth images (the ceiling);
             ``src.pose_accuracy`` holds the protocol.
+- temporal: when the pairs form videos (``temporal``; PHOENIX-2014T: a video is the pairs sharing
+            a source image, ``src.handoff.group_videos``), each size's block gets a ``temporal``
+            block: warping error and its floor on the ground truth, temporal consistency
+            difference and FVD, with every video's figures (``src.temporal_metrics``), the frames
+            read at the evaluation size one video at a time.
 
 C2's generated images are found through ``<generated>/manifest.json`` (written by C1) or, without
 one, by their file names (``src.handoff``); ``check_generated`` checks them all before
@@ -46,6 +51,7 @@ import hashlib
 import json
 import os
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +66,11 @@ from tqdm import tqdm
 from .data import read_pair_file
 from .devices import resolve_device, without_tf32
 from .fileio import atomic_path
-from .handoff import EvalEntry, ManifestError, generated_entries, parse_size, size_name
+from .handoff import (EvalEntry, ManifestError, generated_entries, parse_size, resolve_temporal, size_name,
+                      video_problems)
 from .images import load_rgb
 from . import pose_accuracy as pa
+from . import temporal_metrics as tm
 from .weights import WeightsNotFoundError, require_checkpoint
 
 FID_BACKBONES = ("torchvision", "pytorch-fid")
@@ -79,6 +87,9 @@ SSIM_256_PROTOCOL = ("skimage structural_similarity, RGB 0-255 as float64, gauss
                      "use_sample_covariance=False, channel_axis=2, "
                      "data_range=generated.max()-generated.min() (of the generated image)")
 PSNR_PROTOCOL = "skimage peak_signal_noise_ratio, RGB in [0,1], data_range=1"
+VIDEOS_PROTOCOL = ("a video is the pairs sharing one source image, named after its targets' folder below img "
+                   "(<split>/<video>), frames ordered by the number ending the target's file name, read at the "
+                   "evaluation size (bicubic)")
 FID_BACKBONE_PROTOCOL = {
     "torchvision": "the peers' InceptionV3 wrapper (PIDM, CFLD, PCDMs, FPDM authors): torchvision ImageNet "
                    "Inception-v3 (inception_v3_google-0cc3c7bd), transform_input=False, blocks Conv2d_1a_3x3, "
@@ -111,6 +122,11 @@ def load_eval_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     if im.size != (w, h):
         im = im.resize((w, h), Image.BICUBIC)
     return np.array(im, dtype=np.uint8)  # a writable copy (torch.from_numpy in the loaders)
+
+
+def load_eval_video(paths, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of image files at the evaluation size (``load_eval_image``)."""
+    return np.stack([load_eval_image(p, size) for p in paths])
 
 
 def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
@@ -398,15 +414,16 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
                     fid_backbone: str = "torchvision", check_images: bool = True, expected_count: int = -1,
                     workers: int = 8, naming: str = "auto",
                     test_pairs: str = "test_pairs_data.json",
-                    pose_accuracy="off") -> tuple[list[EvalEntry], list[Path]]:
+                    pose_accuracy="off", temporal: str = "off") -> tuple[list[EvalEntry], list[Path]]:
     """Find C2's inputs and check everything before any metric: option values, the generated
     image of every pair and its ground truth (``src.handoff.generated_entries``: manifest or
     file names per ``naming``, duplicated pairs or generated files, the expected count, image
     readability when ``check_images``), the FID reference files and, when ``pose_accuracy`` is on
     ("on", or "auto" with the estimator installed), the target keypoint files; "on" without the
-    estimator is a problem too. Returns (entries, reference
-    paths) or raises ManifestError listing every problem. Images are resized bicubically at
-    evaluation time."""
+    estimator is a problem too. With ``temporal`` "on" the pairs must form videos
+    (``src.handoff.resolve_temporal``), and whenever videos are scored each must be whole
+    (``src.handoff.video_problems``). Returns (entries, reference paths) or raises ManifestError
+    listing every problem. Images are resized bicubically at evaluation time."""
     problems = []
     sizes = []
     for s in eval_sizes:
@@ -435,6 +452,8 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
         problems.append(_reason(e))
     if pose_on:
         problems += pa.check_pose_files(entries, dataset_root)
+    videos, _, found = resolve_temporal(temporal, entries)
+    problems += found + (video_problems(videos, dataset_root) if videos else [])
     if problems:
         raise ManifestError(problems)
     return entries, reference
@@ -456,11 +475,18 @@ def _reason(e: Exception) -> str:
 def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path], *, fid_reference: str = "train",
                     fid_backbone: str = "torchvision", lpips_random: bool = False, batch_size: int = 32,
                     num_workers: int = 0, device: str = "auto", cache_dir: str | Path | None = None,
-                    progress: bool = True, pose_accuracy="off", dataset_root: str | Path | None = None) -> dict:
+                    progress: bool = True, pose_accuracy="off", dataset_root: str | Path | None = None,
+                    temporal: str = "off", i3d: str | Path | None = None) -> dict:
     """C2's metrics of the generated images (``check_generated``'s entries and FID reference) per
     evaluation size: ``{"256x176": {"ssim", "ssim_256", "psnr", "lpips", "fid", "count",
-    "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
+    "temporal", "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
     ``protocol["null_reasons"]``; the others are still computed.
+
+    ``temporal`` ("auto", "on", "off"; ``src.handoff.resolve_temporal``): when the pairs form
+    videos, ``temporal`` is ``src.temporal_metrics.video_metrics`` of them at that size (warping
+    error, its floor, temporal consistency difference, FVD with the I3D network of the folder
+    ``i3d``, and the figures of every video), read one video at a time by ``num_workers`` workers;
+    otherwise None with the reason under ``null_reasons["temporal"]``.
 
     ``pose_accuracy`` ("auto", "on", "off"; ``src.pose_accuracy``) adds ``pck_0.05``, ``pck_0.1``,
     ``pck_0.05_truth``, ``pck_0.1_truth``, ``pck_points``, ``pck_no_person`` and
@@ -468,6 +494,11 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     without the estimator, they are None with the reason in ``null_reasons`` under each PCK key."""
     dev = resolve_device(device)
     null_reasons: dict = {}
+    videos, temporal_reason, found = resolve_temporal(temporal, entries)
+    if found:
+        raise ManifestError(found)
+    if not videos:
+        null_reasons["temporal"] = temporal_reason
     pose_on, pose_reason = pa.resolve_pose_accuracy(pose_accuracy)
     if pose_on and dataset_root is None:
         raise ValueError("pose_accuracy needs dataset_root (the target keypoints <dataset_root>/pose/<rel>.txt)")
@@ -519,6 +550,13 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
                 fid = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
             except (ValueError, RuntimeError) as e:  # too few images, unreadable reference image
                 reasons["fid"] = _reason(e)
+        temporal_block = None
+        if videos:
+            temporal_block = tm.video_metrics(
+                [(v.name, [e.generated[name] for e in v.entries], [e.truth for e in v.entries]) for v in videos],
+                i3d, load=partial(load_eval_video, size=size), device=dev, num_workers=num_workers,
+                progress=progress, desc=f"{name} videos")
+            temporal_block["protocol"]["videos"] = VIDEOS_PROTOCOL
         pose = pa.empty_result()
         if estimator is not None:
             pose = pa.pose_accuracy(entries, size, dataset_root, estimator, progress, desc=f"{name} pose accuracy")
@@ -550,6 +588,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
             "fid": _finite_or_none(fid),
             **pose,
             "count": len(entries),
+            "temporal": temporal_block,
             "protocol": protocol,
         }
     if estimator is not None:
@@ -558,16 +597,29 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
 
 
 def markdown_table(results: dict, method: str = "FPDM") -> str:
-    """README table: | method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |, one row per size, and
-    | PCK@0.1 (GT) | (generated, ground-truth ceiling) when a block has pose accuracy."""
+    """README table: | method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |, one row per size, then
+    | PCK@0.1 (GT) | (generated, ground-truth ceiling) when a block has pose accuracy, and
+    | warping error (GT) | TCD | FVD | (the warping error with its ground-truth floor, the temporal
+    consistency difference, FVD) when a block has temporal figures."""
     def fmt(v, digits):
         return "n/a" if v is None else f"{v:.{digits}f}"
 
     with_pck = any(r.get("pck_0.1") is not None for r in results.values())
-    extra = (" PCK@0.1 (GT) |", "---|") if with_pck else ("", "")
-    lines = ["| method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |" + extra[0], "|---|---|---|---|---|---|---|" + extra[1]]
+    with_temporal = any(r.get("temporal") for r in results.values())
+    head, rule = "| method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |", "|---|---|---|---|---|---|---|"
+    if with_pck:
+        head, rule = head + " PCK@0.1 (GT) |", rule + "---|"
+    if with_temporal:
+        head, rule = head + " warping error (GT) | TCD | FVD |", rule + "---|---|---|"
+    lines = [head, rule]
     for name, r in results.items():
-        pck = f" {fmt(r.get('pck_0.1'), 3)} ({fmt(r.get('pck_0.1_truth'), 3)}) |" if with_pck else ""
-        lines.append(f"| {method} | {name} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
-                     f"| {fmt(r['lpips'], 4)} | {fmt(r['fid'], 2)} |" + pck)
+        row = (f"| {method} | {name} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
+               f"| {fmt(r['lpips'], 4)} | {fmt(r['fid'], 2)} |")
+        if with_pck:
+            row += f" {fmt(r.get('pck_0.1'), 3)} ({fmt(r.get('pck_0.1_truth'), 3)}) |"
+        if with_temporal:
+            t = r.get("temporal") or {}
+            row += (f" {fmt(t.get('warping_error'), 5)} ({fmt(t.get('warping_error_real'), 5)}) "
+                    f"| {fmt(t.get('temporal_consistency_difference'), 4)} | {fmt(t.get('fvd'), 2)} |")
+        lines.append(row)
     return "\n".join(lines)

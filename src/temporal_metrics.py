@@ -50,16 +50,31 @@ ground truth have the same number of frames and the same size. Pixel values are 
   * Distance: ``src.metrics.frechet_distance`` of (mean, covariance) of the two feature sets
     (``src.metrics.feature_statistics``); at least 2 clips a set. FVD on few clips is biased
     high and only comparable between runs with the same number of clips.
+
+``video_metrics`` computes all of them over a set of videos, one video at a time: a video's frames
+are read (by a ``load`` function: C2 passes one that reads frame files at the evaluation size),
+scored, their I3D clip features added to the running feature set (``ClipFeatures``) and dropped
+before the next video is read, so memory holds a few videos, never the set (PHOENIX's test split is
+642 videos, 64,627 frames). With ``num_workers`` the videos are read and their flow figures
+computed in DataLoader workers (the flow figures take ~25 ms a frame on one CPU core); I3D runs in the main
+process. The set's warping errors and temporal consistency difference are means over videos
+(each video weighted alike), each video's figure being the mean over its consecutive frame pairs.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from .devices import without_tf32
 from .videos import to_rgb_array
 from .weights import WeightsNotFoundError
 
@@ -73,6 +88,7 @@ DEFAULT_I3D_DIR = Path("weights") / "i3d"
 I3D_SIZE = 224
 I3D_KWARGS = dict(rescale=False, resize=False, return_features=True)
 CLIP_LENGTH = 16
+FIGURES = ("warping_error", "warping_error_real", "temporal_consistency_difference")  # means over videos
 
 WARPING_PROTOCOL = (
     "flow of the ground-truth video: OpenCV Farneback on grayscale uint8 frames "
@@ -83,6 +99,7 @@ WARPING_PROTOCOL = (
     "the same on the ground truth (the floor)")
 TCD_PROTOCOL = ("mean over t of | mean|g_{t+1} - g_t| - mean|r_{t+1} - r_t| |, "
                 "means over pixels and channels, [0, 1] pixel values")
+MEANS_PROTOCOL = "means over videos, each video's figure the mean over its consecutive frame pairs"
 FVD_PROTOCOL = (f"TorchScript I3D ({I3D_FILE}, StyleGAN-V's) called with {I3D_KWARGS}; non-overlapping "
                 f"{CLIP_LENGTH}-frame clips, frames resized (bilinear) to shorter side {I3D_SIZE} and centre-"
                 f"cropped to {I3D_SIZE}x{I3D_SIZE}, values in [-1, 1]; Frechet distance of the feature "
@@ -117,6 +134,12 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def _unit(frame: np.ndarray) -> np.ndarray:
+    """One uint8 frame as float32 in [0, 1]: frames are converted one at a time, so a long video
+    costs its uint8 size, not four times it."""
+    return frame.astype(np.float32) / 255.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,30 +182,20 @@ def valid_mask(backward: np.ndarray, forward: np.ndarray | None = None) -> np.nd
     return mask
 
 
-def ground_truth_flows(real, occlusion: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(backward flow t+1 -> t, valid mask of frame t+1) for each consecutive pair of a real video."""
-    r = as_video(real)
-    out = []
-    for t in range(len(r) - 1):
-        backward = optical_flow(r[t + 1], r[t])
-        forward = optical_flow(r[t], r[t + 1]) if occlusion else None
-        out.append((backward, valid_mask(backward, forward)))
-    return out
+def ground_truth_flow(real_t: np.ndarray, real_next: np.ndarray, occlusion: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(backward flow t+1 -> t, valid mask of frame t+1) of two consecutive real frames."""
+    backward = optical_flow(real_next, real_t)
+    forward = optical_flow(real_t, real_next) if occlusion else None
+    return backward, valid_mask(backward, forward)
 
 
-def warping_errors(video, flows: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Per consecutive pair: mean squared difference between frame t warped by the flow into
-    t+1 and frame t+1, over valid pixels and channels, [0, 1] units (NaN where no pixel is valid)."""
-    v = as_video(video).astype(np.float32) / 255.0
-    if len(flows) != max(len(v) - 1, 0):
-        raise ValueError(f"{len(flows)} flows for a video of {len(v)} frames")
-    errors = np.full(len(flows), np.nan)
-    for t, (backward, mask) in enumerate(flows):
-        if not mask.any():
-            continue
-        sq = ((warp(v[t], backward) - v[t + 1]) ** 2).mean(axis=2)
-        errors[t] = float(sq[mask].mean())
-    return errors
+def pair_warping_error(frame_t: np.ndarray, frame_next: np.ndarray, backward: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared difference between uint8 frame t warped by the flow into t+1 and frame t+1,
+    over valid pixels and channels, [0, 1] units (NaN where no pixel is valid)."""
+    if not mask.any():
+        return float("nan")
+    sq = ((warp(_unit(frame_t), backward) - _unit(frame_next)) ** 2).mean(axis=2)
+    return float(sq[mask].mean())
 
 
 def _mean_or_none(values) -> float | None:
@@ -192,16 +205,22 @@ def _mean_or_none(values) -> float | None:
 
 
 def warping_error(generated, real, occlusion: bool = True) -> dict:
-    """``{"warping_error", "warping_error_real", "pairs"}`` of one video: the generated video's
-    warping error under the ground truth's flow and the same figure on the ground truth (the
-    floor). None when the video has fewer than 2 frames (or no valid pixel)."""
+    """``{"warping_error", "warping_error_real", "pairs", "valid_fraction"}`` of one video: the
+    generated video's warping error under the ground truth's flow and the same figure on the ground
+    truth (the floor). Each pair's flow is computed once, used for both, and dropped. None when the
+    video has fewer than 2 frames (or no valid pixel)."""
     g, r = _pair(generated, real)
-    flows = ground_truth_flows(r, occlusion)
+    errors, floor, valid = [], [], []
+    for t in range(len(r) - 1):
+        backward, mask = ground_truth_flow(r[t], r[t + 1], occlusion)
+        errors.append(pair_warping_error(g[t], g[t + 1], backward, mask))
+        floor.append(pair_warping_error(r[t], r[t + 1], backward, mask))
+        valid.append(mask.mean())
     return {
-        "warping_error": _mean_or_none(warping_errors(g, flows)),
-        "warping_error_real": _mean_or_none(warping_errors(r, flows)),
-        "pairs": len(flows),
-        "valid_fraction": _mean_or_none([m.mean() for _, m in flows]),
+        "warping_error": _mean_or_none(errors),
+        "warping_error_real": _mean_or_none(floor),
+        "pairs": len(errors),
+        "valid_fraction": _mean_or_none(valid),
     }
 
 
@@ -210,11 +229,23 @@ def temporal_consistency_difference(generated, real) -> float | None:
     g, r = _pair(generated, real)
     if len(g) < 2:
         return None
-    g = g.astype(np.float32) / 255.0
-    r = r.astype(np.float32) / 255.0
-    dg = np.abs(np.diff(g, axis=0)).mean(axis=(1, 2, 3))
-    dr = np.abs(np.diff(r, axis=0)).mean(axis=(1, 2, 3))
-    return float(np.abs(dg - dr).mean())
+    gaps = [abs(float(np.abs(_unit(g[t + 1]) - _unit(g[t])).mean()) - float(np.abs(_unit(r[t + 1]) - _unit(r[t])).mean()))
+            for t in range(len(g) - 1)]
+    return float(np.mean(gaps))
+
+
+def video_figures(generated, real, occlusion: bool = True) -> dict:
+    """The per-video figures: ``{"frames", "warping_error", "warping_error_real", "valid_fraction",
+    "temporal_consistency_difference"}`` (None under 2 frames)."""
+    g, r = _pair(generated, real)
+    we = warping_error(g, r, occlusion)
+    return {
+        "frames": int(len(r)),
+        "warping_error": we["warping_error"],
+        "warping_error_real": we["warping_error_real"],
+        "valid_fraction": we["valid_fraction"],
+        "temporal_consistency_difference": temporal_consistency_difference(g, r),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,8 +271,6 @@ def i3d_not_found(path: Path, cause: str | None = None) -> WeightsNotFoundError:
 def load_i3d(location: str | Path | None = None, device="cpu"):
     """The TorchScript I3D network from ``location`` (folder or file; default ``weights/i3d``), in
     eval mode on ``device``; a one-line ``WeightsNotFoundError`` when it is missing or unloadable."""
-    import torch
-
     path = i3d_file(location)
     if not path.is_file():
         raise i3d_not_found(path)
@@ -261,14 +290,9 @@ def video_clips(video, clip_length: int = CLIP_LENGTH) -> list[np.ndarray]:
     return [v[s:s + clip_length] for s in range(0, len(v) - clip_length + 1, clip_length)]
 
 
-def preprocess_clips(clips: Sequence[np.ndarray], size: int = I3D_SIZE):
+def preprocess_clips(clips: Sequence[np.ndarray], size: int = I3D_SIZE) -> torch.Tensor:
     """(N, 3, L, size, size) float tensor in [-1, 1]: each frame resized (bilinear, no
     antialias) to shorter side ``size`` (longer side rounded up) and centre-cropped."""
-    import math
-
-    import torch
-    import torch.nn.functional as F
-
     x = torch.from_numpy(np.stack(clips)).float() / 255.0  # N, L, H, W, 3
     n, length, h, w, _ = x.shape
     x = x.permute(0, 1, 4, 2, 3).reshape(n * length, 3, h, w)
@@ -281,29 +305,47 @@ def preprocess_clips(clips: Sequence[np.ndarray], size: int = I3D_SIZE):
     return (x * 2.0 - 1.0).contiguous()
 
 
+class ClipFeatures:
+    """The I3D features of the clips of videos added one at a time (``add``), run through the
+    network ``batch_size`` clips at a time; only the features are kept, never the frames."""
+
+    def __init__(self, model, clip_length: int = CLIP_LENGTH, batch_size: int = 8, device="cpu"):
+        self.model, self.clip_length, self.batch_size = model, clip_length, max(1, batch_size)
+        self.device = torch.device(device)
+        self.feats: list[np.ndarray] = []
+        self.batch: list[np.ndarray] = []
+        self.too_short = 0                     # videos shorter than one clip
+
+    def add(self, video) -> None:
+        clips = video_clips(video, self.clip_length)
+        self.too_short += not clips
+        for c in clips:
+            self.batch.append(c)
+            if len(self.batch) >= self.batch_size:
+                self._flush()
+
+    @torch.no_grad()
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        with without_tf32():  # full fp32 on GPUs, as the FID features: runs compare across machines
+            out = self.model(preprocess_clips(self.batch).to(self.device), **I3D_KWARGS)
+        self.feats.append(out.reshape(len(self.batch), -1).double().cpu().numpy())
+        self.batch = []
+
+    def features(self) -> np.ndarray:
+        """(N clips, D) float64 features of every clip added."""
+        self._flush()
+        return np.concatenate(self.feats) if self.feats else np.zeros((0, 0))
+
+
 def i3d_features(model, videos, clip_length: int = CLIP_LENGTH, batch_size: int = 8,
                  device="cpu") -> tuple[np.ndarray, int]:
     """(features (N clips, D) float64, number of videos too short for one clip)."""
-    import torch
-
-    feats, batch, short = [], [], 0
-
-    def flush():
-        if batch:
-            with torch.no_grad():
-                out = model(preprocess_clips(batch).to(device), **I3D_KWARGS)
-            feats.append(out.reshape(len(batch), -1).double().cpu().numpy())
-            batch.clear()
-
+    acc = ClipFeatures(model, clip_length, batch_size, device)
     for video in videos:
-        clips = video_clips(video, clip_length)
-        short += not clips
-        for c in clips:
-            batch.append(c)
-            if len(batch) >= batch_size:
-                flush()
-    flush()
-    return (np.concatenate(feats) if feats else np.zeros((0, 0))), short
+        acc.add(video)
+    return acc.features(), acc.too_short
 
 
 def fvd_from_features(generated: np.ndarray, real: np.ndarray) -> float:
@@ -318,7 +360,7 @@ def fvd_from_features(generated: np.ndarray, real: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# all figures
+# all figures, one video at a time
 
 
 def _reason(e: Exception) -> str:
@@ -326,70 +368,110 @@ def _reason(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def video_metrics(generated_videos, real_videos, i3d=None, *, names: Sequence[str] | None = None,
-                  occlusion: bool = True, clip_length: int = CLIP_LENGTH, batch_size: int = 8,
-                  device: str = "cpu") -> dict:
-    """Temporal figures of generated videos against their ground truths (same order, same sizes).
+class VideoFigures(Dataset):
+    """Item i: (name, ``video_figures``, generated frames, real frames) of video i, its frames read
+    by ``load`` when the item is made (in a DataLoader worker, so reading and the flow figures run
+    in parallel); the frames come back (as uint8 tensors) only when ``keep_frames``."""
 
-    ``i3d``: a loaded TorchScript module, a folder holding ``i3d_torchscript.pt`` or the file
-    itself; None looks in ``weights/i3d``. Returns ``{"videos": [{"name", "frames",
-    "warping_error", "warping_error_real", "valid_fraction", "temporal_consistency_difference"},
-    ...], "mean": {...same figures averaged over videos..., "fvd"}, "fvd", "count", "protocol"}``;
+    def __init__(self, videos: Sequence, load: Callable = as_video, occlusion: bool = True,
+                 keep_frames: bool = False):
+        self.videos, self.load, self.occlusion, self.keep_frames = videos, load, occlusion, keep_frames
+
+    def __len__(self):
+        return len(self.videos)
+
+    def __getitem__(self, i):
+        name, generated, real = self.videos[i]
+        g, r = _pair(self.load(generated), self.load(real))
+        figures = video_figures(g, r, self.occlusion)
+        if not self.keep_frames:
+            return name, figures, None, None
+        return name, figures, torch.from_numpy(g), torch.from_numpy(r)
+
+
+def _as_is(item):
+    return item
+
+
+def _one_opencv_thread(_worker_id: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # the workers already share the cores out, one video each
+
+
+def video_metrics(videos: Sequence, i3d=None, *, load: Callable = as_video, occlusion: bool = True,
+                  clip_length: int = CLIP_LENGTH, batch_size: int = 8, device="cpu", num_workers: int = 0,
+                  progress: bool = False, desc: str = "videos") -> dict:
+    """Temporal figures of generated videos against their ground truths, one video at a time.
+
+    ``videos``: a sequence of ``(name, generated, real)``, where ``generated`` and ``real`` are
+    whatever ``load`` turns into a (T, H, W, 3) uint8 array: frames (the default, ``as_video``) or,
+    e.g., lists of frame files; the two of a video must have the same number of frames and size.
+    ``i3d``: a loaded TorchScript module, a folder holding ``i3d_torchscript.pt`` or the file itself;
+    None looks in ``weights/i3d``. ``num_workers``: DataLoader workers (spawned: ``load`` and the
+    items of ``videos`` must pickle) that read the videos and compute their flow figures, each
+    holding at most two videos.
+
+    Returns ``{"warping_error", "warping_error_real", "temporal_consistency_difference"`` (means over
+    videos), ``"fvd", "count"`` (videos), ``"frames", "videos": [{"name", "frames", "warping_error",
+    "warping_error_real", "valid_fraction", "temporal_consistency_difference"}, ...], "protocol"}``;
     a figure that cannot be computed is None, with the reason in ``protocol["null_reasons"]``."""
-    generated_videos, real_videos = list(generated_videos), list(real_videos)
-    if len(generated_videos) != len(real_videos):
-        raise ValueError(f"{len(generated_videos)} generated videos but {len(real_videos)} ground-truth videos")
-    names = list(names) if names is not None else [str(i) for i in range(len(real_videos))]
-    if len(names) != len(real_videos):
-        raise ValueError(f"{len(names)} names for {len(real_videos)} videos")
-
-    per_video = []
-    for name, g, r in zip(names, generated_videos, real_videos):
-        g, r = _pair(g, r)
-        we = warping_error(g, r, occlusion)
-        per_video.append({
-            "name": name,
-            "frames": int(len(r)),
-            "warping_error": we["warping_error"],
-            "warping_error_real": we["warping_error_real"],
-            "valid_fraction": we["valid_fraction"],
-            "temporal_consistency_difference": temporal_consistency_difference(g, r),
-        })
-
     null_reasons: dict = {}
-    mean = {}
-    for key in ("warping_error", "warping_error_real", "temporal_consistency_difference"):
-        mean[key] = _mean_or_none([v[key] for v in per_video if v[key] is not None])
-        if mean[key] is None:
+    dev = torch.device(device)
+    fvd_info = {"clip_length": clip_length, "generated_clips": 0, "real_clips": 0, "videos_too_short": 0,
+                "feature_dim": None}
+    generated_clips = real_clips = None
+    try:
+        model = i3d if (i3d is not None and not isinstance(i3d, (str, Path))) else load_i3d(i3d, dev)
+        generated_clips = ClipFeatures(model.to(dev), clip_length, batch_size, dev)
+        real_clips = ClipFeatures(model, clip_length, batch_size, dev)
+    except (WeightsNotFoundError, RuntimeError, OSError) as e:
+        null_reasons["fvd"] = _reason(e)
+
+    dataset = VideoFigures(videos, load, occlusion, keep_frames=generated_clips is not None)
+    # spawned workers: a forked one inherits OpenCV's thread pool without its threads and can hang
+    # in the first OpenCV call that touches the pool
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_as_is,
+                        worker_init_fn=_one_opencv_thread if num_workers else None,
+                        multiprocessing_context="spawn" if num_workers else None)
+    per_video = []
+    for name, figures, g, r in tqdm(loader, desc=desc, total=len(dataset), unit="video", disable=not progress):
+        per_video.append({"name": name, **figures})
+        if generated_clips is not None:
+            try:
+                generated_clips.add(g.numpy())
+                real_clips.add(r.numpy())
+            except RuntimeError as e:  # the network refuses the clips: FVD null, the rest goes on
+                null_reasons["fvd"] = _reason(e)
+                generated_clips = real_clips = None
+
+    means = {}
+    for key in FIGURES:
+        means[key] = _mean_or_none([v[key] for v in per_video if v[key] is not None])
+        if means[key] is None:
             null_reasons[key] = "no video with at least 2 frames"
 
     fvd = None
-    fvd_info = {"clip_length": clip_length, "generated_clips": 0, "real_clips": 0, "videos_too_short": 0}
-    try:
-        import torch
-
-        dev = torch.device(device)
-        model = i3d if (i3d is not None and not isinstance(i3d, (str, Path))) else load_i3d(i3d, dev)
-        model = model.to(dev)
-        f_gen, short_g = i3d_features(model, generated_videos, clip_length, batch_size, dev)
-        f_real, _ = i3d_features(model, real_videos, clip_length, batch_size, dev)
-        fvd_info.update(generated_clips=int(len(f_gen)), real_clips=int(len(f_real)), videos_too_short=int(short_g),
-                        feature_dim=int(f_gen.shape[1]) if f_gen.size else None)
-        fvd = fvd_from_features(f_gen, f_real)
-        if not np.isfinite(fvd):
-            null_reasons["fvd"] = "non-finite Frechet distance"
-            fvd = None
-    except (WeightsNotFoundError, ValueError, RuntimeError, OSError) as e:
-        null_reasons["fvd"] = _reason(e)
-        fvd = None
-    mean["fvd"] = fvd
+    if generated_clips is not None:
+        try:
+            f_gen, f_real = generated_clips.features(), real_clips.features()
+            fvd_info.update(generated_clips=int(len(f_gen)), real_clips=int(len(f_real)),
+                            videos_too_short=int(generated_clips.too_short),
+                            feature_dim=int(f_gen.shape[1]) if f_gen.size else None)
+            fvd = fvd_from_features(f_gen, f_real)
+            if not np.isfinite(fvd):
+                null_reasons["fvd"], fvd = "non-finite Frechet distance", None
+        except (ValueError, RuntimeError) as e:
+            null_reasons["fvd"], fvd = _reason(e), None
 
     return {
-        "videos": per_video,
-        "mean": mean,
+        **means,
         "fvd": fvd,
         "count": len(per_video),
+        "frames": int(sum(v["frames"] for v in per_video)),
+        "videos": per_video,
         "protocol": {
+            "means": MEANS_PROTOCOL,
             "warping_error": WARPING_PROTOCOL,
             "occlusion_mask": occlusion,
             "farneback": dict(FARNEBACK_PARAMS),

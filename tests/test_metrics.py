@@ -299,7 +299,8 @@ def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
     train_images = {p[k] for p in json.loads((samples_root / "train_pairs_data.json").read_text()) for k in p}
     for name, block in res.items():
         assert set(block) == {"ssim", "ssim_256", "psnr", "lpips", "fid", "count", "protocol", "pck_0.05", "pck_0.1",
-                              "pck_0.05_truth", "pck_0.1_truth", "pck_points", "pck_no_person", "pck_no_person_truth"}
+                              "pck_0.05_truth", "pck_0.1_truth", "pck_points", "pck_no_person", "pck_no_person_truth",
+                              "temporal"}
         assert block["count"] == 3
         for k in ("ssim", "ssim_256", "psnr", "lpips", "fid"):
             assert isinstance(block[k], float), (name, k)
@@ -307,8 +308,12 @@ def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
         p = block["protocol"]
         assert p["fid_reference"] == "train" and p["fid_reference_count"] == len(train_images)
         assert p["fid_backbone"] == "pytorch-fid" and p["lpips"] == "alex (random backbone)"
-        assert p["resize"] == "bicubic" and "win_size=51" in p["ssim"] and p["null_reasons"] == {}
+        assert p["resize"] == "bicubic" and "win_size=51" in p["ssim"]
+        # DeepFashion's pairs are no videos: temporal="auto" leaves the temporal figures out, saying why
+        assert block["temporal"] is None and set(p["null_reasons"]) == {"temporal"}
+        assert p["null_reasons"]["temporal"].startswith("the evaluated pairs do not form videos (temporal='auto')")
         assert f"| Test | {name} |" in r.stdout
+    assert "warping error" not in r.stdout
     assert len(list((tmp_path / "cache").glob("fid_pytorch-fid_*.npz"))) == 2
 
     # the 256x176 SSIM is the mean of direct scikit-image calls on the bicubic-resized images

@@ -163,6 +163,16 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     assert np.abs(panel[:, 630:].astype(np.float32) - png).mean() < 8  # MP4 compression only
     assert np.abs(panel[:, 420:630].astype(np.float32) - png).mean() > 8  # the ground truth is another image
 
+    # C2 on C1's output: per-frame metrics at 260x210 and the temporal figures of both videos
+    r = _run("C2.eval.caculate_metrics.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+             f"--generated={c1}")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    block = json.loads((c1 / "metrics.json").read_text())["260x210"]
+    assert block["count"] == len(pairs) and 0 < block["ssim"] < 1
+    temporal = block["temporal"]
+    assert temporal["count"] == 2 and sorted(v["name"] for v in temporal["videos"]) == sorted(release_videos(pairs))
+    assert temporal["warping_error"] > temporal["warping_error_real"] >= 0
+
     # a rerun skips every frame and every video
     r = _run("C1.test_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
              f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2")

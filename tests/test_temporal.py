@@ -130,6 +130,10 @@ def test_temporal_consistency_difference():
     assert tm.temporal_consistency_difference(frozen, truth) > 1e-3
     assert tm.temporal_consistency_difference(flicker(truth), truth) > 0.05
     assert tm.temporal_consistency_difference(truth[:1], truth[:1]) is None
+    # against the formula on whole videos
+    g, r = flicker(truth).astype(np.float64) / 255, truth.astype(np.float64) / 255
+    direct = np.abs(np.abs(np.diff(g, axis=0)).mean(axis=(1, 2, 3)) - np.abs(np.diff(r, axis=0)).mean(axis=(1, 2, 3)))
+    assert tm.temporal_consistency_difference(flicker(truth), truth) == pytest.approx(direct.mean(), rel=1e-5)
     with pytest.raises(ValueError, match="differ"):
         tm.temporal_consistency_difference(truth[:3], truth)
 
@@ -156,14 +160,16 @@ def test_fvd_null_with_reason_when_no_weights(tmp_path):
         tm.load_i3d(tmp_path / "nothing")
     msg = str(e.value)
     assert "\n" not in msg and tm.I3D_FILE in msg and tm.I3D_URL in msg and str(tmp_path / "nothing") in msg
-    res = tm.video_metrics(truth, truth, i3d=tmp_path / "nothing")
-    assert res["fvd"] is None and res["mean"]["fvd"] is None
+    videos = [(f"v{i}", v, v) for i, v in enumerate(truth)]
+    res = tm.video_metrics(videos, i3d=tmp_path / "nothing")
+    assert res["fvd"] is None
     assert res["protocol"]["null_reasons"]["fvd"] == msg
-    assert res["mean"]["temporal_consistency_difference"] == 0.0  # the rest is still computed
+    assert res["temporal_consistency_difference"] == 0.0  # the rest is still computed
+    assert res["warping_error"] == res["warping_error_real"] and res["count"] == 2 and res["frames"] == 8
     # an unreadable file is the same kind of null
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / tm.I3D_FILE).write_bytes(b"not a torchscript file")
-    res = tm.video_metrics(truth, truth, i3d=tmp_path / "bad")
+    res = tm.video_metrics(videos, i3d=tmp_path / "bad")
     assert res["fvd"] is None and "could not be loaded" in res["protocol"]["null_reasons"]["fvd"]
 
 
@@ -186,25 +192,49 @@ def test_fvd_through_torchscript_file(tmp_path):
     truth = [moving_square(16, seed=0), moving_square(33, seed=1), moving_square(5, seed=2)]
     generated = [flicker(v) for v in truth]
     t0 = time.time()
-    res = tm.video_metrics(generated, truth, i3d=folder, names=["v0", "v1", "v2"])
+    res = tm.video_metrics(list(zip(["v0", "v1", "v2"], generated, truth)), i3d=folder)
     assert time.time() - t0 < 20
     info = res["protocol"]["fvd_clips"]
     assert info["generated_clips"] == info["real_clips"] == 3  # 1 + 2 (the 33rd frame dropped), the 5-frame video none
     assert info["videos_too_short"] == 1 and info["feature_dim"] == 6
-    assert res["fvd"] is not None and res["fvd"] > 0 and res["mean"]["fvd"] == res["fvd"]
+    assert res["fvd"] is not None and res["fvd"] > 0
     assert "fvd" not in res["protocol"]["null_reasons"]
     # the same features computed here give the same distance
     model = tm.load_i3d(folder)
     fg, _ = tm.i3d_features(model, generated)
     fr, _ = tm.i3d_features(model, truth)
     assert res["fvd"] == pytest.approx(tm.fvd_from_features(fg, fr))
-    same = tm.video_metrics(truth[1:2], truth[1:2], i3d=folder / tm.I3D_FILE, occlusion=False)  # the file itself
+    same = tm.video_metrics([("v1", truth[1], truth[1])], i3d=folder / tm.I3D_FILE, occlusion=False)  # the file itself
     assert same["fvd"] == pytest.approx(0.0, abs=1e-6)
     # per-video and mean figures
     assert [v["name"] for v in res["videos"]] == ["v0", "v1", "v2"]
     assert all(v["warping_error"] > v["warping_error_real"] for v in res["videos"])
-    assert res["mean"]["warping_error"] == pytest.approx(np.mean([v["warping_error"] for v in res["videos"]]))
+    assert res["warping_error"] == pytest.approx(np.mean([v["warping_error"] for v in res["videos"]]))
+    assert res["frames"] == 16 + 33 + 5 and [v["frames"] for v in res["videos"]] == [16, 33, 5]
     assert res["protocol"]["farneback"] == tm.FARNEBACK_PARAMS
+
+
+def test_video_metrics_reads_each_video_when_it_is_scored(tmp_path):
+    """Videos given as files: each is read by ``load`` (here in a DataLoader worker) only for its
+    own item; the figures equal those of the same videos given in memory."""
+    truth = [moving_square(6, seed=s) for s in range(3)]
+    generated = [flicker(v) for v in truth]
+    videos = []
+    for i, (g, r) in enumerate(zip(generated, truth)):
+        np.save(tmp_path / f"g{i}.npy", g)
+        np.save(tmp_path / f"r{i}.npy", r)
+        videos.append((f"v{i}", tmp_path / f"g{i}.npy", tmp_path / f"r{i}.npy"))
+    from_files = tm.video_metrics(videos, i3d=tmp_path / "none", load=np.load, num_workers=1)
+    in_memory = tm.video_metrics(list(zip(["v0", "v1", "v2"], generated, truth)), i3d=tmp_path / "none")
+    assert from_files["videos"] == in_memory["videos"]
+    for key in tm.FIGURES:
+        assert from_files[key] == in_memory[key]
+    for v, g, r in zip(from_files["videos"], generated, truth):
+        assert v == {"name": v["name"], **tm.video_figures(g, r)}
+    reads = []
+    items = tm.VideoFigures(videos, load=lambda path: reads.append(path.name) or np.load(path))
+    items[1]
+    assert reads == ["g1.npy", "r1.npy"]
 
 
 def test_preprocess_clips_shape_and_range():
