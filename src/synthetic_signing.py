@@ -24,11 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .data.phoenix import CSV_COLUMNS, MSKA_NAME, SPLITS, corpus_csv, frames_dir
 from .pose.wholebody133 import FRAME_SIZE, NUM_POINTS
 
-SPLITS = ("train", "dev", "test")
-FRAMES_SUBDIR = Path("features") / "fullFrame-210x260px"
-CSV_HEADER = ["name", "video", "start", "end", "speaker", "orth", "translation"]
 GLOSSES = ("REGEN", "SONNE", "WOLKE", "NORD", "SUED", "MORGEN", "HEUTE", "WIND", "KALT", "WARM")
 WORDS = ("es", "regnet", "morgen", "im", "norden", "sonne", "und", "wolken", "heute", "wind")
 
@@ -163,7 +161,6 @@ def write_synthetic_signing(root: str | Path, keypoints_dir: str | Path | None =
     videos = videos or {"train": 24, "dev": 4, "test": 8}
     rng = np.random.default_rng(seed)
     out = {"root": root, "keypoints_dir": keypoints_dir, "pickles": {}, "videos": {}}
-    (root / "annotations" / "manual").mkdir(parents=True, exist_ok=True)
     keypoints_dir.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         rows, data, counts = [], {}, {}
@@ -171,7 +168,7 @@ def write_synthetic_signing(root: str | Path, keypoints_dir: str | Path | None =
             name = f"{split}_synthetic_signer{v % 3 + 1}-{v:04d}"
             T = int(rng.integers(frames[0], frames[1] + 1))
             imgs, kps = make_video(rng, T)
-            folder = root / FRAMES_SUBDIR / split / name
+            folder = frames_dir(root) / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for t, im in enumerate(imgs, start=1):
                 Image.fromarray(im).save(folder / f"images{t:04d}.png")
@@ -181,11 +178,13 @@ def write_synthetic_signing(root: str | Path, keypoints_dir: str | Path | None =
             data[f"{split}/{name}"] = {"name": f"{split}/{name}", "gloss": gloss, "text": text,
                                        "num_frames": T, "keypoint": torch.from_numpy(kps)}
             counts[name] = T
-        with open(root / "annotations" / "manual" / f"PHOENIX-2014-T.{split}.corpus.csv", "w", newline="") as f:
+        csv_path = corpus_csv(root, split)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "w", newline="") as f:
             writer = csv.writer(f, delimiter="|", lineterminator="\n")
-            writer.writerow(CSV_HEADER)
+            writer.writerow(CSV_COLUMNS)
             writer.writerows(rows)
-        pkl = keypoints_dir / f"Phoenix-2014T.{split}"
+        pkl = keypoints_dir / MSKA_NAME.format(split=split)
         with open(pkl, "wb") as f:
             pickle.dump(data, f)
         out["pickles"][split] = pkl
