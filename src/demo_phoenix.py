@@ -29,8 +29,8 @@ FRAMES = (12, 20)
 # The phoenix model size (320x256) scaled by 1/4: the same 1.25 aspect, a latent of 10x8.
 MODEL_SIZE = (80, 64)
 TRAIN_PAIRS = 500
-B1_STEPS = 200
-B2_STEPS = 150
+B1_STEPS = 150
+B2_STEPS = 100
 PRESETS = ("--preset=tiny", "--preset=phoenix")
 TEMPORAL_FIGURES = ("warping_error", "warping_error_real", "temporal_consistency_difference", "fvd")
 
