@@ -301,3 +301,21 @@ def test_bf16_pipeline_runs(sd2_dir):
     out = pipe(images(1, 64, 64), images(1, seed=1), num_inference_steps=2, seeds=[0], height=H, width=W,
                output_type="np").images
     assert out.shape == (1, H, W, 3) and np.isfinite(out).all()
+
+
+def test_an_encoded_source_gives_the_images_of_the_source_itself(sd2_dir):
+    pipe = tiny_pipe(sd2_dir)
+    source, poses = images(1, 80, 60, seed=4)[0], images(3, seed=5)
+    kw = dict(num_inference_steps=2, seeds=[1, 2, 3], output_type="np")
+    direct = pipe(source, poses, **kw).images
+    calls = []
+    pipe.source_encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    encoded = pipe.encode_source(source)
+    assert len(encoded) == 1 and calls == [1]
+    reused = pipe(encoded, poses, **kw).images  # one encoded source broadcast to three poses
+    assert calls == [1]  # not encoded again
+    np.testing.assert_allclose(reused, direct, atol=1e-5)
+    other = pipe(images(1, 80, 60, seed=9)[0], poses, **kw).images
+    assert np.abs(other - direct).mean() > 1e-3  # the source matters, so the match above means something
+    with pytest.raises(ValueError, match="2 encoded sources for a batch of 3"):
+        pipe(pipe.encode_source(images(2, 80, 60)), poses, **kw)
