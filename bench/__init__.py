@@ -1,2 +1,3 @@
-"""Benchmark-only code (``bench.perf``, ``bench.vae_training``, ``bench.synthetic_scoring``) beside
-the benchmark scripts; the product is under ``src/``."""
+"""Benchmark-only code (``bench.perf``) beside the benchmark scripts; the product, including the
+tiny autoencoder and the synthetic scores that ``make demo`` shares with the benchmarks, is under
+``src/``."""

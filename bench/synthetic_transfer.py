@@ -9,21 +9,23 @@ whose answer is known is the evidence that the method is implemented right, not 
 Steps; every numbered script runs as a subprocess, as a researcher runs it:
   1. data   src.synthetic: a few hundred identities at image_size x image_size, split by identity
   2. A1     pose images
-  3. VAE    bench/vae_training.py trains the tiny preset's VAE on the training images and writes an
-            SD2-layout folder (trained vae/, tiny unet/ and scheduler/): OUT/sd2
+  3. VAE    src.models.tiny_autoencoder trains the tiny preset's VAE on the training images and
+            writes an SD2-layout folder (trained vae/, tiny unet/ and scheduler/): OUT/sd2
   4. B1     tiny preset (+ sizes): OUT/B1/fusion_model
   5. B2     tiny preset + sizes, --pretrained_model=OUT/sd2: OUT/B2/pipeline (and, with
             train_without_fusion, a second one trained with the fusion embedding always dropped)
   6. C1     generates the benchmark pairs (test identities only) with OUT/B2/pipeline. The
             ablations are generated with C1's own generation code (src.generate.generate_pairs)
             on the same pipeline, with FPDMPipeline's drop_conditions (the condition zeroed in
-            every guidance branch), since C1 has no option for it.
+            every guidance branch), since C1 has no option for it. Two references beside them:
+            copy-source (the source image as the answer) and the VAE ceiling (the autoencoder's
+            own reconstruction of the target: the best any model decoding its latents can do).
   7. C2     SSIM, PSNR (LPIPS, FID where their weights are present) of every method, and from
-            bench/synthetic_scoring.py the two exact task scores: pose IoU (generated vs target
+            src.synthetic.TransferScorer the two exact task scores: pose IoU (generated vs target
             silhouette) and appearance accuracy (generated clothing colours nearest the own
             identity's among all test identities).
-Writes bench/results/synthetic.json, bench/results/synthetic_grid.png (source | pose | target |
-FPDM | ablations) and the section "## Synthetic pose-transfer benchmark" of bench/README.md.
+Writes bench/results/synthetic.json, bench/results/synthetic_grid.png (source | pose | ground
+truth | FPDM | ablations) and the section "## Synthetic pose-transfer benchmark" of bench/README.md.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 out_dir = "logs/bench_synthetic"         # data, models and generated images (rebuilt on every run)
@@ -38,8 +40,8 @@ data_seed = 0
 pairs_per_test_identity = 3              # benchmark pairs per test identity
 pose_draw_size = (128, 128)              # B2/C1 draw the target pose at this size, then resize
 vae_channels = (16, 32, 32)              # tiny VAE blocks: 3 = latents 1/4 of the image; (16, 16, 32, 32) = the tiny preset's 1/8
-vae_steps = 400
-vae_batch_size = 32
+vae_steps = 1600                         # small batches, many steps: what keeps colours (src.models.tiny_autoencoder)
+vae_batch_size = 8
 vae_lr = 2e-3
 vae_kl_weight = 1e-6
 b1_steps = 1500
@@ -52,7 +54,7 @@ b2_ema_decay = 0.998                     # B2 exports EMA weights at this decay;
 pose_channels = (8, 16, 16)              # pose encoder: one stride-2 step per VAE downsampling (len = len(vae_channels))
 b2_args = []                             # more B2 overrides
 train_without_fusion = False             # also train a B2 that never sees the fusion embedding
-variants = ["copy_source", "no_fusion", "no_source"]  # compared with FPDM as trained
+variants = ["copy_source", "vae_ceiling", "no_fusion", "no_source"]  # compared with FPDM as trained
 num_inference_steps = 20
 guidance_scale = 2.0
 scheduler = "ddpm"
@@ -63,9 +65,10 @@ grid_rows = 8
 threads = 0                              # torch threads in every step; 0 = torch's default
 # -----------------------------------------------------------------------------------------------
 PRESETS = {
-    "test": {"identities": 80, "test_identities": 12, "pairs_per_test_identity": 2, "vae_steps": 150,
-             "b1_steps": 40, "b2_steps": 500, "variants": ["copy_source"], "num_inference_steps": 10,
-             "grid_rows": 4, "readme": ""},
+    # every step and output of the runner, at a budget too small to learn anything (tests)
+    "test": {"identities": 16, "test_identities": 4, "pairs_per_test_identity": 2, "vae_steps": 20,
+             "b1_steps": 5, "b1_batch_size": 8, "b2_steps": 10, "b2_batch_size": 4, "variants": ["copy_source", "vae_ceiling"],
+             "num_inference_steps": 2, "grid_rows": 4, "readme": ""},
 }
 
 import functools  # noqa: E402
@@ -74,7 +77,6 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import textwrap  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -84,10 +86,12 @@ sys.path.insert(0, str(ROOT))
 from src.config import configure, save_config  # noqa: E402
 
 SECTION = "## Synthetic pose-transfer benchmark"
-LABELS = {"fpdm": "FPDM", "copy_source": "copy-source", "no_fusion": "FPDM, fusion zeroed",
+LABELS = {"fpdm": "FPDM", "copy_source": "copy-source", "vae_ceiling": "VAE ceiling (target reconstructed)",
+          "no_fusion": "FPDM, fusion zeroed",
           "no_source": "FPDM, source tokens zeroed", "no_pose": "FPDM, pose zeroed",
           "b2_without_fusion": "B2 trained without fusion"}
 DROPS = {"no_fusion": ("fusion",), "no_source": ("source",), "no_pose": ("pose",)}
+REFERENCES = ("copy_source", "vae_ceiling")  # answers that are no sample of the trained model
 
 
 def run(name: str, script: str, *args: str) -> float:
@@ -108,8 +112,8 @@ def run(name: str, script: str, *args: str) -> float:
 
 def benchmark_pairs(data: Path) -> list[dict]:
     """``pairs_per_test_identity`` pairs of every test identity, each a different source pose."""
-    from bench.synthetic_scoring import identity_of
     from src.data import load_pairs
+    from src.synthetic import identity_of
 
     by_identity: dict[str, list[dict]] = {}
     for p in load_pairs(data, "test_pairs_data.json"):
@@ -122,26 +126,17 @@ def benchmark_pairs(data: Path) -> list[dict]:
 
 
 def train_vae(data: Path, sd2: Path) -> dict:
-    import torch
+    """The tiny VAE trained on the training images, in the SD2 folder ``sd2``; its stats add the
+    mean garment-colour error of its reconstructions of the test images."""
+    from src.models.tiny_autoencoder import load_images, pair_file_images, reconstruct, to_uint8, train_on_dataset
+    from src.synthetic import clothing_colour_error
 
-    from bench.vae_training import load_images, reconstruction_psnr, sample_grid, save_tiny_sd2, train_tiny_vae
-    from src.data import load_pairs
-    from src.fileio import atomic_save_image
-
-    images = lambda pf: sorted({p[k] for p in load_pairs(data, pf) for k in ("source_image", "target_image")})  # noqa: E731
-    size = (image_size, image_size)
-    train = load_images([data / p for p in images("train_pairs_data.json")], size)
-    test = load_images([data / p for p in images("test_pairs_data.json")], size)
-    torch.manual_seed(seed)
-    vae, stats = train_tiny_vae(train, steps=vae_steps, batch_size=vae_batch_size, lr=vae_lr,
-                                kl_weight=vae_kl_weight, seed=seed, log_every=max(1, vae_steps // 8),
-                                block_out_channels=vae_channels)
-    stats.update(train_images=len(train), test_images=len(test), psnr_train=reconstruction_psnr(vae, train[:256]),
-                 psnr_test=reconstruction_psnr(vae, test))
-    save_tiny_sd2(vae, sd2, seed=seed, stats=stats)
-    atomic_save_image(sd2 / "reconstructions.png", sample_grid(vae, test, 8))
-    print(f"VAE: reconstruction PSNR train {stats['psnr_train']:.2f} dB, test {stats['psnr_test']:.2f} dB, "
-          f"scaling factor {stats['scaling_factor']:.4f}, {stats['seconds']:.0f}s")
+    vae, stats = train_on_dataset(data, sd2, (image_size, image_size), steps=vae_steps, batch_size=vae_batch_size,
+                                  lr=vae_lr, kl_weight=vae_kl_weight, block_out_channels=vae_channels, seed=seed)
+    test = pair_file_images(data, "test_pairs_data.json")
+    recon = to_uint8(reconstruct(vae, load_images([data / p for p in test], (image_size, image_size))))
+    stats["colour_error_test"] = clothing_colour_error(recon, data, test)
+    print(f"VAE: mean garment-colour error of the test reconstructions {stats['colour_error_test']:.1f} of 255")
     return stats
 
 
@@ -162,21 +157,26 @@ def generate_variant(pipe, data: Path, pairs_file: str, out: Path, drop: tuple) 
     return time.time() - start
 
 
-def copy_source(data: Path, pairs_file: str, out: Path) -> None:
-    """The source photo as the answer, in C1's layout and manifest."""
+def write_answers(out: Path, pairs: list[dict], images) -> None:
+    """One image per pair (uint8 arrays at image_size), in C1's layout and manifest."""
     from PIL import Image
 
-    from src.data import load_pairs
-    from src.images import load_rgb
     from src.fileio import atomic_save_image
     from src.handoff import output_name, size_name, write_manifest
 
     size = (image_size, image_size)
-    pairs = load_pairs(data, pairs_file)
-    for p in pairs:
-        image = load_rgb(data / p["source_image"]).resize((size[1], size[0]), Image.BICUBIC)
-        atomic_save_image(out / size_name(size) / output_name(p), image)
+    for p, image in zip(pairs, images, strict=True):
+        atomic_save_image(out / size_name(size) / output_name(p), Image.fromarray(image))
     write_manifest(out, pairs, size, size)
+
+
+def vae_ceiling(sd2: Path, data: Path, pairs: list[dict]):
+    """The autoencoder's reconstructions of the pairs' targets (uint8 arrays at image_size)."""
+    from src.models.sd2 import load_vae
+    from src.models.tiny_autoencoder import load_images, reconstruct, to_uint8
+
+    targets = load_images([data / p["target_image"] for p in pairs], (image_size, image_size))
+    return to_uint8(reconstruct(load_vae(str(sd2)), targets))
 
 
 def read_generated(out: Path, pairs: list[dict]):
@@ -197,37 +197,6 @@ def c2(data: Path, generated: Path, method: str) -> tuple[dict, float]:
     return metrics[f"{image_size}x{image_size}"], seconds
 
 
-def write_grid(data: Path, pairs: list[dict], methods: dict[str, Path], path: Path) -> Path:
-    from PIL import Image, ImageDraw
-
-    from src.data import pose_path, stage2_pose
-    from src.images import load_rgb
-    from src.fileio import atomic_save_image
-    from src.handoff import output_name, size_name
-    from src.images import comparison_grid
-    from src.pose import read_keypoints
-
-    size = (image_size, image_size)
-    cell = 128
-    columns = ["source", "target pose", "target"] + [LABELS.get(m, m) for m in methods]
-    rows = []
-    for p in pairs[:: max(1, len(pairs) // grid_rows)][:grid_rows]:
-        row = [load_rgb(data / p["source_image"]),
-               stage2_pose(read_keypoints(pose_path(data, p["target_image"])), size, pose_draw_size),
-               load_rgb(data / p["target_image"])]
-        row += [Image.open(out / size_name(size) / output_name(p)) for out in methods.values()]
-        rows.append(row)
-    body = comparison_grid(rows, (cell, cell))
-    header = Image.new("RGB", (body.width, 28), (255, 255, 255))
-    draw = ImageDraw.Draw(header)
-    for i, label in enumerate(columns):
-        draw.multiline_text((i * cell + 3, 2), "\n".join(textwrap.wrap(label, 20)[:2]), fill=(0, 0, 0), spacing=1)
-    grid = Image.new("RGB", (body.width, body.height + header.height), (255, 255, 255))
-    grid.paste(header, (0, 0))
-    grid.paste(body, (0, header.height))
-    return atomic_save_image(path, grid)
-
-
 def markdown(results: dict) -> str:
     fmt = lambda v, d: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
     b = results["budget"]
@@ -238,12 +207,12 @@ def markdown(results: dict) -> str:
         f"({results['data']['test_identities']} held out for test), {results['data']['poses_per_identity']} poses "
         f"each, {image_size}x{image_size}, clothing colours and pattern per identity, plain background. "
         f"{results['data']['benchmark_pairs']} test pairs (test identities only, never seen in training).", "",
-        f"Budget: VAE {b['vae_steps']} steps, B1 {b['b1_steps']} steps (batch {b['b1_batch_size']}), B2 "
+        f"Budget: VAE {b['vae_steps']} steps (batch {b['vae_batch_size']}), B1 {b['b1_steps']} steps (batch {b['b1_batch_size']}), B2 "
         f"{b['b2_steps']} steps (batch {b['b2_batch_size']}, lr {b2_lr}, EMA {b2_ema_decay or 'off'}); {b['total_seconds'] / 60:.1f} min in total on "
         f"{b['machine']} ({', '.join(f'{k} {v:.0f}s' for k, v in b['seconds'].items())}). Sampling: "
         f"{num_inference_steps} {scheduler} steps, guidance {guidance_scale}. Learned tiny VAE: reconstruction "
-        f"PSNR {results['vae']['psnr_test']:.2f} dB on the test images (scaling factor "
-        f"{results['vae']['scaling_factor']:.3f}).", "",
+        f"PSNR {results['vae']['psnr_test']:.2f} dB on the test images, mean garment-colour error "
+        f"{results['vae']['colour_error_test']:.1f} of 255 (scaling factor {results['vae']['scaling_factor']:.3f}).", "",
         "| method | SSIM | PSNR | pose IoU | appearance accuracy |",
         "|---|---|---|---|---|",
     ]
@@ -256,9 +225,11 @@ def markdown(results: dict) -> str:
         f"whose generated clothing colours (mean upper and lower garment colour at the target pose) are nearest "
         f"those of the own identity among all {results['data']['test_identities']} test identities (chance "
         f"{1 / results['data']['test_identities']:.3f}). SSIM/PSNR are C2's, at {image_size}x{image_size}. "
+        "VAE ceiling: the learned autoencoder's own reconstruction of each target, the best that a model "
+        "decoding its latents can score; read every other row against it. "
         "Ablations sample the same trained model with one condition zeroed in every guidance branch "
         "(`FPDMPipeline(..., drop_conditions=...)`). Full numbers: `bench/results/synthetic.json`; grid (source | "
-        "target pose | target | methods): `bench/results/synthetic_grid.png`.",
+        "target pose | ground truth | methods): `bench/results/synthetic_grid.png`.",
         "",
     ]
     return "\n".join(lines)
@@ -285,13 +256,15 @@ def main() -> dict:
 
     import torch
 
-    from bench.synthetic_scoring import TransferScorer
-    from src.fileio import atomic_write_json
+    from src.fileio import atomic_save_image, atomic_write_json
     from src.pipeline import FPDMPipeline
-    from src.synthetic import make_synthetic_dataset
+    from src.synthetic import TransferScorer, make_synthetic_dataset, pair_grid
 
     if threads > 0:
         torch.set_num_threads(threads)
+    unknown = [v for v in variants if v not in REFERENCES and v not in DROPS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose among {', '.join(REFERENCES + tuple(DROPS))}")
     if len(pose_channels) != len(vae_channels):
         raise SystemExit(f"pose_channels {pose_channels} needs one entry per VAE block {vae_channels}: the pose "
                          "features must come out at the latent size")
@@ -349,13 +322,12 @@ def main() -> dict:
                         f"--scheduler={scheduler}", f"--seed={seed}", f"--batch_size={c1_batch_size}")
     methods = {"fpdm": c1 / "fpdm"}
     t = time.time()
-    if "copy_source" in variants:
-        copy_source(data, pairs_file, c1 / "copy_source")
-        methods["copy_source"] = c1 / "copy_source"
+    scorer = TransferScorer(data, pairs, size)
+    answers = {"copy_source": scorer.sources, "vae_ceiling": lambda: vae_ceiling(sd2, data, pairs)}
+    for v in (v for v in variants if v in REFERENCES):
+        write_answers(c1 / v, pairs, answers[v]())
+        methods[v] = c1 / v
     ablations = [v for v in variants if v in DROPS]
-    unknown = [v for v in variants if v != "copy_source" and v not in DROPS]
-    if unknown:
-        raise SystemExit(f"unknown variants {unknown}; choose among copy_source, {', '.join(DROPS)}")
     if ablations:
         pipe = FPDMPipeline.from_pretrained(out / "B2" / "pipeline")
         pipe.set_progress_bar_config(disable=True)
@@ -369,7 +341,6 @@ def main() -> dict:
         methods["b2_without_fusion"] = c1 / "b2_without_fusion"
     seconds["variants"] = time.time() - t
 
-    scorer = TransferScorer(data, pairs, size)
     table, c2_seconds = {}, 0.0
     for name, folder in methods.items():
         metrics, s = c2(data, folder, LABELS.get(name, name))
@@ -387,7 +358,7 @@ def main() -> dict:
         "config": {k: v for k, v in cfg.items()},
         "data": {**summary, "identities": identities, "test_identities": test_identities,
                  "poses_per_identity": poses_per_identity, "size": list(size), "benchmark_pairs": len(pairs)},
-        "budget": {"vae_steps": vae_steps, "b1_steps": b1_steps, "b1_batch_size": b1_batch_size,
+        "budget": {"vae_steps": vae_steps, "vae_batch_size": vae_batch_size, "b1_steps": b1_steps, "b1_batch_size": b1_batch_size,
                    "b2_steps": b2_steps, "b2_batch_size": b2_batch_size, "seconds": seconds,
                    "total_seconds": total,
                    "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
@@ -398,8 +369,9 @@ def main() -> dict:
     }
     results_path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results_path / "synthetic.json", results)
-    grid = write_grid(data, pairs, {k: v for k, v in methods.items() if k != "copy_source"},
-                      results_path / "synthetic_grid.png")
+    grid = atomic_save_image(results_path / "synthetic_grid.png", pair_grid(
+        data, pairs, {LABELS.get(k, k): v for k, v in methods.items() if k not in REFERENCES}, size, pose_draw_size,
+        rows=grid_rows))
     section = markdown(results)
     if readme:
         update_readme(Path(readme), section)

@@ -3,22 +3,30 @@
 Each identity is a figure with its own clothing (upper and lower colours and a pattern on the
 upper garment) drawn along plausible 18-point poses, on a plain background, in the DeepFashion
 layout (``img/``, ``pose/``, pair JSONs). Train and test are split by identity. The same seed
-gives the same files. ``synthetic_meta.json`` records each identity's clothing, which lets a
-benchmark score appearance exactly (``bench/synthetic_scoring.py``).
+gives the same files. ``synthetic_meta.json`` records each identity's clothing.
+
+Because every figure is drawn from known keypoints and clothing on a plain background, generated
+images of this dataset are scored exactly, with no learned model (``TransferScorer``): pose IoU
+(the generated silhouette against the target's) and appearance accuracy (whether the generated
+clothing colours at the target pose are nearest those of the own identity among the candidate
+identities). The demo and the synthetic benchmark (``bench/synthetic_transfer.py``) use both.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from .pose import NUM_JOINTS, pixels_to_frame, write_keypoints
+from .data import pose_path, stage2_pose
 from .fileio import atomic_save_image, atomic_write_json
+from .images import comparison_grid, load_rgb
+from .pose import NUM_JOINTS, frame_to_pixels, pixels_to_frame, read_keypoints, write_keypoints
 
 BACKGROUND = (238, 238, 238)
 SKIN_TONES = ((224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 205, 148), (234, 192, 134))
@@ -47,10 +55,11 @@ def _clothing(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int
 
 
 def make_identity(rng: np.random.Generator, others: list[dict] | tuple = (), min_distance: int = 0,
-                  tries: int = 200) -> dict:
+                  tries: int = 200, patterns: tuple[str, ...] = PATTERNS) -> dict:
     """A random identity. With ``min_distance`` > 0 its clothing colours are redrawn until their
     ``clothing_distance`` to every identity in ``others`` is at least that (after ``tries``
-    draws, the farthest draw is kept), so a few hundred identities stay tellable apart."""
+    draws, the farthest draw is kept), so a few hundred identities stay tellable apart. Its
+    upper-garment pattern is one of ``patterns``."""
     upper, lower = _clothing(rng)
     if min_distance > 0 and others:
         best, best_gap = (upper, lower), -1
@@ -66,7 +75,8 @@ def make_identity(rng: np.random.Generator, others: list[dict] | tuple = (), min
         "upper": upper,
         "lower": lower,
         "accent": tuple(int(255 - c * 0.6) for c in upper),
-        "pattern": PATTERNS[int(rng.integers(len(PATTERNS)))],
+        # drawn from all patterns whatever ``patterns`` allows, so a seed gives the same colours
+        "pattern": patterns[int(rng.integers(len(PATTERNS))) % len(patterns)],
         "skin": SKIN_TONES[int(rng.integers(len(SKIN_TONES)))],
         "hair": tuple(int(c) for c in rng.integers(10, 90, size=3)),
         "build": float(rng.uniform(0.9, 1.1)),
@@ -167,22 +177,24 @@ def draw_figure(kp: np.ndarray, identity: dict, width: int, height: int) -> np.n
 
 def make_synthetic_dataset(root: str | Path, n_identities: int = 6, poses_per_identity: int = 4,
                            test_identities: int = 2, width: int = 176, height: int = 256,
-                           seed: int = 0, min_clothing_distance: int = 0) -> dict:
+                           seed: int = 0, min_clothing_distance: int = 0,
+                           patterns: tuple[str, ...] = PATTERNS) -> dict:
     """Write the dataset under ``root`` and return a summary. Identities ``0..n-test-1`` train,
     the rest test. Pairs are all ordered pairs of distinct poses within an identity.
 
     Any size works (the figure is drawn in proportion to ``height``; 64x64 and 128x128 make the
     synthetic benchmark). ``min_clothing_distance`` > 0 keeps every identity's (upper, lower)
     colours at least that L1 distance from all earlier identities' (see ``make_identity``);
-    0 (the default) draws them independently."""
+    0 (the default) draws them independently. ``patterns`` limits the upper garments' patterns
+    (("plain",): plain colours only, the simplest figures)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     meta = {"seed": seed, "width": width, "height": height, "min_clothing_distance": min_clothing_distance,
-            "identities": {}}
+            "patterns": list(patterns), "identities": {}}
     splits = {"train": [], "test": []}
     made: list[dict] = []
     for i in range(n_identities):
-        identity = make_identity(rng, made, min_clothing_distance)
+        identity = make_identity(rng, made, min_clothing_distance, patterns=tuple(patterns))
         made.append(identity)
         split = "test" if i >= n_identities - test_identities else "train"
         name = f"id_{i:05d}"
@@ -202,6 +214,152 @@ def make_synthetic_dataset(root: str | Path, n_identities: int = 6, poses_per_id
     atomic_write_json(root / "synthetic_meta.json", meta)
     return {"root": str(root), "train_pairs": len(splits["train"]), "test_pairs": len(splits["test"]),
             "images": n_identities * poses_per_identity}
+
+
+# ---------------------------------------------------------------------------------------------
+# exact scores of generated images
+
+
+def figure_mask(image: np.ndarray, threshold: int = 60) -> np.ndarray:
+    """Pixels that differ from the plain background: the figure's silhouette."""
+    return np.abs(image.astype(np.int32) - np.array(BACKGROUND)).sum(-1) > threshold
+
+
+def pose_iou(generated: np.ndarray, target: np.ndarray) -> float:
+    """Intersection over union of the generated and target silhouettes."""
+    a, b = figure_mask(generated), figure_mask(target)
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def region_masks(kp: np.ndarray, width: int, height: int) -> dict[str, np.ndarray]:
+    """Upper-garment (torso) and lower-garment (legs) regions of pixel keypoints."""
+    scale = height / 256.0
+    limb_w = max(2, int(round(9 * scale)))
+    pt = lambda i: (int(round(kp[i, 0])), int(round(kp[i, 1])))  # noqa: E731
+    upper = np.zeros((height, width), np.uint8)
+    if not np.isnan(kp[[2, 5, 8, 11]]).any():
+        cv2.fillConvexPoly(upper, cv2.convexHull(np.array([pt(2), pt(5), pt(11), pt(8)], np.int32)), 1)
+    lower = np.zeros((height, width), np.uint8)
+    for a, b in ((8, 9), (9, 10), (11, 12), (12, 13)):
+        if not np.isnan(kp[[a, b]]).any():
+            cv2.line(lower, pt(a), pt(b), 1, limb_w)
+    return {"upper": upper.astype(bool), "lower": lower.astype(bool)}
+
+
+def clothing_features(image: np.ndarray, kp: np.ndarray) -> np.ndarray:
+    """Mean colour of the upper and lower garment regions (6 values) at pixel keypoints."""
+    h, w = image.shape[:2]
+    feats = []
+    for mask in region_masks(kp, w, h).values():
+        pixels = image[mask].astype(np.float64)
+        feats.append(pixels.mean(0) if len(pixels) else np.full(3, np.nan))
+    return np.concatenate(feats)
+
+
+def image_keypoints(root: str | Path, image_rel: str, size: tuple[int, int]) -> np.ndarray:
+    """Pixel keypoints (18, 2) of a dataset image at ``size`` (height, width)."""
+    return frame_to_pixels(read_keypoints(pose_path(root, image_rel)), size[0], size[1])
+
+
+def load_at(root: str | Path, image_rel: str, size: tuple[int, int]) -> np.ndarray:
+    """A dataset image as RGB uint8 (height, width, 3), resized bicubic to ``size`` when needed."""
+    image = load_rgb(Path(root) / image_rel)
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BICUBIC)
+    return np.asarray(image)
+
+
+def clothing_colour_error(images: list[np.ndarray], root: str | Path, image_rels: list[str]) -> float:
+    """Mean absolute difference (0-255 per channel) between the mean upper- and lower-garment
+    colours of ``images`` and those of the dataset's own images ``image_rels`` at the same
+    keypoints (e.g. an autoencoder's reconstructions against the originals)."""
+    errors = []
+    for image, rel in zip(images, image_rels, strict=True):
+        size = image.shape[:2]
+        kp = image_keypoints(root, rel, size)
+        errors.append(np.abs(clothing_features(image, kp) - clothing_features(load_at(root, rel, size), kp)))
+    return float(np.nanmean(errors))
+
+
+def identity_of(image_rel: str) -> str:
+    """The identity folder of an image path: './img/SYNTH/Figures/id_00012/01_front.jpg' -> 'id_00012'."""
+    return Path(image_rel).parent.name
+
+
+class TransferScorer:
+    """Pose IoU and appearance accuracy of generated images for a list of pairs of a synthetic
+    dataset, at the generated images' size (height, width).
+
+    Everything that depends only on the pairs (target silhouettes, target keypoints, and the
+    clothing colours every candidate identity would show at each target pose) is computed once,
+    so several methods are scored against exactly the same references. Candidates default to
+    the identities of the pairs (for the test split: the test identities, never seen in training).
+    """
+
+    def __init__(self, root: str | Path, pairs: list[dict], size: tuple[int, int], candidates: list[str] | None = None):
+        self.root, self.pairs, self.size = Path(root), list(pairs), tuple(size)
+        meta = json.loads((self.root / "synthetic_meta.json").read_text())["identities"]
+        names = candidates or sorted({identity_of(p["target_image"]) for p in self.pairs})
+        self.candidates = names
+        h, w = self.size
+        self.targets, self.keypoints, self.own, self.references = [], [], [], []
+        for p in self.pairs:
+            kp = image_keypoints(self.root, p["target_image"], self.size)
+            self.targets.append(load_at(self.root, p["target_image"], self.size))
+            self.keypoints.append(kp)
+            self.own.append(names.index(identity_of(p["target_image"])))
+            self.references.append(np.stack([clothing_features(draw_figure(kp, meta[n], w, h), kp) for n in names]))
+
+    def sources(self) -> list[np.ndarray]:
+        """The pairs' source images at the scoring size: the copy-source answers."""
+        return [load_at(self.root, p["source_image"], self.size) for p in self.pairs]
+
+    def score(self, images: list[np.ndarray]) -> dict:
+        """``pose_iou`` (mean IoU of generated and target silhouettes), ``appearance_accuracy``
+        (share of pairs whose generated clothing colours are nearest the own identity's among
+        the candidates) and the per-pair values."""
+        if len(images) != len(self.pairs):
+            raise ValueError(f"{len(images)} images for {len(self.pairs)} pairs")
+        ious, matches = [], []
+        for image, target, kp, own, refs in zip(images, self.targets, self.keypoints, self.own, self.references):
+            image = np.asarray(image)
+            if image.shape[:2] != self.size:
+                raise ValueError(f"generated image of size {image.shape[:2]}, expected {self.size}")
+            ious.append(pose_iou(image, target))
+            dists = np.nansum(np.abs(refs - clothing_features(image, kp)), axis=1)
+            matches.append(bool(np.argmin(dists) == own))
+        return {"pose_iou": float(np.mean(ious)), "appearance_accuracy": float(np.mean(matches)),
+                "count": len(ious), "candidates": len(self.candidates), "per_pair_iou": ious,
+                "per_pair_match": matches}
+
+
+def pair_grid(root: str | Path, pairs: list[dict], columns: dict[str, Path], size: tuple[int, int],
+              pose_draw_size: tuple[int, int], rows: int = 8, cell: tuple[int, int] = (128, 128)) -> Image.Image:
+    """A labelled grid of up to ``rows`` pairs spread over ``pairs``: source | target pose (drawn
+    at ``pose_draw_size`` and resized to ``size``, as B2 and C1 draw it) | ground truth | one
+    column per entry of ``columns`` (label -> a folder of C1's layout at ``size``)."""
+    from PIL import ImageDraw
+
+    from .handoff import output_name, size_name
+
+    labels = ["source", "target pose", "ground truth", *columns]
+    body_rows = []
+    for p in pairs[:: max(1, len(pairs) // rows)][:rows]:
+        row = [load_rgb(Path(root) / p["source_image"]),
+               stage2_pose(read_keypoints(pose_path(root, p["target_image"])), size, pose_draw_size),
+               load_rgb(Path(root) / p["target_image"])]
+        row += [load_rgb(folder / size_name(size) / output_name(p)) for folder in columns.values()]
+        body_rows.append(row)
+    body = comparison_grid(body_rows, cell)
+    header = Image.new("RGB", (body.width, 28), (255, 255, 255))
+    draw = ImageDraw.Draw(header)
+    for i, label in enumerate(labels):
+        draw.multiline_text((i * cell[1] + 3, 2), "\n".join(textwrap.wrap(label, 20)[:2]), fill=(0, 0, 0), spacing=1)
+    grid = Image.new("RGB", (body.width, body.height + header.height), (255, 255, 255))
+    grid.paste(header, (0, 0))
+    grid.paste(body, (0, header.height))
+    return grid
 
 
 if __name__ == "__main__":

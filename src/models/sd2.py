@@ -168,7 +168,7 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
                   seed: int = 0, overwrite: bool = False, vae: AutoencoderKL | None = None) -> Path:
     """Write a tiny random SD2-style folder (``unet/``, ``vae/``, ``scheduler/``, safetensors)
     in the hub layout; an existing complete folder is kept unless ``overwrite``. ``vae``: a
-    trained VAE to save instead of the random one (``bench/vae_training.py``); the UNet is the same
+    trained VAE to save instead of the random one (``src.models.tiny_autoencoder``); the UNet is the same
     random tiny UNet either way."""
     from ..fileio import atomic_dir
 
@@ -186,7 +186,7 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
         (vae if trained else random_vae).save_pretrained(tmp / "vae")
         unet.save_pretrained(tmp / "unet")
         scheduler.save_pretrained(tmp / "scheduler")
-        what = "VAE trained (bench/vae_training.py), UNet random" if trained else "not trained"
+        what = "VAE trained (src.models.tiny_autoencoder), UNet random" if trained else "not trained"
         (tmp / "README.md").write_text(f"Tiny SD2-style model (FPDM tests and tiny preset); {what}.\n")
         (tmp / "tiny_sd2.json").write_text(json.dumps({"prediction_type": prediction_type, "seed": seed,
                                                        "trained_vae": trained}) + "\n")
