@@ -67,11 +67,10 @@ threads = 0                              # torch threads in every step; 0 = torc
 PRESETS = {
     # every step and output of the runner, at a budget too small to learn anything (tests)
     "test": {"identities": 16, "test_identities": 4, "pairs_per_test_identity": 2, "vae_steps": 20,
-             "b1_steps": 5, "b1_batch_size": 8, "b2_steps": 10, "b2_batch_size": 4, "variants": ["copy_source", "vae_ceiling"],
+             "b1_steps": 5, "b1_batch_size": 8, "b2_steps": 10, "b2_batch_size": 4, "variants": ["copy_source", "vae_ceiling", "no_fusion"],
              "num_inference_steps": 2, "grid_rows": 4, "readme": ""},
 }
 
-import functools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -149,10 +148,10 @@ def generate_variant(pipe, data: Path, pairs_file: str, out: Path, drop: tuple) 
     start = time.time()
     pairs = load_pairs(data, pairs_file)
     size = (image_size, image_size)
-    sample = functools.partial(pipe, drop_conditions=drop)
-    generate_pairs(sample, data, pairs, out, size=size, eval_size=size, draw_size=pose_draw_size,
+    generate_pairs(pipe, data, pairs, out, size=size, eval_size=size, draw_size=pose_draw_size,
                    batch_size=c1_batch_size, seed=seed, num_inference_steps=num_inference_steps,
-                   guidance_scale=guidance_scale, scheduler=scheduler, show_progress=False)
+                   guidance_scale=guidance_scale, scheduler=scheduler, show_progress=False,
+                   drop_conditions=drop)
     write_manifest(out, pairs, size, size)
     return time.time() - start
 

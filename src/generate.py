@@ -123,10 +123,10 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
                    size=MODEL_SIZE, eval_size=EVAL_SIZE, draw_size=POSE_DRAW_SIZE, batch_size: int = 16,
                    seed: int = 7, num_inference_steps: int = 20, guidance_scale: float = 2.0,
                    scheduler: str = "ddpm", pose_mode: str = "pose_img", dataset: str = "deepfashion",
-                   show_progress: bool = True) -> dict:
+                   show_progress: bool = True, drop_conditions: tuple[str, ...] = ()) -> dict:
     """Generate the pairs missing under ``out_dir``, each written at ``eval_size`` (resized) and
     at the model ``size``, once when the two are the same; returns counts, ``sources_encoded``
-    among them."""
+    among them. ``drop_conditions`` is the pipeline's (ablations: a condition zeroed)."""
     root, out_dir = Path(root), Path(out_dir)
     size, eval_size = tuple(size), tuple(eval_size)
     sizes = list(dict.fromkeys([eval_size, size]))
@@ -146,6 +146,7 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
             height=size[0],
             width=size[1],
             output_type="pil",
+            drop_conditions=drop_conditions,
         ).images
         for pair, image in zip(batch, images):
             name = output_name(pair)

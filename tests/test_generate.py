@@ -215,3 +215,24 @@ def test_default_test_pose_is_a1s_render_at_the_photo_size_resized(samples_root,
     assert lit(drawn) > 1.3 * lit(default)  # thinner lines in the authors' test poses
     with pytest.raises(ValueError, match="test_pose"):
         generate.test_pose(root, pair["target_image"], size, draw, "other")
+
+
+def test_generate_pairs_with_a_condition_dropped_gives_the_pipelines_ablated_images(pipeline_dir, samples_root,
+                                                                                      tmp_path):
+    from src.pipeline import FPDMPipeline
+
+    pipe = FPDMPipeline.from_pretrained(pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    pairs = load_pairs(samples_root, "test_pairs_data.json")[:2]
+    common = dict(size=SIZE, eval_size=SIZE, draw_size=(256, 176), batch_size=2, num_inference_steps=2,
+                  show_progress=False)
+    generate.generate_pairs(pipe, samples_root, pairs, tmp_path / "drop", drop_conditions=("pose",), **common)
+    generate.generate_pairs(pipe, samples_root, pairs, tmp_path / "full", **common)
+    for pair in pairs:
+        source, pose = generate.pair_inputs(samples_root, pair, SIZE, (256, 176))
+        alone = pipe(source_image=source, target_pose=pose, num_inference_steps=2, height=SIZE[0], width=SIZE[1],
+                     seeds=[generate.pair_seed(7, pair)], output_type="pil", drop_conditions=("pose",)).images[0]
+        dropped = pixels(tmp_path / "drop" / handoff.size_name(SIZE) / handoff.output_name(pair))
+        full = pixels(tmp_path / "full" / handoff.size_name(SIZE) / handoff.output_name(pair))
+        assert np.abs(dropped - np.asarray(alone, dtype=np.int16)).max() <= 1
+        assert np.abs(dropped - full).mean() > 0.2  # the pose (given weight by the fixture) was really zeroed

@@ -1,8 +1,8 @@
 """The synthetic pose-transfer benchmark: its learned tiny autoencoder keeps the figures' clothing
 colours (a short training run on a few figures), and its runner at the test budget (too small to
 learn: whether FPDM beats copying the source is the demo's test, tests/test_demo.py) runs every
-step, writes every method with C2's and the exact scores, the VAE ceiling row, and replaces its
-README section in place."""
+step, writes every method (an ablation among them) with C2's and the exact scores, the VAE ceiling
+row, and replaces its README section in place."""
 
 import json
 import subprocess
@@ -82,7 +82,7 @@ def test_runner_writes_results_grid_and_readme_section(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((results / "synthetic.json").read_text())
     methods = report["methods"]
-    assert list(methods) == ["fpdm", "copy_source", "vae_ceiling"]
+    assert list(methods) == ["fpdm", "copy_source", "vae_ceiling", "no_fusion"]
     pairs = report["data"]["benchmark_pairs"]
     for name, row in methods.items():
         assert row["count"] == pairs > 0, name
@@ -97,4 +97,5 @@ def test_runner_writes_results_grid_and_readme_section(tmp_path):
     assert "stale figures" not in text and "kept\n" in text and text.rstrip().endswith("kept too")
     section = text[text.index(SECTION):text.index("## After")]
     assert "| VAE ceiling (target reconstructed) |" in section and "| copy-source |" in section
+    assert "| FPDM, fusion zeroed |" in section
     assert "garment-colour error" in section
