@@ -2,7 +2,7 @@
 condition matter? (No pretrained weights or DeepFashion reach this project's machines: data
 whose answer is known is the evidence that the method is implemented right, not just runs.)
 
-    python bench/synthetic_transfer.py                 # default budget (about 15 min on 2 CPU cores)
+    python bench/synthetic_transfer.py                 # default budget (about 17 min on 2 CPU cores)
     python bench/synthetic_transfer.py --preset=test   # the smaller budget of tests/test_synthetic_transfer.py
     make bench-synthetic
 
