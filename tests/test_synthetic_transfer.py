@@ -1,8 +1,8 @@
 """The synthetic pose-transfer benchmark: its learned tiny autoencoder keeps the figures' clothing
 colours (a short training run on a few figures), and its runner at the test budget (too small to
 learn: whether FPDM beats copying the source is the demo's test, tests/test_demo.py) runs every
-step, writes every method (an ablation among them) with C2's and the exact scores, the VAE ceiling
-row, and replaces its README section in place."""
+step, writes every method with C2's and the exact scores, the VAE ceiling row, and replaces its
+README section in place; its ablations sample the trained pipeline with a condition zeroed."""
 
 import json
 import subprocess
@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 import torch
 
+from bench import synthetic_transfer
+from src import handoff
+from src.data import load_pairs
+from src.generate import generate_pairs
+from src.images import load_rgb
 from src.models.sd2 import load_vae
 from src.models.tiny_autoencoder import (
     latent_scaling_factor, load_images, pair_file_images, reconstruct, save_tiny_sd2, tiny_vae, to_uint8,
     train_tiny_vae,
 )
+from src.stage2_training import make_tiny_pipeline
 from src.synthetic import clothing_colour_error, make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +88,7 @@ def test_runner_writes_results_grid_and_readme_section(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((results / "synthetic.json").read_text())
     methods = report["methods"]
-    assert list(methods) == ["fpdm", "copy_source", "vae_ceiling", "no_fusion"]
+    assert list(methods) == ["fpdm", "copy_source", "vae_ceiling"]
     pairs = report["data"]["benchmark_pairs"]
     for name, row in methods.items():
         assert row["count"] == pairs > 0, name
@@ -97,5 +103,30 @@ def test_runner_writes_results_grid_and_readme_section(tmp_path):
     assert "stale figures" not in text and "kept\n" in text and text.rstrip().endswith("kept too")
     section = text[text.index(SECTION):text.index("## After")]
     assert "| VAE ceiling (target reconstructed) |" in section and "| copy-source |" in section
-    assert "| FPDM, fusion zeroed |" in section
     assert "garment-colour error" in section
+
+
+def test_an_ablation_is_the_pipelines_samples_with_that_condition_zeroed(samples_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic_transfer, "num_inference_steps", 2)
+    size = (synthetic_transfer.image_size, synthetic_transfer.image_size)
+    pipe = make_tiny_pipeline(tmp_path / "sd2", height=size[0], width=size[1])
+    conv = pipe.pose_encoder.embedding.conv_out.weight  # zero-initialised: give the pose some weight
+    conv.data = torch.randn(conv.shape, generator=torch.Generator().manual_seed(3)) * 0.05
+    pipe.set_progress_bar_config(disable=True)
+    pairs = load_pairs(samples_root, "test_pairs_data.json")[:2]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+
+    synthetic_transfer.generate_variant(pipe, samples_root, str(tmp_path / "pairs.json"), tmp_path / "no_pose",
+                                        ("pose",))
+    common = dict(size=size, eval_size=size, draw_size=synthetic_transfer.pose_draw_size, num_inference_steps=2,
+                  seed=synthetic_transfer.seed, show_progress=False)
+    generate_pairs(pipe, samples_root, pairs, tmp_path / "expected", drop_conditions=("pose",), **common)
+    generate_pairs(pipe, samples_root, pairs, tmp_path / "full", **common)
+    assert [m["target_image"] for m in json.loads((tmp_path / "no_pose" / "manifest.json").read_text())] == [
+        p["target_image"] for p in pairs]
+    for pair in pairs:
+        name = f"{handoff.size_name(size)}/{handoff.output_name(pair)}"
+        variant, expected, full = (np.asarray(load_rgb(tmp_path / d / name), dtype=np.int16)
+                                   for d in ("no_pose", "expected", "full"))
+        assert np.abs(variant - expected).max() <= 1
+        assert np.abs(variant - full).mean() > 0.2
