@@ -67,7 +67,7 @@ threads = 0                              # torch threads in every step; 0 = torc
 PRESETS = {
     # every step and output of the runner, at a budget too small to learn anything (tests)
     "test": {"identities": 16, "test_identities": 4, "pairs_per_test_identity": 2, "vae_steps": 20,
-             "b1_steps": 5, "b1_batch_size": 8, "b2_steps": 10, "b2_batch_size": 4, "variants": ["copy_source", "vae_ceiling"],
+             "b1_steps": 5, "b1_batch_size": 8, "b2_steps": 10, "b2_batch_size": 4, "variants": ["vae_ceiling"],
              "num_inference_steps": 2, "grid_rows": 4, "readme": ""},
 }
 
