@@ -23,10 +23,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .data import pose_path, stage2_pose
+from .data.deepfashion import drawn_pose
 from .fileio import atomic_save_image, atomic_write_json
 from .images import comparison_grid, load_rgb
-from .pose import NUM_JOINTS, frame_to_pixels, pixels_to_frame, read_keypoints, write_keypoints
+from .pose import NUM_JOINTS, pixels_to_frame, write_keypoints
+from .pose_accuracy import target_keypoints
 
 BACKGROUND = (238, 238, 238)
 SKIN_TONES = ((224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 205, 148), (234, 192, 134))
@@ -257,11 +258,6 @@ def clothing_features(image: np.ndarray, kp: np.ndarray) -> np.ndarray:
     return np.concatenate(feats)
 
 
-def image_keypoints(root: str | Path, image_rel: str, size: tuple[int, int]) -> np.ndarray:
-    """Pixel keypoints (18, 2) of a dataset image at ``size`` (height, width)."""
-    return frame_to_pixels(read_keypoints(pose_path(root, image_rel)), size[0], size[1])
-
-
 def load_at(root: str | Path, image_rel: str, size: tuple[int, int]) -> np.ndarray:
     """A dataset image as RGB uint8 (height, width, 3), resized bicubic to ``size`` when needed."""
     image = load_rgb(Path(root) / image_rel)
@@ -277,7 +273,7 @@ def clothing_colour_error(images: list[np.ndarray], root: str | Path, image_rels
     errors = []
     for image, rel in zip(images, image_rels, strict=True):
         size = image.shape[:2]
-        kp = image_keypoints(root, rel, size)
+        kp = target_keypoints(root, rel, size)
         errors.append(np.abs(clothing_features(image, kp) - clothing_features(load_at(root, rel, size), kp)))
     return float(np.nanmean(errors))
 
@@ -305,7 +301,7 @@ class TransferScorer:
         h, w = self.size
         self.targets, self.keypoints, self.own, self.references = [], [], [], []
         for p in self.pairs:
-            kp = image_keypoints(self.root, p["target_image"], self.size)
+            kp = target_keypoints(self.root, p["target_image"], self.size)
             self.targets.append(load_at(self.root, p["target_image"], self.size))
             self.keypoints.append(kp)
             self.own.append(names.index(identity_of(p["target_image"])))
@@ -347,7 +343,7 @@ def pair_grid(root: str | Path, pairs: list[dict], columns: dict[str, Path], siz
     body_rows = []
     for p in pairs[:: max(1, len(pairs) // rows)][:rows]:
         row = [load_rgb(Path(root) / p["source_image"]),
-               stage2_pose(read_keypoints(pose_path(root, p["target_image"])), size, pose_draw_size),
+               drawn_pose(Path(root), p["target_image"], size, pose_draw_size),
                load_rgb(Path(root) / p["target_image"])]
         row += [load_rgb(folder / size_name(size) / output_name(p)) for folder in columns.values()]
         body_rows.append(row)
