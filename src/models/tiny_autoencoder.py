@@ -121,17 +121,13 @@ def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray(a) for a in arrays]
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (data range 1) of two batches in [-1, 1], after rounding both to 8 bits
-    as a saved image would be."""
-    to8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0  # noqa: E731
-    mse = (to8(a) - to8(b)).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
 def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64) -> float:
-    """Mean PSNR (dB, data range 1) of the VAE's reconstructions of ``images``."""
-    return float(psnr(reconstruct(vae, images, batch_size), images).mean())
+    """Mean PSNR (dB, data range 1: C2's ``src.metrics.psnr``) of the VAE's reconstructions of
+    ``images``, both rounded to 8 bits as saved images would be."""
+    from ..metrics import psnr
+
+    pairs = zip(to_uint8(reconstruct(vae, images, batch_size)), to_uint8(images), strict=True)
+    return float(np.mean([psnr(recon, image) for recon, image in pairs]))
 
 
 def train_tiny_vae(images: torch.Tensor, steps: int = 1600, batch_size: int = 8, lr: float = 2e-3,
@@ -219,7 +215,7 @@ def train_on_dataset(root: str | Path, folder: str | Path, size: tuple[int, int]
 
 
 __all__ = [
-    "latent_scaling_factor", "load_images", "pair_file_images", "psnr", "reconstruct",
+    "latent_scaling_factor", "load_images", "pair_file_images", "reconstruct",
     "reconstruction_psnr", "sample_grid", "save_tiny_sd2", "tiny_vae", "to_uint8", "train_on_dataset",
     "train_tiny_vae", "vae_loss",
 ]
