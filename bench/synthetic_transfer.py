@@ -178,16 +178,6 @@ def vae_ceiling(sd2: Path, data: Path, pairs: list[dict]):
     return to_uint8(reconstruct(load_vae(str(sd2)), targets))
 
 
-def read_generated(out: Path, pairs: list[dict]):
-    import numpy as np
-
-    from src.images import load_rgb
-    from src.handoff import output_name, size_name
-
-    name = size_name((image_size, image_size))
-    return [np.asarray(load_rgb(out / name / output_name(p))) for p in pairs]
-
-
 def c2(data: Path, generated: Path, method: str) -> tuple[dict, float]:
     seconds = run(f"C2 {method}", "C2.eval.caculate_metrics.py", "--preset=tiny", f"--dataset_root={data}",
                   f"--generated={generated}", f"--eval_sizes=['{image_size}x{image_size}']", "--fid_reference=test",
@@ -344,7 +334,7 @@ def main() -> dict:
     for name, folder in methods.items():
         metrics, s = c2(data, folder, LABELS.get(name, name))
         c2_seconds += s
-        task = scorer.score(read_generated(folder, pairs))
+        task = scorer.score(scorer.generated(folder))
         table[name] = {**{k: metrics.get(k) for k in ("ssim", "ssim_256", "psnr", "lpips", "fid")},
                        "pose_iou": task["pose_iou"], "appearance_accuracy": task["appearance_accuracy"],
                        "count": task["count"], "c2_protocol": metrics.get("protocol")}

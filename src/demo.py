@@ -83,11 +83,8 @@ def claim(run: Path) -> None:
 def main(run: str | Path = out_dir) -> dict:
     """Run (or finish) the demo under ``run``; returns the pose scores it also writes to
     ``run/scores.json``."""
-    import numpy as np
-
     from .fileio import atomic_save_image, atomic_write_json
-    from .handoff import output_name, size_name
-    from .images import load_rgb
+    from .handoff import size_name
     from .synthetic import TransferScorer, make_synthetic_dataset, pair_grid
 
     start = time.time()
@@ -128,8 +125,7 @@ def main(run: str | Path = out_dir) -> dict:
 
     pairs = load_pairs(data, "test_pairs_data.json")
     scorer = TransferScorer(data, pairs, SIZE)
-    generated = [np.asarray(load_rgb(c1_out / size_name(SIZE) / output_name(p))) for p in pairs]
-    fpdm, copy = scorer.score(generated), scorer.score(scorer.sources())
+    fpdm, copy = scorer.score(scorer.generated(c1_out)), scorer.score(scorer.sources())
     scores = {"pairs": len(pairs), "pose_iou": {"fpdm": fpdm["pose_iou"], "copy_source": copy["pose_iou"]},
               "appearance_accuracy": {"fpdm": fpdm["appearance_accuracy"], "copy_source": copy["appearance_accuracy"],
                                       "candidates": fpdm["candidates"]}}

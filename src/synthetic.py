@@ -307,6 +307,12 @@ class TransferScorer:
             self.own.append(names.index(identity_of(p["target_image"])))
             self.references.append(np.stack([clothing_features(draw_figure(kp, meta[n], w, h), kp) for n in names]))
 
+    def generated(self, folder: str | Path) -> list[np.ndarray]:
+        """The pairs' generated images in a folder of C1's layout, at the scoring size."""
+        from .handoff import output_name, size_name
+
+        return [np.asarray(load_rgb(Path(folder) / size_name(self.size) / output_name(p))) for p in self.pairs]
+
     def sources(self) -> list[np.ndarray]:
         """The pairs' source images at the scoring size: the copy-source answers."""
         return [load_at(self.root, p["source_image"], self.size) for p in self.pairs]
