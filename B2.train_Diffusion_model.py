@@ -3,6 +3,7 @@
     accelerate launch B2.train_Diffusion_model.py --dataset_root=data/deepfashion --fusion_model=logs/B1/fusion_model --out_dir=logs/B2
     python B2.train_Diffusion_model.py --preset=tiny --dataset_root=PATH --out_dir=OUT     # CPU smoke run
     python B2.train_Diffusion_model.py ... --resume=latest                                 # continue a run
+    accelerate launch B2.train_Diffusion_model.py --init_pipeline=logs/B2/pipeline ...      # fine-tune a pipeline
     accelerate launch B2.train_Diffusion_model.py --preset=phoenix --dataset_root=data/phoenix ...   # PHOENIX-2014T
 
 Trains the UNet, the pose encoder, the source MLP and the fusion MLP; the VAE, the source encoder
@@ -15,6 +16,19 @@ OUT/validation/step-<N>.png (source | target pose | ground truth | generated),
 OUT/checkpoints/checkpoint-<step>/ (rotated), OUT/tensorboard/ and OUT/B2_config.json.
 SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues where it stopped.
 batch_size is per process: the effective batch is batch_size x gradient_accumulation_steps x processes.
+
+Fine-tuning a trained pipeline: --init_pipeline=DIR (a folder FPDMPipeline.save_pretrained
+wrote: B2's OUT/pipeline, or the authors' released model converted to that layout) starts from
+DIR instead of SD2 + B1 + new heads: its UNet, pose encoder, source MLP and fusion MLP are
+trained on (their dropout rates kept), its VAE, source encoder and fusion model stay frozen, its
+scheduler config gives the prediction type. pretrained_model, source_encoder, source_backend,
+fusion_model, pose_channels, mlp_hidden_dim and mlp_dropout are then not used. The geometry
+(target_size, source_size, fusion_size, pose_draw_size) is the folder's, except the values you
+set (with a preset, a --config file or --name=value, even to the header's own value): those are
+yours, so a model can be fine-tuned at another size (another source_size re-sizes the source
+encoder's input). The log line says which value came from where; B2_config.json records the
+values used. The folder's keypoint format must be the dataset's. A resumed run must name the
+same folder (its frozen models come from there).
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS)
@@ -26,6 +40,8 @@ pretrained_model = "stabilityai/stable-diffusion-2-1"  # SD2-family hub id or fo
 source_encoder = "facebook/dinov2-large"   # hub id or folder (DINOv2, or a CLIP vision tower); "tiny"
 source_backend = ""                        # "" = as the checkpoint says; "dinov2" or "clip"
 fusion_model = "logs/B1/fusion_model"      # the B1 export; "tiny" = random tiny model (smoke runs only)
+init_pipeline = ""                         # "" = the three above + new heads; a pipeline folder = fine-tune it
+                                           #   (its sizes unless you set them: see "Fine-tuning" above)
 target_size = (512, 352)                   # (height, width) of target image and pose
 source_size = 512                          # the source, square, as the source encoder sees it (1297 DINOv2 tokens)
 fusion_size = 224                          # the fusion model's inputs: source and target pose squashed
@@ -96,6 +112,7 @@ PRESETS = {
                 "pose_draw_size": (260, 210), "flip_prob": 0.0, "jitter_sigma": 0.5},
 }
 
+import json  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -113,6 +130,60 @@ def data_module():
         return dataset_module(dataset)
     except ValueError as e:
         raise SystemExit(f"config error: {e}") from None
+
+
+GEOMETRY_NAMES = ("target_size", "source_size", "fusion_size", "pose_draw_size")
+UNUSED_WITH_INIT_PIPELINE = ("pretrained_model", "source_encoder", "source_backend", "fusion_model", "pose_channels",
+                             "mlp_hidden_dim", "mlp_dropout")
+
+
+def names_set_by_user(cfg: dict, names, argv=None) -> set:
+    """Which of ``names`` a preset, a --config file or a --name=value set, even to the header's
+    own value: the same arguments applied again to the header with those names unset (None)."""
+    probe = {k: globals()[k] for k in cfg if k != "preset"}
+    probe.update(dict.fromkeys(names))
+    given = configure(probe, presets=PRESETS, argv=argv, quiet=True)
+    return {k for k in names if given[k] is not None}
+
+
+def take_init_pipeline(cfg: dict, user_set: set) -> str:
+    """--init_pipeline: check the folder and its keypoint format before anything is written, take
+    its geometry except the values in ``user_set`` (into the globals and ``cfg``, so the saved
+    config records the sizes used) and return the log line."""
+    from src.stage2_training import check_pipeline_folder, folder_geometry
+
+    folder = folder_geometry(check_pipeline_folder(init_pipeline))
+    pose_format = data_module().POSE_FORMAT
+    if folder.pose_format != pose_format:
+        raise SystemExit(f"error: init_pipeline {init_pipeline} was trained on {folder.pose_format} poses, "
+                         f"dataset={dataset!r} has {pose_format} poses")
+    theirs = {"target_size": (folder.height, folder.width), "source_size": folder.source_size,
+              "fusion_size": folder.fusion_size, "pose_draw_size": folder.pose_draw_size}
+    taken = {k: v for k, v in theirs.items() if k not in user_set and v is not None}
+    mine = {k: cfg[k] for k in GEOMETRY_NAMES if k not in taken}
+    globals().update(taken)
+    cfg.update(taken, init_pipeline=str(Path(init_pipeline).expanduser().resolve()))
+    parts = [f"from the folder: {', '.join(f'{k}={v!r}' for k, v in taken.items()) or 'nothing'}"]
+    if mine:
+        parts.append("yours: " + ", ".join(f"{k}={v!r}" + (f" (the folder's {theirs[k]!r})" if theirs[k] != v else "")
+                                           for k, v in mine.items()))
+    return (f"init_pipeline {cfg['init_pipeline']}: fine-tuning its UNet, pose encoder, source MLP and fusion MLP; "
+            f"its VAE, source encoder and fusion model frozen; geometry {'; '.join(parts)}; "
+            f"not used: {', '.join(UNUSED_WITH_INIT_PIPELINE)}")
+
+
+def check_resume_keeps_init_pipeline(cfg: dict, out: Path) -> None:
+    """A resumed run starts from the init_pipeline its checkpoints were trained from (the frozen
+    models come from there): checked against the run's saved config before it is overwritten."""
+    from src import training
+
+    saved = out / "B2_config.json"
+    if not resume or not saved.is_file() or training.resolve_resume(resume, out) is None:
+        return
+    before = json.loads(saved.read_text()).get("init_pipeline") or ""
+    if before != cfg["init_pipeline"]:
+        raise training.CheckpointError(f"{out} was trained with init_pipeline={before!r}; resume with "
+                                       f"--init_pipeline={before!r} or start a new out_dir")
 
 
 def datasets():
@@ -185,7 +256,9 @@ def validation_loss_and_grid(accelerator, pipe, denoiser, val_set, step, out):
     return result
 
 
-def main(cfg):
+def main(cfg, user_set: set = frozenset()):
+    """Train; ``user_set``: the geometry names the user set (``names_set_by_user``), which an
+    init_pipeline's geometry does not replace."""
     import torch
     from tqdm.auto import tqdm
 
@@ -193,26 +266,32 @@ def main(cfg):
     from src.devices import enable_tf32
     from src.fileio import atomic_dir
     from src.models.sd2 import make_tiny_sd2
-    from src.stage2_training import Geometry, Heads, build_pipeline, training_loss
+    from src.stage2_training import Geometry, Heads, build_pipeline, load_pipeline_to_train, training_loss
 
     out = Path(out_dir)
+    init_line = take_init_pipeline(cfg, user_set) if init_pipeline else None  # before anything is written
+    check_resume_keeps_init_pipeline(cfg, out)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
     training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs],
                          workers=max(1, num_workers))
     training.seed_everything(seed)
     if tf32:
         enable_tf32()
-    sd2 = pretrained_model
-    if pretrained_model == "tiny":
-        with accelerator.main_process_first():
-            sd2 = str(make_tiny_sd2(out / "tiny_sd2"))
     geometry = Geometry(height=target_size[0], width=target_size[1], source_size=source_size,
-                        fusion_size=fusion_size, pose_draw_size=tuple(pose_draw_size),
+                        fusion_size=fusion_size, pose_draw_size=tuple(pose_draw_size) if pose_draw_size else None,
                         pose_format=data_module().POSE_FORMAT)
-    heads = Heads(pose_channels=tuple(pose_channels), mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout,
-                  fusion_mlp_dropout=mlp_dropout)
-    pipe = build_pipeline(sd2, source_encoder, fusion_model, geometry=geometry, heads=heads,
-                          source_backend=source_backend or None)
+    if init_pipeline:
+        accelerator.print(init_line)
+        pipe = load_pipeline_to_train(init_pipeline, geometry=geometry)
+    else:
+        sd2 = pretrained_model
+        if pretrained_model == "tiny":
+            with accelerator.main_process_first():
+                sd2 = str(make_tiny_sd2(out / "tiny_sd2"))
+        heads = Heads(pose_channels=tuple(pose_channels), mlp_hidden_dim=mlp_hidden_dim, mlp_dropout=mlp_dropout,
+                      fusion_mlp_dropout=mlp_dropout)
+        pipe = build_pipeline(sd2, source_encoder, fusion_model, geometry=geometry, heads=heads,
+                              source_backend=source_backend or None)
     pipe.set_progress_bar_config(disable=True)
     device = accelerator.device
     for frozen in (pipe.vae, pipe.source_encoder, pipe.fusion_model):
@@ -338,13 +417,19 @@ def main(cfg):
     accelerator.end_training()
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """The command line (``argv``: sys.argv[1:] by default): configure, then train."""
     from src.training import NonFiniteLossError
     from src.weights import exit_on_missing_weights
 
-    cfg = configure(globals(), presets=PRESETS)
+    cfg = configure(globals(), presets=PRESETS, argv=argv)
+    user_set = names_set_by_user(cfg, GEOMETRY_NAMES, argv) if init_pipeline else set()
     with exit_on_missing_weights():
         try:
-            main(cfg)
+            main(cfg, user_set)
         except NonFiniteLossError as e:
             raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    cli()

@@ -6,12 +6,21 @@ new trainable parts (pose encoder, source MLP, fusion MLP) sized to fit them. Tw
 objects carry what travels together: ``Geometry`` (every image size, (height, width)) and
 ``Heads`` (the sizes and dropout of the new parts). ``make_tiny_pipeline`` builds the same
 thing from a tiny random SD2 folder for tests and demos.
+
+``load_pipeline_to_train`` is the other starting point: a complete FPDM pipeline folder
+(``FPDMPipeline.save_pretrained``: B2's export, or a released model converted to that layout),
+whose UNet, pose encoder, source MLP and fusion MLP go on training (their dropout kept) and
+whose VAE, source encoder and fusion model stay frozen. ``check_pipeline_folder`` checks such a
+folder up front (``WeightsNotFoundError`` naming everything missing) and ``folder_geometry``
+reads its sizes and keypoint format.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -99,6 +108,100 @@ def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large"
                         pose_draw_size=geometry.pose_draw_size, pose_format=geometry.pose_format)
 
 
+PIPELINE_COMPONENTS = ("vae", "unet", "scheduler", "pose_encoder", "source_mlp", "fusion_mlp", "source_encoder",
+                       "fusion_model")
+TRAINED_COMPONENTS = ("unet", "pose_encoder", "source_mlp", "fusion_mlp")
+FROZEN_COMPONENTS = ("vae", "source_encoder", "fusion_model")
+
+
+def check_pipeline_folder(folder, option: str = "init_pipeline") -> dict:
+    """The config (``model_index.json``) of a complete FPDM pipeline folder, or
+    ``WeightsNotFoundError`` naming the folder and everything it lacks: model_index.json, a
+    component's subfolder, its config or its weights. Reads only small JSON files."""
+    path = Path(os.path.expanduser(str(folder)))
+    config, missing = {}, []
+    if not path.is_dir():
+        missing.append("the folder itself (it does not exist)")
+    else:
+        index = path / "model_index.json"
+        if not index.is_file():
+            missing.append("model_index.json")
+        else:
+            try:
+                config = json.loads(index.read_text())
+            except (OSError, ValueError) as e:
+                missing.append(f"a readable model_index.json ({e})")
+        for name in PIPELINE_COMPONENTS:
+            sub = path / name
+            config_file = "scheduler_config.json" if name == "scheduler" else "config.json"
+            if not sub.is_dir():
+                missing.append(f"{name}/")
+            elif not (sub / config_file).is_file():
+                missing.append(f"{name}/{config_file}")
+            elif name != "scheduler" and not any(sub.glob("*.safetensors")) and not any(sub.glob("*.bin")):
+                missing.append(f"{name}/diffusion_pytorch_model.safetensors (no weights)")
+        if config and config.get("_class_name") not in (None, "FPDMPipeline"):
+            missing.append(f"an FPDMPipeline model_index.json (it is a {config.get('_class_name')}'s)")
+    if missing:
+        sd2_like = (path / "unet").is_dir() and not (path / "pose_encoder").is_dir()
+        raise WeightsNotFoundError(
+            f"FPDM pipeline to fine-tune (--{option}): {str(folder)!r} is not a complete pipeline folder; "
+            f"missing: {', '.join(missing)}\n"
+            f"  expected what FPDMPipeline.save_pretrained writes (B2's OUT/pipeline): model_index.json and "
+            f"{', '.join(c + '/' for c in PIPELINE_COMPONENTS)}"
+            + (f"\n  (an SD2 folder goes to --pretrained_model, with --{option}=\"\")" if sd2_like else ""))
+    return config
+
+
+def folder_geometry(config: dict) -> Geometry:
+    """The ``Geometry`` a pipeline config (``model_index.json``) records; ``pose_draw_size``
+    None for a pipeline saved before the config recorded it."""
+    default = Geometry()
+    draw = config.get("pose_draw_size")
+    return Geometry(height=int(config.get("height", default.height)), width=int(config.get("width", default.width)),
+                    source_size=int(config.get("source_size", default.source_size)),
+                    fusion_size=int(config.get("fusion_size", default.fusion_size)),
+                    pose_draw_size=tuple(draw) if draw else None,
+                    pose_format=config.get("pose_format", default.pose_format))
+
+
+def load_pipeline_to_train(folder, geometry: Geometry | None = None, option: str = "init_pipeline") -> FPDMPipeline:
+    """A pipeline ready to train from a complete FPDM pipeline folder (``check_pipeline_folder``),
+    in fp32: its UNet, pose encoder, source MLP and fusion MLP (their dropout as saved) to train
+    on, its VAE, source encoder and fusion model frozen, a DDPMScheduler from its scheduler
+    config. ``geometry`` (default: the folder's, ``folder_geometry``) sets the sizes; a
+    ``source_size`` other than the folder's resizes the source encoder's input, as
+    ``build_pipeline`` does; its ``pose_format`` must be the folder's (the pose encoder learned
+    that renderer)."""
+    from diffusers import DDPMScheduler
+
+    from .models.sd2 import with_identity_class_embedding
+
+    config = check_pipeline_folder(folder, option)
+    saved_geometry = folder_geometry(config)
+    geometry = geometry or saved_geometry
+    if geometry.pose_format != saved_geometry.pose_format:
+        raise ValueError(f"{folder}: trained on {saved_geometry.pose_format} poses, asked to train on "
+                         f"{geometry.pose_format} poses")
+    try:
+        saved = FPDMPipeline.from_pretrained(os.path.expanduser(str(folder)), dtype=torch.float32)
+    except (OSError, ValueError) as e:  # unreadable weights or configs
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsNotFoundError(f"FPDM pipeline to fine-tune (--{option}): {str(folder)!r} could not be "
+                                   f"loaded: {first[:300]}") from None
+    source_encoder = saved.source_encoder
+    if source_encoder.config.image_size != geometry.source_size:
+        source_encoder.register_to_config(image_size=geometry.source_size)
+    for name in FROZEN_COMPONENTS:
+        getattr(saved, name).requires_grad_(False).eval()
+    return FPDMPipeline(vae=saved.vae, unet=with_identity_class_embedding(saved.unet),
+                        scheduler=DDPMScheduler.from_config(saved.scheduler.config), pose_encoder=saved.pose_encoder,
+                        source_mlp=saved.source_mlp, fusion_mlp=saved.fusion_mlp, source_encoder=source_encoder,
+                        fusion_model=saved.fusion_model, source_size=geometry.source_size,
+                        fusion_size=geometry.fusion_size, height=geometry.height, width=geometry.width,
+                        pose_draw_size=geometry.pose_draw_size, pose_format=geometry.pose_format)
+
+
 def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
     """B2's frozen inputs of a batch (no gradients): VAE latents of ``batch["target"]`` (scaled;
     drawn from the latent distribution, or its mean with sample=False so validation leaves the
@@ -143,6 +246,7 @@ def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilo
 
 
 __all__ = [
-    "Geometry", "Heads", "TINY_HEADS", "build_pipeline", "frozen_conditions", "load_fusion_model",
-    "make_tiny_pipeline", "training_loss",
+    "FROZEN_COMPONENTS", "Geometry", "Heads", "PIPELINE_COMPONENTS", "TINY_HEADS", "TRAINED_COMPONENTS",
+    "build_pipeline", "check_pipeline_folder", "folder_geometry", "frozen_conditions", "load_fusion_model",
+    "load_pipeline_to_train", "make_tiny_pipeline", "training_loss",
 ]
