@@ -7,6 +7,13 @@ applies the encoder's own mean/std and returns **every** output token of the las
 embeddings are interpolated to the grid. The source is a square image (the dataset feeds it at
 512x512), so the resize keeps the whole image, no crop.
 
+Position grid (DINOv2 only): DINOv2-large learned a 37x37 grid (518 px) and sees a 36x36 one at
+512 px, so its position embeddings are resampled (bicubic). ``position_grid="scale_factor"`` (the
+default) resamples as transformers 4.40 did, which the released FPDM weights were trained with:
+``scale_factor=((n + 0.1) / g, ...)`` for an n x n patch grid and a g x g learned one, with no
+resampling when the grids already match. ``"size"`` keeps the installed transformers' own rule
+(resample to the target size). The two give different embeddings (``bench/dinov2_position_grid.py``).
+
 Backends, one interface
 - ``"dinov2"``: transformers ``AutoModel`` of a DINOv2 checkpoint (default
   ``facebook/dinov2-large``, width 1024; 1 + 36x36 = 1297 tokens at 512 px with patch 14).
@@ -22,6 +29,8 @@ The encoder is frozen: no gradients, and it stays in eval mode.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 
 import torch
@@ -40,6 +49,7 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_NORMALISATION = {"dinov2": (IMAGENET_MEAN, IMAGENET_STD), "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)}
 _DROP_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "torch_dtype", "dtype")
+POSITION_GRIDS = ("scale_factor", "size")
 
 
 def _check_backend(backend: str) -> None:
@@ -67,6 +77,42 @@ def _config_dict(hf_config) -> dict:
     return d
 
 
+def _check_position_grid(position_grid: str) -> None:
+    if position_grid not in POSITION_GRIDS:
+        raise ValueError(f"unknown position_grid {position_grid!r}; choose one of {POSITION_GRIDS}")
+
+
+def scale_factor_position_grid(position_embeddings: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Position embeddings (1, 1 + g*g, dim) of a learned g x g grid (class token first) -> (1, 1 + h*w, dim)
+    for an h x w patch grid, resampled with transformers 4.40's rule: bicubic by the scale factor
+    ``(h + 0.1) / g, (w + 0.1) / g`` (align_corners=False, in float32).
+
+    A scale factor is not the same resampling as a target size: with a scale factor torch maps
+    output to input coordinates by 1 / scale_factor, not by g / h. The 0.1 keeps floor(g * scale)
+    from landing one below h through rounding."""
+    h, w = grid
+    g = math.sqrt(position_embeddings.shape[1] - 1)
+    dim = position_embeddings.shape[-1]
+    class_pos = position_embeddings[:, :1]
+    patch_pos = position_embeddings[:, 1:].reshape(1, int(g), int(g), dim).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(patch_pos.float(), scale_factor=((h + 0.1) / g, (w + 0.1) / g), mode="bicubic",
+                              align_corners=False).to(position_embeddings.dtype)
+    if patch_pos.shape[-2:] != (h, w):
+        raise ValueError(f"position grid resampled to {tuple(patch_pos.shape[-2:])}, expected {(h, w)}")
+    return torch.cat((class_pos, patch_pos.permute(0, 2, 3, 1).reshape(1, h * w, dim)), dim=1)
+
+
+def _scale_factor_interpolate_pos_encoding(module, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    # Stands in for Dinov2Embeddings.interpolate_pos_encoding (same arguments): the grids are
+    # compared as 4.40 did, since its resampling is not the identity on a matching grid.
+    num_positions = module.position_embeddings.shape[1] - 1
+    if embeddings.shape[1] - 1 == num_positions and height == width:
+        return module.position_embeddings
+    patch = module.config.patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    return scale_factor_position_grid(module.position_embeddings, (height // ph, width // pw))
+
+
 def tiny_model_config(backend: str = "dinov2", width: int = 32, layers: int = 2, heads: int = 2,
                       patch_size: int = 8, image_size: int = 32) -> dict:
     """transformers config (as a dict) of a very small network of ``backend``."""
@@ -79,16 +125,21 @@ def tiny_model_config(backend: str = "dinov2", width: int = 32, layers: int = 2,
 
 
 class SourceEncoder(ModelMixin, ConfigMixin):
-    """Frozen image encoder -> all last-layer tokens (B, N, width)."""
+    """Frozen image encoder -> all last-layer tokens (B, N, width).
+
+    ``position_grid`` ("scale_factor" or "size", see the module docstring) chooses how DINOv2
+    resamples its position embeddings to the input's patch grid; the clip backend ignores it
+    (it keeps transformers' own interpolation)."""
 
     config_name = "config.json"
 
     @register_to_config
     def __init__(self, backend: str = "dinov2", model_config: dict | None = None, image_size: int = 512,
                  image_mean: list | tuple | None = None, image_std: list | tuple | None = None,
-                 source: str = "random"):
+                 source: str = "random", position_grid: str = "scale_factor"):
         super().__init__()
         _check_backend(backend)
+        _check_position_grid(position_grid)
         model_config = dict(model_config or tiny_model_config(backend))
         model_config.pop("model_type", None)
         self.model = _model_class(backend)(_config_class(backend)(**model_config))
@@ -98,24 +149,40 @@ class SourceEncoder(ModelMixin, ConfigMixin):
         # Constants rebuilt from the config, so kept out of the state dict.
         self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        self._apply_position_grid()
         self.requires_grad_(False)
         self.eval()
+
+    def _apply_position_grid(self) -> None:
+        _check_position_grid(self.config.position_grid)
+        if self.config.backend != "dinov2":
+            return
+        embeddings = self.model.embeddings
+        # An instance attribute shadows the library's method; its forward stays the library's.
+        if self.config.position_grid == "scale_factor":
+            embeddings.interpolate_pos_encoding = functools.partial(_scale_factor_interpolate_pos_encoding, embeddings)
+        else:
+            embeddings.__dict__.pop("interpolate_pos_encoding", None)
 
     # -- construction
 
     @classmethod
-    def tiny(cls, backend: str = "dinov2", image_size: int = 32, **kwargs) -> "SourceEncoder":
-        """Tiny random-weight encoder (width 32, 2 layers, patch 8) for tests and demos."""
-        return cls(backend=backend, model_config=tiny_model_config(backend, image_size=image_size, **kwargs),
-                   image_size=image_size, source="tiny")
+    def tiny(cls, backend: str = "dinov2", image_size: int = 32, position_grid: str = "scale_factor",
+             model_image_size: int | None = None, **kwargs) -> "SourceEncoder":
+        """Tiny random-weight encoder (width 32, 2 layers, patch 8) for tests and demos. The network
+        learns the grid of ``model_image_size`` (default ``image_size``: nothing to interpolate)."""
+        model_config = tiny_model_config(backend, image_size=model_image_size or image_size, **kwargs)
+        return cls(backend=backend, model_config=model_config, image_size=image_size, source="tiny",
+                   position_grid=position_grid)
 
     @classmethod
     def load(cls, name: str = DEFAULT_SOURCE_ENCODER, backend: str | None = None, image_size: int = 512,
-             option: str = "source_encoder") -> "SourceEncoder":
+             option: str = "source_encoder", position_grid: str = "scale_factor") -> "SourceEncoder":
         """Real weights from a hub id or local folder (``"tiny"``: the tiny random encoder).
         ``backend`` defaults to what the checkpoint's config says (dinov2 or clip)."""
+        _check_position_grid(position_grid)
         if name == "tiny":
-            return cls.tiny(backend or "dinov2", image_size=image_size)
+            return cls.tiny(backend or "dinov2", image_size=image_size, position_grid=position_grid)
         what = "source image encoder (DINOv2 / CLIP vision, transformers)"
         default = DEFAULT_HUB_IDS.get(backend or "dinov2", DEFAULT_SOURCE_ENCODER)
         path = os.path.expanduser(name)
@@ -144,7 +211,7 @@ class SourceEncoder(ModelMixin, ConfigMixin):
         mean = norm.get("image_mean", DEFAULT_NORMALISATION[backend][0])
         std = norm.get("image_std", DEFAULT_NORMALISATION[backend][1])
         encoder = cls(backend=backend, model_config=_config_dict(network.config), image_size=image_size,
-                      image_mean=list(mean), image_std=list(std), source=name)
+                      image_mean=list(mean), image_std=list(std), source=name, position_grid=position_grid)
         encoder.model.load_state_dict(network.state_dict())
         return encoder
 
@@ -186,10 +253,11 @@ class SourceEncoder(ModelMixin, ConfigMixin):
         kwargs = {}
         if self.config.backend == "clip" and self.config.image_size != self.model.config.image_size:
             kwargs["interpolate_pos_encoding"] = True  # DINOv2 interpolates by itself
+        self._apply_position_grid()  # the config may have changed since construction (register_to_config)
         return self.model(pixel_values=self.preprocess(images), **kwargs).last_hidden_state
 
 
 __all__ = [
-    "BACKENDS", "DEFAULT_SOURCE_ENCODER", "SourceEncoder", "WeightsNotFoundError",
-    "tiny_model_config",
+    "BACKENDS", "DEFAULT_SOURCE_ENCODER", "POSITION_GRIDS", "SourceEncoder", "WeightsNotFoundError",
+    "scale_factor_position_grid", "tiny_model_config",
 ]
