@@ -1,4 +1,5 @@
-"""Image helpers shared by every stage: loading, the one PIL <-> tensor conversion, result grids.
+"""Image helpers shared by every stage: loading, the one PIL <-> tensor conversion, the one
+bicubic resize (Pillow < 13's pass order), result grids.
 
 Tensors are float (3, H, W) in [-1, 1]; sizes are (height, width).
 """
@@ -36,6 +37,34 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy())
 
 
+def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` resized bicubically to ``size`` (height, width), exactly as Pillow before 13 did.
+
+    The released models were trained, and the peers' scores computed, with Pillow < 13, whose
+    ``Image.resize`` always ran the horizontal pass and then the vertical one. Pillow 13 runs
+    the vertical pass first when the height shrinks by more than twice as many pixels as the
+    width; an 8-bit image is rounded and clipped to 8 bits between the passes, so the order
+    changes values (DeepFashion's 750x1101 photos squashed to 512x512: up to 12 grey levels,
+    on about 7% of the values). Running the two passes as two calls, each of which
+    changes one axis and so is one pass in every Pillow, gives the old result on any version.
+    A size equal to the image's returns a copy.
+    """
+    h, w = size
+    if image.size == (w, h):
+        return image.copy()
+    if image.mode in ("1", "P"):
+        # Pillow resizes these by nearest neighbour whatever the filter: no passes to order.
+        return image.resize((w, h), Image.BICUBIC)
+    # Pillow resizes RGBA and LA premultiplied; converting per pass would round twice.
+    premultiplied = {"RGBA": "RGBa", "LA": "La"}.get(image.mode)
+    im = image.convert(premultiplied) if premultiplied else image
+    if im.width != w:
+        im = im.resize((w, im.height), Image.BICUBIC)
+    if im.height != h:
+        im = im.resize((w, h), Image.BICUBIC)
+    return im.convert(image.mode) if premultiplied else im
+
+
 def comparison_grid(rows: list[list[Image.Image]], cell: tuple[int, int]) -> Image.Image:
     """Rows of images (source | pose | ground truth | generated) resized into one grid of
     ``cell`` (height, width) cells."""
@@ -43,5 +72,5 @@ def comparison_grid(rows: list[list[Image.Image]], cell: tuple[int, int]) -> Ima
     grid = Image.new("RGB", (w * max(len(r) for r in rows), h * len(rows)), (255, 255, 255))
     for i, row in enumerate(rows):
         for j, im in enumerate(row):
-            grid.paste(im.convert("RGB").resize((w, h), Image.BICUBIC), (j * w, i * h))
+            grid.paste(resize(im.convert("RGB"), (h, w)), (j * w, i * h))
     return grid

@@ -1,8 +1,9 @@
 """Evaluation metrics of C2: SSIM, SSIM-256, PSNR, LPIPS and FID, the protocol shared by PIDM,
 CFLD, PCDMs and the FPDM authors (DeepFashion at 256x176 and at 512x352).
 
-Every image, generated or ground truth, is resized bicubically (PIL) to the evaluation size
-(height x width: 256x176 or 512x352) before any metric sees it.
+Every image, generated or ground truth, is resized bicubically (PIL, in the pass order of the
+peers' Pillow < 13: ``src.images.resize``) to the evaluation size (height x width: 256x176 or
+512x352) before any metric sees it.
 
 - SSIM:     ``structural_similarity`` on RGB floats in [0, 1], ``win_size=51``, ``channel_axis=2``,
             ``data_range=1``.
@@ -57,7 +58,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch.utils.data import DataLoader, Dataset
@@ -68,7 +68,7 @@ from .devices import resolve_device, without_tf32
 from .fileio import atomic_path
 from .handoff import (EvalEntry, ManifestError, generated_entries, parse_size, resolve_temporal, size_name,
                       video_problems)
-from .images import load_rgb
+from .images import load_rgb, resize
 from . import pose_accuracy as pa
 from . import temporal_metrics as tm
 from .weights import WeightsNotFoundError, require_checkpoint
@@ -113,14 +113,14 @@ INCEPTION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1
 
 
 def load_eval_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 array (H, W, 3) at the evaluation size, resized bicubically (PIL) if needed."""
+    """RGB uint8 array (H, W, 3) at the evaluation size, resized (``src.images.resize``) if needed."""
     try:
         im = load_rgb(path)
     except Exception as e:  # noqa: BLE001 - any decoding failure names the file
         raise RuntimeError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
     h, w = size
     if im.size != (w, h):
-        im = im.resize((w, h), Image.BICUBIC)
+        im = resize(im, size)
     return np.array(im, dtype=np.uint8)  # a writable copy (torch.from_numpy in the loaders)
 
 
@@ -572,7 +572,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
             "fid_backbone_description": FID_BACKBONE_PROTOCOL.get(fid_backbone),
             "fid_stats_cache": ref_info["cache"] if ref_info else None,
             "lpips": "alex (random backbone)" if lpips_random else "alex",
-            "resize": "bicubic",
+            "resize": "bicubic, Pillow < 13 pass order (horizontal, then vertical)",
             "size": name,
             "ssim": SSIM_PROTOCOL,
             "ssim_256": SSIM_256_PROTOCOL,

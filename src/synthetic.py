@@ -25,7 +25,7 @@ from PIL import Image
 
 from .data.deepfashion import drawn_pose
 from .fileio import atomic_save_image, atomic_write_json
-from .images import comparison_grid, load_rgb
+from .images import comparison_grid, load_rgb, resize
 from .pose import NUM_JOINTS, pixels_to_frame, write_keypoints
 from .pose_accuracy import target_keypoints
 
@@ -262,7 +262,7 @@ def load_at(root: str | Path, image_rel: str, size: tuple[int, int]) -> np.ndarr
     """A dataset image as RGB uint8 (height, width, 3), resized bicubic to ``size`` when needed."""
     image = load_rgb(Path(root) / image_rel)
     if image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BICUBIC)
+        image = resize(image, size)
     return np.asarray(image)
 
 

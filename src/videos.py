@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .fileio import atomic_path
+from .images import resize
 from .pose.wholebody133 import FRAME_SIZE
 
 DEFAULT_FPS = 25.0
@@ -150,7 +151,7 @@ def _fit(frame, size: tuple[int, int]) -> np.ndarray:
     a = to_rgb_array(frame)
     h, w = size
     if a.shape[:2] != (h, w):
-        a = np.asarray(Image.fromarray(a).resize((w, h), Image.BICUBIC), dtype=np.uint8)
+        a = np.asarray(resize(Image.fromarray(a), size), dtype=np.uint8)
     return a
 
 

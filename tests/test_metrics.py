@@ -308,7 +308,7 @@ def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
         p = block["protocol"]
         assert p["fid_reference"] == "train" and p["fid_reference_count"] == len(train_images)
         assert p["fid_backbone"] == "pytorch-fid" and p["lpips"] == "alex (random backbone)"
-        assert p["resize"] == "bicubic" and "win_size=51" in p["ssim"]
+        assert p["resize"] == "bicubic, Pillow < 13 pass order (horizontal, then vertical)" and "win_size=51" in p["ssim"]
         # DeepFashion's pairs are no videos: temporal="auto" leaves the temporal figures out, saying why
         assert block["temporal"] is None and set(p["null_reasons"]) == {"temporal"}
         assert p["null_reasons"]["temporal"].startswith("the evaluated pairs do not form videos (temporal='auto')")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..images import load_rgb
+from ..images import load_rgb, resize
 from ..pose.keypoints import PoseFileError
 from ..pose.openpose18 import (
     FLIP_PERMUTATION,
@@ -84,7 +84,7 @@ def draw_pose_resized(kp_draw: np.ndarray, draw_size: tuple[int, int], size: tup
     ``size`` (height, width): how stage 2 sees a target pose in training and in sampling."""
     (dh, dw), (h, w) = draw_size, size
     image = Image.fromarray(draw_pose(kp_draw, dh, dw))
-    return image if (dh, dw) == (h, w) else image.resize((w, h), Image.BICUBIC)
+    return image if (dh, dw) == (h, w) else resize(image, size)
 
 
 def stage2_pose(kp_frame: np.ndarray, size: tuple[int, int], draw_size: tuple[int, int]) -> Image.Image:

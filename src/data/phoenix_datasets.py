@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..images import load_rgb
+from ..images import load_rgb, resize
 from ..pose import wholebody133
 from ..pose.keypoints import PoseFileError, resize_keypoints
 from .deepfashion import pose_image_path, pose_path
@@ -64,7 +64,7 @@ def draw_pose_resized(kp_draw: np.ndarray, draw_size: tuple[int, int], size: tup
     """Draw 133 pixel keypoints on a canvas of ``draw_size``, then resize bicubic to ``size``."""
     (dh, dw), (h, w) = draw_size, size
     image = Image.fromarray(wholebody133.draw_pose(kp_draw, dh, dw, stick_width_at(draw_size)))
-    return image if (dh, dw) == (h, w) else image.resize((w, h), Image.BICUBIC)
+    return image if (dh, dw) == (h, w) else resize(image, size)
 
 
 def stage2_pose(kp: np.ndarray, size: tuple[int, int], draw_size: tuple[int, int] = POSE_DRAW_SIZE,

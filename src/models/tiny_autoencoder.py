@@ -42,13 +42,13 @@ from .sd2 import make_tiny_sd2, tiny_sd2_configs
 def load_images(paths, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Images (RGB files) as one float tensor (N, 3, H, W) in [-1, 1]; resized bicubic to
     ``size`` (height, width) when given, else all must share one size."""
-    from ..images import load_rgb, to_tensor
+    from ..images import load_rgb, resize, to_tensor
 
     tensors = []
     for p in paths:
         im = load_rgb(p)
         if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BICUBIC)
+            im = resize(im, size)
         tensors.append(to_tensor(im))
     if not tensors:
         raise ValueError("no images given")
