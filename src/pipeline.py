@@ -8,13 +8,14 @@ class embedding), ``scheduler``, ``pose_encoder``, ``source_mlp``, ``fusion_mlp`
 ``fusion_size`` (the fusion model's square inputs, 224), ``pose_draw_size`` (where B2
 drew its target poses before resizing them to the output size, 550x375) and ``pose_format``
 (the keypoint format of its dataset: "openpose18" for DeepFashion, "wholebody133" for
-PHOENIX-2014T), so keypoint targets are drawn as B2 drew them.
+PHOENIX-2014T), so keypoint targets are drawn as B2 drew them; ``sampling`` the default steps,
+guidance and sampler (a converted authors' model records theirs).
 
-Per call: the source encoder's tokens (through the source MLP) and the fusion embedding
-f(source, target pose) are computed once (the fusion model sees the source and the target pose
-squashed to ``fusion_size``, ``src.data.fusion_input``); the pose encoder runs once; then every
-denoising step
-evaluates the three guidance branches in **one** batched UNet call,
+Per call: each network's view of the inputs is made as in training (``src.data.source_views``,
+``pose_views``: the source squashed to ``source_size`` and from there to ``fusion_size``, each
+pose view resized straight from the full pose image); the source encoder's tokens (through the
+source MLP) and the fusion embedding f(source, target pose) are computed once; the pose encoder
+runs once; then every denoising step evaluates the three guidance branches in **one** batched UNet call,
 
     e_u: no pose, no source tokens, no fusion      e_s: pose + source tokens, no fusion
     e_f: all three conditions
@@ -55,7 +56,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .data import fusion_input, pose_format_module
+from .data import fusion_input, pose_format_module, pose_views, source_views
 from .images import to_tensor
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
@@ -65,6 +66,9 @@ from .models.conditioning import (  # noqa: F401
 )
 from .models.fusion import FusionModel  # noqa: F401
 from .models.source_encoder import SourceEncoder  # noqa: F401
+
+# The authors' sampling: 20 DDPM steps at guidance 2.0 (a pipeline's config ``sampling`` overrides).
+SAMPLING_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 2.0, "scheduler": "ddpm"}
 
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, {}),
@@ -127,37 +131,43 @@ def _is_keypoints(x) -> bool:
     return isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 2
 
 
-def _image_tensor(item, size: tuple[int, int] | None, what: str) -> torch.Tensor:
-    """One image (PIL, HxWx3 uint8 array, or (3,H,W) tensor in [-1,1]) -> (3,H,W) in [-1,1];
-    PIL/arrays are resized bicubic to ``size`` (height, width) when given, tensors bilinear."""
+def _as_image(item, what: str):
+    """A PIL RGB image of a PIL image or an HxWx3 uint8 array; a (3, H, W) tensor in [-1, 1] as is."""
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[-1] != 3:
             raise ValueError(f"{what}: expected an HxWx3 uint8 array, got shape {item.shape}")
-        item = Image.fromarray(item.astype(np.uint8))
+        return Image.fromarray(item.astype(np.uint8))
     if isinstance(item, Image.Image):
-        item = item.convert("RGB")
-        if size is not None and item.size != (size[1], size[0]):
-            item = item.resize((size[1], size[0]), Image.BICUBIC)
-        return to_tensor(item)
+        return item.convert("RGB")
     if isinstance(item, torch.Tensor):
-        t = item.float()
-        if t.ndim != 3 or t.shape[0] != 3:
-            raise ValueError(f"{what}: expected a (3, H, W) tensor in [-1, 1], got shape {tuple(t.shape)}")
-        if size is not None and tuple(t.shape[-2:]) != tuple(size):
-            t = F.interpolate(t[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)[0]
-        return t
+        if item.ndim != 3 or item.shape[0] != 3:
+            raise ValueError(f"{what}: expected a (3, H, W) tensor in [-1, 1], got shape {tuple(item.shape)}")
+        return item.float()
     raise TypeError(f"{what}: unsupported input type {type(item).__name__}")
 
 
-def _fusion_tensor(item, size: int, kind: str, what: str) -> torch.Tensor:
-    """A fusion-model input (``src.data.fusion_input``) of any supported image kind."""
-    if isinstance(item, np.ndarray) and item.ndim == 3:
-        item = Image.fromarray(item.astype(np.uint8))
-    if not isinstance(item, (Image.Image, torch.Tensor)):
-        raise TypeError(f"{what}: unsupported input type {type(item).__name__}")
-    if isinstance(item, torch.Tensor) and (item.ndim != 3 or item.shape[0] != 3):
-        raise ValueError(f"{what}: expected a (3, H, W) tensor in [-1, 1], got shape {tuple(item.shape)}")
-    return fusion_input(item, size, kind)
+def _resized_tensor(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return F.interpolate(t[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def _pose_views(item, size: tuple[int, int], fusion_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pose encoder's input, fusion model's input) of a pose image of any supported kind: each
+    resized straight from the image given (``src.data.pose_views``; tensors: bilinear / bicubic)."""
+    image = _as_image(item, "target_pose")
+    if isinstance(image, Image.Image):
+        return pose_views(image, size, fusion_size)
+    return _resized_tensor(image, size), fusion_input(image, fusion_size, "pose")
+
+
+def _source_views(item, source_size: int, fusion_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source encoder's input, fusion model's input) of a source image (``src.data.source_views``)."""
+    image = _as_image(item, "source_image")
+    if isinstance(image, Image.Image):
+        return source_views(image, source_size, fusion_size)
+    square = _resized_tensor(image, (source_size, source_size))
+    return square, fusion_input(square, fusion_size, "source")
 
 
 @dataclass
@@ -243,14 +253,15 @@ class FPDMPipeline(DiffusionPipeline):
 
     def __init__(self, vae, unet, scheduler, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model,
                  source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352,
-                 pose_draw_size: tuple | list | None = None, pose_format: str = "openpose18"):
+                 pose_draw_size: tuple | list | None = None, pose_format: str = "openpose18",
+                 sampling: dict | None = None):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder,
                               source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
                               fusion_model=fusion_model)
         self.register_to_config(source_size=source_size, fusion_size=fusion_size, height=height, width=width,
                                 pose_draw_size=list(pose_draw_size) if pose_draw_size else None,
-                                pose_format=pose_format)
+                                pose_format=pose_format, sampling=dict(sampling) if sampling else None)
         pose_format_module(pose_format)  # an unknown format fails here, not at the first drawing
         check_widths(unet, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -262,51 +273,57 @@ class FPDMPipeline(DiffusionPipeline):
         """The UNet + pose encoder + source MLP + fusion MLP as one module (shares the components)."""
         return FPDMDenoiser(self.unet, self.pose_encoder, self.source_mlp, self.fusion_mlp)
 
-    def draw_target_pose(self, keypoints: np.ndarray, height: int, width: int) -> Image.Image:
-        """Pixel keypoints at the output size -> the pose image as B2 trained on it: drawn with
-        the renderer of the config's ``pose_format`` at its ``pose_draw_size`` (scaled to it), then
-        resized; at the output size when unset."""
+    def render_target_pose(self, keypoints: np.ndarray, height: int, width: int) -> Image.Image:
+        """Pixel keypoints at the output size -> the full pose render as B2 drew it: the renderer
+        of the config's ``pose_format`` at its ``pose_draw_size`` (keypoints scaled to it); at the
+        output size when unset. Each network's view is resized from it (``pose_views``)."""
         from .pose.keypoints import resize_keypoints
 
         draw = tuple(self.config.pose_draw_size or (height, width))
         renderer = pose_format_module(self.config.pose_format)
-        return renderer.draw_pose_resized(resize_keypoints(keypoints, (height, width), draw), draw, (height, width))
+        return renderer.draw_pose_resized(resize_keypoints(keypoints, (height, width), draw), draw, draw)
+
+    def draw_target_pose(self, keypoints: np.ndarray, height: int, width: int) -> Image.Image:
+        """The pose image the pose encoder sees: ``render_target_pose`` resized to the output size."""
+        from .images import resize
+
+        return resize(self.render_target_pose(keypoints, height, width), (height, width))
 
     def prepare_inputs(self, source_image, target_pose, fusion_pose=None, height: int | None = None,
                        width: int | None = None) -> dict:
         """Images of any supported kind -> tensors in [-1, 1]: ``source`` (B,3,S,S), ``pose``
-        (B,3,H,W), ``fusion_source`` and ``fusion_pose`` (fusion-model inputs); an
+        (B,3,H,W), ``fusion_source`` and ``fusion_pose`` (fusion-model inputs), each view made
+        from the image given as in training (``src.data.source_views``, ``pose_views``); an
         ``EncodedSource`` passed as ``source_image`` comes back as ``encoded_source`` instead of
         the two source tensors."""
         height = height or self.config.height
         width = width or self.config.width
+        fusion_size = self.config.fusion_size
         encoded = source_image if isinstance(source_image, EncodedSource) else None
         sources = [None] * len(encoded) if encoded is not None else _as_list(source_image)
         poses = _as_list(target_pose)
         batch = max(len(sources), len(poses))
         poses = _broadcast(poses, batch, "target_pose")
-        pose_items = [self.draw_target_pose(p, height, width) if _is_keypoints(p) else p for p in poses]
-        out = {"pose": _stack([_image_tensor(p, (height, width), "target_pose") for p in pose_items], "target_pose")}
+        renders = [self.render_target_pose(p, height, width) if _is_keypoints(p) else p for p in poses]
+        views = [_pose_views(p, (height, width), fusion_size) for p in renders]
+        out = {"pose": _stack([v[0] for v in views], "target_pose")}
         if encoded is not None:
             out["encoded_source"] = encoded.broadcast(batch)
         else:
             out.update(self._source_tensors(_broadcast(sources, batch, "source_image")))
         if fusion_pose is None:
-            fusion_poses = list(out["pose"])
+            fusion_poses = [v[1] for v in views]
         else:
             fp = _broadcast(_as_list(fusion_pose), batch, "fusion_pose")
-            fusion_poses = [self.draw_target_pose(p, height, width) if _is_keypoints(p) else p for p in fp]
-        out["fusion_pose"] = _stack([_fusion_tensor(x, self.config.fusion_size, "pose", "fusion_pose")
-                                     for x in fusion_poses], "fusion_pose")
+            fp = [self.render_target_pose(p, height, width) if _is_keypoints(p) else p for p in fp]
+            fusion_poses = [_pose_views(p, (height, width), fusion_size)[1] for p in fp]
+        out["fusion_pose"] = _stack(fusion_poses, "fusion_pose")
         return out
 
     def _source_tensors(self, sources: list) -> dict:
-        s = self.config.source_size
-        return {
-            "source": _stack([_image_tensor(x, (s, s), "source_image") for x in sources], "source_image"),
-            "fusion_source": _stack([_fusion_tensor(x, self.config.fusion_size, "source", "source_image")
-                                     for x in sources], "source_image"),
-        }
+        views = [_source_views(x, self.config.source_size, self.config.fusion_size) for x in sources]
+        return {"source": _stack([v[0] for v in views], "source_image"),
+                "fusion_source": _stack([v[1] for v in views], "source_image")}
 
     @torch.no_grad()
     def encode_source(self, source_image) -> EncodedSource:
@@ -376,8 +393,8 @@ class FPDMPipeline(DiffusionPipeline):
     # -- generation
 
     @torch.no_grad()
-    def __call__(self, source_image, target_pose, fusion_pose=None, num_inference_steps: int = 20,
-                 guidance_scale: float = 2.0, fusion_guidance_scale: float | None = None, scheduler="ddpm",
+    def __call__(self, source_image, target_pose, fusion_pose=None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, fusion_guidance_scale: float | None = None, scheduler=None,
                  generator: torch.Generator | list | None = None, seeds: list[int] | None = None,
                  height: int | None = None, width: int | None = None, output_type: str = "pil",
                  return_dict: bool = True, drop_conditions=()):
@@ -390,6 +407,8 @@ class FPDMPipeline(DiffusionPipeline):
                       them, see ``draw_target_pose``); a single source or pose is broadcast.
         fusion_pose:  the pose image the fusion model sees; defaults to the target pose, as in
                       stage-2 training (squashed to ``fusion_size`` either way).
+        num_inference_steps, guidance_scale, scheduler: default to the config's ``sampling``
+                      (a converted authors' model records theirs), else 20, 2.0, "ddpm".
         scheduler:    "ddpm" (the authors'), "ddim", "dpm++", "unipc", or a scheduler object;
                       built from the pipeline scheduler's config.
         seeds:        one int per item (per-item generators); else ``generator``.
@@ -399,6 +418,10 @@ class FPDMPipeline(DiffusionPipeline):
                       without the fusion embedding, so e_f = e_s).
         """
         drop = check_drop_conditions(drop_conditions)
+        defaults = {**SAMPLING_DEFAULTS, **(self.config.get("sampling") or {})}
+        num_inference_steps = defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        scheduler = defaults["scheduler"] if scheduler is None else scheduler
         with eval_mode(*self.components.values()):
             return self._generate(source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
                                   fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type,
@@ -446,6 +469,6 @@ class FPDMPipeline(DiffusionPipeline):
 
 
 __all__ = [
-    "EncodedSource", "FPDMPipeline", "SCHEDULERS", "check_drop_conditions", "check_widths", "combine_guidance", "eval_mode",
+    "EncodedSource", "FPDMPipeline", "SAMPLING_DEFAULTS", "SCHEDULERS", "check_drop_conditions", "check_widths", "combine_guidance", "eval_mode",
     "guidance_conditions", "make_scheduler",
 ]

@@ -23,9 +23,10 @@ from src.data import (
     fusion_input,
     load_pairs,
     pose_path,
+    source_views,
     target_pose_image,
 )
-from src.images import comparison_grid, load_rgb, to_pil, to_tensor
+from src.images import comparison_grid, load_rgb, resize, to_pil, to_tensor
 from src.pose.openpose18 import COLORS_BGR, draw_pose_from_frame, read_keypoints
 from src.preprocess import convert_patn, unflatten_name
 from src.synthetic import make_synthetic_dataset
@@ -283,12 +284,33 @@ def test_stage1_photos_are_cropped_and_stage2_inputs_squashed(samples_root):
     assert (as_tensor - squashed).abs().mean() < 0.02
 
 
-def test_stage2_fusion_pose_is_the_unets_jittered_flipped_render(samples_root):
+def test_stage2_fusion_pose_is_the_unets_jittered_flipped_render(samples_root, monkeypatch):
+    """Both pose views come straight from one render (the jittered, flipped one), as the authors'
+    dataset resizes its drawn pose to the model size and, separately, to the fusion size."""
     kw = dict(target_size=(128, 88), source_size=64, fusion_size=64, pose_draw_size=(256, 176))
     ds = DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0, jitter_sigma=3.0,
                           identity_prob=0.0, source_scales=(64,), **kw)
+    renders = []
+    draw = DiffusionDataset.draw
+
+    def recording(kp, draw_size, size):
+        renders.append(draw(kp, draw_size, size))
+        return renders[-1]
+
+    monkeypatch.setattr(DiffusionDataset, "draw", staticmethod(recording))
     item = ds[1]
-    unet_pose = to_pil(item["target_pose"]).resize((64, 64), Image.BICUBIC)
-    assert (item["fusion_pose"] - to_tensor(unet_pose)).abs().max() < 2 / 127.5 + 1e-6
+    (render,) = renders
+    assert render.size == (176, 256)
+    assert torch.equal(item["fusion_pose"], to_tensor(resize(render, (64, 64))))
+    assert torch.equal(item["target_pose"], to_tensor(resize(render, (128, 88))))
     unflipped = DiffusionDataset(samples_root, "test_pairs_data.json", train=False, **kw)[1]["fusion_pose"]
     assert (item["fusion_pose"] - unflipped).abs().mean() > 0.01
+
+
+def test_source_views_squash_to_the_scale_then_to_each_size():
+    photo = Image.fromarray((np.random.default_rng(0).random((110, 75, 3)) * 255).astype(np.uint8))
+    src, fusion = source_views(photo, 64, 48, scale=32)
+    square = resize(photo, (32, 32))
+    assert torch.equal(src, to_tensor(resize(square, (64, 64))))
+    assert torch.equal(fusion, to_tensor(resize(square, (48, 48))))
+    assert not torch.equal(fusion, to_tensor(resize(photo, (48, 48))))

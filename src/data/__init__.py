@@ -27,7 +27,7 @@ from .deepfashion import (
     stage2_pose,
     target_pose_image,
 )
-from .fusion_views import FUSION_VIEWS, fusion_input
+from .fusion_views import FUSION_VIEWS, fusion_input, pose_views, source_views
 from .pairs import (
     PAIR_KEYS,
     DatasetError,
@@ -67,7 +67,7 @@ __all__ = [
     "DATASETS", "dataset_module", "pose_format_module",
     # shared
     "PAIR_KEYS", "DatasetError", "ProblemsError", "check_image", "image_path", "load_pairs",
-    "read_pair_file", "relative_stem", "FUSION_VIEWS", "fusion_input",
+    "read_pair_file", "relative_stem", "FUSION_VIEWS", "fusion_input", "pose_views", "source_views",
     # DeepFashion
     "EVAL_SIZE", "MODEL_SIZE", "PHOTO_SIZE", "POSE_DRAW_SIZE", "DiffusionDataset", "FusionDataset",
     "check_dataset", "draw_pose_resized", "pose_image_path", "pose_path", "stage2_pose", "target_pose_image",

@@ -7,9 +7,11 @@ width), the source at ``source_size`` square, and the fusion model's inputs at `
 With ``train=True`` the training augmentations apply: target keypoints jittered by
 ``jitter_sigma`` pixels at ``pose_draw_size``, a joint horizontal flip with probability
 ``flip_prob``, identity pairs with probability ``identity_prob`` and the source fed at a random
-one of ``source_scales`` (downscaled, then back to ``source_size``). The fusion model gets the
-(flipped) source and the very pose render the UNet gets, jittered and flipped, both squashed to
-``fusion_size``. Augmentations are a function of (seed, epoch, index): reproducible, resumable.
+one of ``source_scales`` (squashed to that square, then to ``source_size``). The fusion model gets
+the (flipped) source at that scale and the very pose render the UNet gets, jittered and flipped,
+both squashed to ``fusion_size`` (``source_views``, ``pose_views``: the pipeline prepares its
+inputs with the same two functions). Augmentations are a function of (seed, epoch, index):
+reproducible, resumable.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..images import load_rgb, to_tensor
+from ..images import load_rgb, resize, to_tensor
 from ..pose.keypoints import hflip_keypoints, jitter_keypoints
-from .fusion_views import fusion_input
+from .fusion_views import fusion_input, pose_views, source_views
 from .pairs import image_path, load_pairs
 
 
@@ -110,20 +112,15 @@ class DiffusionPairs(Dataset):
             kp_draw = hflip_keypoints(kp_draw, self.pose_draw_size[1], self.FLIP_PERMUTATION)
         if train and self.jitter_sigma > 0:
             kp_draw = jitter_keypoints(kp_draw, self.jitter_sigma, rng)
-        th, tw = self.target_size
-        pose = kind.draw(kp_draw, self.pose_draw_size, self.target_size)
-
-        src = source.resize((self.source_size, self.source_size), Image.BICUBIC)
-        if train and len(self.source_scales) > 1:
-            scale = int(rng.choice(self.source_scales))
-            if scale != self.source_size:
-                src = source.resize((scale, scale), Image.BICUBIC).resize(
-                    (self.source_size, self.source_size), Image.BICUBIC)
+        render = kind.draw(kp_draw, self.pose_draw_size, self.pose_draw_size)
+        scale = int(rng.choice(self.source_scales)) if train and len(self.source_scales) > 1 else None
+        src, fusion_source = source_views(source, self.source_size, self.fusion_size, scale)
+        pose, fusion_pose = pose_views(render, self.target_size, self.fusion_size)
         return {
-            "target": to_tensor(target.resize((tw, th), Image.BICUBIC)),
-            "target_pose": to_tensor(pose),
-            "source": to_tensor(src),
-            "fusion_source": fusion_input(source, self.fusion_size, "source"),
-            "fusion_pose": fusion_input(pose, self.fusion_size, "pose"),
+            "target": to_tensor(resize(target, self.target_size)),
+            "target_pose": pose,
+            "source": src,
+            "fusion_source": fusion_source,
+            "fusion_pose": fusion_pose,
             "index": index,
         }

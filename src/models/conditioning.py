@@ -38,7 +38,10 @@ CONDITIONS = ("pose", "source", "fusion")
 
 
 class PoseEncoder(ModelMixin, ConfigMixin):
-    """Rendered pose image (B, 3, H, W) in [-1, 1] -> features (B, out_channels, H/8, W/8)."""
+    """Rendered pose image (B, 3, H, W) in [-1, 1] -> features (B, out_channels, H/8, W/8).
+
+    The network sees the image in [0, 1]: the authors fed it torchvision's ``ToTensor`` output
+    unnormalised, in training and at test, and their released weights expect that range."""
 
     config_name = "config.json"
 
@@ -55,7 +58,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def forward(self, pose_images: torch.Tensor) -> torch.Tensor:
-        return self.embedding(pose_images.to(self.dtype))
+        return self.embedding(((pose_images.float() + 1) / 2).to(self.dtype))
 
 
 class SourceMLP(ModelMixin, ConfigMixin):
