@@ -72,10 +72,11 @@ def _combiner(dim: int, projection: int, hidden: int) -> dict[str, torch.Tensor]
 
 
 def _randomised(module: nn.Module) -> nn.Module:
-    """Every parameter random (ControlNet's zero-initialised conv_out included), so a test sees each."""
+    """Every parameter random at a scale that carries the input through (ControlNet's
+    zero-initialised conv_out included), so a test sees what each input does."""
     with torch.no_grad():
         for p in module.parameters():
-            p.normal_(0, 0.02 if p.ndim > 1 else 0.05)
+            p.normal_(0, p[0].numel() ** -0.5 if p.ndim > 1 else 0.05)
     return module
 
 

@@ -36,6 +36,10 @@ def load_pipeline(name: str, dtype: torch.dtype, device):
 
     if looks_like_path(name):
         folder = Path(name).expanduser()
+        if folder.is_file() and folder.suffix == ".ckpt":
+            raise WeightsNotFoundError(f"{name}: a Lightning checkpoint, not a pipeline folder; convert the authors' "
+                                       f"stage-2 file first: python -m src.convert_authors --checkpoint={name} "
+                                       "--out=weights/fpdm_pipeline, then pass --pipeline=weights/fpdm_pipeline")
         if not (folder / "model_index.json").is_file():
             raise WeightsNotFoundError(f"{name}: not an FPDM pipeline folder (no model_index.json); "
                                        "pass --pipeline=OUT/pipeline, the folder B2 writes")

@@ -142,10 +142,11 @@ def _authors_inputs(source: Image.Image, pose: Image.Image, height: int, width: 
 
 
 def _photo_and_pose(seed: int = 0) -> tuple[Image.Image, Image.Image]:
+    """Tall images, so that squashing them takes Pillow 13's other pass order."""
     rng = np.random.default_rng(seed)
-    photo = (rng.random((110, 75, 3)) * 255).astype(np.uint8)
-    pose = np.zeros((110, 75, 3), np.uint8)
-    pose[20:90:7, 10:60] = rng.integers(0, 255, (10, 50, 3))
+    photo = (rng.random((220, 75, 3)) * 255).astype(np.uint8)
+    pose = np.zeros((220, 75, 3), np.uint8)
+    pose[20:180:16, 10:60] = rng.integers(0, 255, (10, 50, 3))
     return Image.fromarray(photo), Image.fromarray(pose)
 
 
@@ -202,11 +203,9 @@ def test_the_converted_pipeline_samples_as_the_authors_c1(made, pipeline):
             e = e_u + g_scale * (e_s - e_u) + g_scale * (e_f - e_s)
             latents = scheduler.step(e, t, latents, generator=generator).prev_sample
         hook.remove()
-    got = pipe(photo, pose, seeds=[7], num_inference_steps=20, guidance_scale=2.0, scheduler="ddpm",
-               output_type="latent").images
+    # steps, guidance and sampler left to the defaults the checkpoint's hyperparameters recorded
+    got = pipe(photo, pose, seeds=[7], output_type="latent").images
     assert torch.allclose(got, latents, atol=1e-5), (got - latents).abs().max()
-    # defaults from the checkpoint's hyperparameters give the same sample
-    assert torch.allclose(pipe(photo, pose, seeds=[7], output_type="latent").images, got)
 
 
 def test_stage1_folder_is_b1s_export_and_trains_in_b2(made, samples_root, tmp_path):
@@ -226,17 +225,13 @@ def test_stage1_folder_is_b1s_export_and_trains_in_b2(made, samples_root, tmp_pa
     norm = lambda x: ((x + 1) / 2 - torch.tensor(OPENAI[0]).view(1, 3, 1, 1).float()) / torch.tensor(OPENAI[1]).view(1, 3, 1, 1).float()  # noqa: E731
     with torch.no_grad():
         assert torch.allclose(model.fuse(s_img, p_img), raw.fusion(norm(s_img), norm(p_img)), atol=1e-5)
-    out = tmp_path / "B2"
-    result = subprocess.run([sys.executable, "B2.train_Diffusion_model.py", "--preset=tiny",
-                             f"--dataset_root={samples_root}", f"--out_dir={out}",
-                             f"--fusion_model={tmp_path / 'fusion_model'}", "--max_steps=2", "--batch_size=2",
-                             "--validation_steps=0", "--validation_pairs=0", "--validation_loss_pairs=2",
-                             "--fusion_size=64", "--num_workers=0"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    from src.models.fusion import FusionModel as Saved
+    from test_init_pipeline import run_b2
 
-    trained = Saved.from_pretrained(out / "pipeline" / "fusion_model")
+    out = tmp_path / "B2"
+    run_b2("--preset=tiny", f"--dataset_root={samples_root}", f"--out_dir={out}",
+           f"--fusion_model={tmp_path / 'fusion_model'}", "--max_steps=2", "--batch_size=2", "--validation_steps=0",
+           "--validation_pairs=0", "--validation_loss_pairs=2", "--fusion_size=64", "--num_workers=0")
+    trained = FusionModel.from_pretrained(out / "pipeline" / "fusion_model")
     for (k, a), b in zip(model.state_dict().items(), trained.state_dict().values()):
         assert torch.equal(a, b), k  # frozen in B2: the converted weights themselves
 
@@ -347,3 +342,13 @@ def test_lazy_tensors_read_the_right_bytes_and_shared_storages_are_one(made, tmp
         for k, v in ckpt["state_dict"].items():
             assert torch.equal(c.materialize(c.state_dict[k]), v), k
         assert c.state_dict["a"].storage == c.state_dict["b"].storage
+
+
+def test_a_checkpoint_given_as_a_pipeline_says_how_to_convert_it(made):
+    from src.generate import load_pipeline
+    from src.weights import WeightsNotFoundError
+
+    path = str(made["root"] / "stage2.ckpt")
+    with pytest.raises(WeightsNotFoundError, match=f"{path}: a Lightning checkpoint.*src.convert_authors "
+                                                   f"--checkpoint={path}"):
+        load_pipeline(path, torch.float32, "cpu")

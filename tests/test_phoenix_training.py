@@ -24,6 +24,7 @@ from src.data.phoenix_datasets import (
 )
 from PIL import Image
 
+from src.images import resize
 from src.pipeline import FPDMPipeline
 from src.pose import wholebody133
 from src.stage2_training import make_tiny_pipeline
@@ -222,15 +223,15 @@ def test_pipeline_draws_133_point_keypoints_as_b2(phoenix_pipeline, phoenix_root
     assert drawn.sum() > 0 and np.abs(drawn - expected).mean() < 1.0
     assert np.abs(drawn - np.asarray(stage2_pose(kp_frame, (64, 48)), dtype=np.int16)).mean() < 1.0
     # what a pipeline of the 18-point format draws of the same points is something else entirely
-    openpose = np.asarray(FPDMPipeline.draw_target_pose(_with_pose_format("openpose18"), kp_out[:18], 64, 48),
-                          dtype=np.int16)
+    openpose_render = FPDMPipeline.render_target_pose(_with_pose_format("openpose18"), kp_out[:18], 64, 48)
+    openpose = np.asarray(resize(openpose_render, (64, 48)), dtype=np.int16)
     assert np.abs(openpose - expected).mean() > 3
     with pytest.raises(ValueError, match="pose_format='coco17'"):
         make_tiny_pipeline(Path(phoenix_root).parent / "sd2_other", pose_format="coco17")
 
 
 def _with_pose_format(pose_format):
-    """A stand-in ``self`` for FPDMPipeline.draw_target_pose: only its config is read."""
+    """A stand-in ``self`` for FPDMPipeline.render_target_pose: only its config is read."""
     return SimpleNamespace(config=SimpleNamespace(pose_draw_size=(260, 210), pose_format=pose_format))
 
 
