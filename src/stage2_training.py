@@ -199,7 +199,8 @@ def load_pipeline_to_train(folder, geometry: Geometry | None = None, option: str
                         source_mlp=saved.source_mlp, fusion_mlp=saved.fusion_mlp, source_encoder=source_encoder,
                         fusion_model=saved.fusion_model, source_size=geometry.source_size,
                         fusion_size=geometry.fusion_size, height=geometry.height, width=geometry.width,
-                        pose_draw_size=geometry.pose_draw_size, pose_format=geometry.pose_format)
+                        pose_draw_size=geometry.pose_draw_size, pose_format=geometry.pose_format,
+                        sampling=saved.config.get("sampling"))
 
 
 def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):

@@ -5,6 +5,7 @@ bench/authors_format.py (their module names, duplicated modules, DINOv2 names of
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -352,3 +353,21 @@ def test_a_checkpoint_given_as_a_pipeline_says_how_to_convert_it(made):
     with pytest.raises(WeightsNotFoundError, match=f"{path}: a Lightning checkpoint.*src.convert_authors "
                                                    f"--checkpoint={path}"):
         load_pipeline(path, torch.float32, "cpu")
+
+
+def test_b2_fine_tunes_the_converted_authors_pipeline(made, pipeline, samples_root, tmp_path):
+    """--init_pipeline on the converted stage-2 folder: at lr 0 the export is the authors' model
+    bit for bit, with their sizes, sampling defaults and DINOv2 position-grid rule."""
+    from safetensors.torch import load_file
+    from test_init_pipeline import b2_args, run_b2
+
+    folder = made["root"] / "pipeline"
+    out = tmp_path / "B2"
+    run_b2(*b2_args(samples_root, folder, out, "--lr=0.0", "--max_steps=1"))
+    weights = "diffusion_pytorch_model.safetensors"
+    for name in ("vae", "unet", "pose_encoder", "source_mlp", "fusion_mlp", "source_encoder", "fusion_model"):
+        a, b = load_file(folder / name / weights), load_file(out / "pipeline" / name / weights)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    index = json.loads((out / "pipeline" / "model_index.json").read_text())
+    assert index["sampling"] == pipeline[0].config.sampling and (index["height"], index["width"]) == (64, 48)
+    assert json.loads((out / "pipeline" / "source_encoder" / "config.json").read_text())["position_grid"] == "scale_factor"
