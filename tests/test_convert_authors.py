@@ -371,3 +371,28 @@ def test_b2_fine_tunes_the_converted_authors_pipeline(made, pipeline, samples_ro
     index = json.loads((out / "pipeline" / "model_index.json").read_text())
     assert index["sampling"] == pipeline[0].config.sampling and (index["height"], index["width"]) == (64, 48)
     assert json.loads((out / "pipeline" / "source_encoder" / "config.json").read_text())["position_grid"] == "scale_factor"
+
+
+def test_attribute_dict_and_namespace_hyperparameters_become_plain_dicts(tmp_path, monkeypatch):
+    """Lightning's AttributeDict (a dict subclass) and argparse.Namespace, as other Lightning
+    modules save them, are rebuilt as dicts; their classes are never imported."""
+    import argparse
+    import types
+
+    module = types.ModuleType("pytorch_lightning.utilities.parsing")
+
+    class AttributeDict(dict):
+        pass
+
+    AttributeDict.__module__, AttributeDict.__qualname__ = module.__name__, "AttributeDict"
+    module.AttributeDict = AttributeDict
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    hparams = AttributeDict(lr=1e-4, sizes=[352, 512], args=argparse.Namespace(seed_number=7, name="x"))
+    torch.save({"state_dict": {"w": torch.ones(2)}, "hyper_parameters": hparams}, tmp_path / "h.ckpt")
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities", module.__name__):
+        monkeypatch.delitem(sys.modules, name)
+    with read_checkpoint(tmp_path / "h.ckpt") as c:
+        assert c.hyper_parameters == {"lr": 1e-4, "sizes": [352, 512], "args": {"seed_number": 7, "name": "x"}}
+        assert type(c.hyper_parameters) is dict and type(c.hyper_parameters["args"]) is dict
