@@ -34,7 +34,7 @@ test_pose = "pose_img"                     # pose_img: A1's render at the photo'
                                            # needed for their numbers); draw: drawn at pose_draw_size as in B2
 pose_draw_size = None                      # (height, width) for test_pose = "draw"; None = the pipeline's (B2's)
 batch_size = 16
-dtype = "auto"                             # auto = bf16 on CUDA, fp32 on CPU; or fp32/bf16/fp16
+dtype = "auto"                             # auto = bf16 on CUDA, fp32 on CPU; or fp32/bf16/fp16 (or torch names)
 compile = False                            # torch.compile the UNet
 max_pairs = -1                             # -1 = all
 num_grids = 2
@@ -70,12 +70,16 @@ def main(cfg: dict) -> None:
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     state = PartialState()
+    try:
+        torch_dtype = resolve_dtype(dtype, state.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     out = Path(out_dir)
     data.check_dataset(dataset_root, [test_pairs])
     pairs = load_pairs(dataset_root, test_pairs)
     pairs = pairs if max_pairs < 0 else pairs[:max_pairs]
     with exit_on_missing_weights():
-        pipe = generate.load_pipeline(pipeline, resolve_dtype(dtype, state.device), state.device)
+        pipe = generate.load_pipeline(pipeline, torch_dtype, state.device)
     if compile:
         pipe.unet = torch.compile(pipe.unet)
     if pipe.config.pose_format != data.POSE_FORMAT:

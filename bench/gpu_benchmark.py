@@ -21,8 +21,9 @@ Measured, in this order (the headline figures first):
           "precomputed" = the UNet step fed cached VAE latents, DINOv2 tokens and fusion
           embeddings; "best" = the default with every switch that won, at the best batch size.
   sample  C1's pipeline call at ``size``: conditions once, num_inference_steps steps of one UNet
-          call on the three guidance branches, VAE decode; s/image. "fast" = bf16 weights + SDPA
-          (+ torch.compile); "baseline" = fp32 weights under fp16 autocast, plain attention.
+          call on the guidance branches (two at one scale), VAE decode; s/image. "fast" = bf16
+          weights + SDPA (+ torch.compile); "baseline" = fp32 weights under fp16 autocast, plain
+          attention, the authors' three branches.
   psnr    the same seeds and inputs sampled in fp32 and with the fast (and the baseline) settings.
   c2      src.metrics.score_generated (SSIM, SSIM-256, PSNR, LPIPS, FID features) on generated
           files.

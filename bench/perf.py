@@ -220,8 +220,9 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
 
 @torch.no_grad()
 def _sample_flops(pipe, batch: dict, components, guidance_scale: float, device) -> dict:
-    """FLOPs per component of C1's once-per-image work and of one sampling step (three
-    guidance branches in one batched UNet call)."""
+    """FLOPs per component of C1's once-per-image work and of one sampling step: the guidance
+    branches in one batched UNet call, two (one guidance scale, the default) and three (a separate
+    fusion scale)."""
     from src.pipeline import FPDMPipeline, guidance_conditions
 
     denoiser = pipe.denoiser()
@@ -236,8 +237,10 @@ def _sample_flops(pipe, batch: dict, components, guidance_scale: float, device) 
     latents = _random_latents(pipe, batch, device)
     if "unet" in components:
         t = torch.tensor(pipe.scheduler.config.num_train_timesteps // 2, device=device)
-        out["unet_step_3_branches"], _ = count_flops(FPDMPipeline.guided_prediction, denoiser, latents, t,
-                                                     guidance_conditions(conditions), guidance_scale)
+        for n in (2, 3):
+            out[f"unet_step_{n}_branches"], _ = count_flops(
+                FPDMPipeline.guided_prediction, denoiser, latents, t,
+                guidance_conditions(conditions, three_branches=n == 3), guidance_scale)
     if "vae_decode" in components:
         out["vae_decode"], _ = count_flops(pipe.vae.decode, latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor)
     return out
@@ -254,7 +257,8 @@ def flop_accounting(model: str = "full", height: int = 512, width: int = 352, so
     ``forward``, ``backward``, ``train_step`` and ``train_step_precomputed`` (the step fed cached
     latents, tokens and fusion embeddings); ``one_pass_train_step``: the whole step
     (``training_loss`` + backward) counted at once, which must equal ``train_step``.
-    ``sample``: ``unet_step_3_branches`` (one denoising step, three guidance branches) and the
+    ``sample``: ``unet_step_2_branches`` (one denoising step at one guidance scale, the default;
+    ``unet_step_3_branches`` with a separate fusion scale) and the
     once-per-image ``source_encoder``, ``fusion_model``, ``pose_encoder_source_mlp`` and
     ``vae_decode``; ``per_image`` = steps x step + once.
     Counted for a batch of ``batch`` and divided by it."""
@@ -271,7 +275,7 @@ def flop_accounting(model: str = "full", height: int = 512, width: int = 352, so
     forward = frozen + train.get("pose_encoder_source_mlp_forward", 0) + train.get("unet_forward", 0)
     backward = train.get("unet_backward", 0) + train.get("pose_encoder_source_mlp_backward", 0)
     once = sum(sample.get(k, 0) for k in ("source_encoder", "fusion_model", "pose_encoder_source_mlp", "vae_decode"))
-    step = sample.get("unet_step_3_branches", 0)
+    step = sample.get("unet_step_2_branches", 0)
     return {
         "model": model, "size": [height, width], "source_size": source_size, "fusion_size": fusion_size,
         "batch": batch, "device": str(device),
@@ -487,12 +491,14 @@ class SampleSettings:
     tf32: bool = True
     channels_last: bool = False
     compile: bool = False
+    guidance_branches: int | None = None  # None: two at one guidance scale; 3: the authors' three
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-BASELINE_SAMPLE = dict(dtype="fp32", autocast="fp16", sdpa=False, tf32=False, channels_last=False, compile=False)
+BASELINE_SAMPLE = dict(dtype="fp32", autocast="fp16", sdpa=False, tf32=False, channels_last=False, compile=False,
+                       guidance_branches=3)
 
 
 def sampling_pipeline(settings: SampleSettings, device, *, model: str = "full", height: int = 512, width: int = 352,
@@ -524,15 +530,15 @@ def sample_images(pipe, settings: SampleSettings, inputs: dict, device, *, steps
     with ctx:
         return pipe(inputs["source"], inputs["target_pose"], fusion_pose=inputs["fusion_pose"],
                     num_inference_steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seeds=seeds,
-                    output_type=output_type).images
+                    output_type=output_type, guidance_branches=settings.guidance_branches).images
 
 
 def measure_sampling(settings: SampleSettings, device, *, model: str = "full", height: int = 512, width: int = 352,
                      source_size: int = 512, fusion_size: int = 224,
                      steps: int = 20, guidance_scale: float = 2.0, scheduler: str = "ddpm", warmup: int = 1,
                      iters: int = 2, compile_kwargs: dict | None = None, seed: int = 0) -> dict:
-    """Seconds per image of whole C1 pipeline calls (conditions, ``steps`` three-branch UNet
-    steps, VAE decode) on a random batch, random weights."""
+    """Seconds per image of whole C1 pipeline calls (conditions, ``steps`` UNet steps on the
+    settings' guidance branches, VAE decode) on a random batch, random weights."""
     device = torch.device(device)
     reset_memory(device)
     pipe = sampling_pipeline(settings, device, model=model, height=height, width=width, source_size=source_size,

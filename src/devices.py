@@ -3,7 +3,8 @@
 - ``resolve_device("auto")``: the CUDA GPU when there is one, else the CPU; any other name
   (``"cpu"``, ``"cuda:1"``) or a ``torch.device`` is taken as is.
 - ``resolve_dtype("auto", device)``: bfloat16 on a CUDA device that supports it, float32
-  elsewhere; or by name, ``"fp32"``, ``"bf16"``, ``"fp16"``.
+  elsewhere; or by name, ``"fp32"``, ``"bf16"``, ``"fp16"`` or torch's ``"float32"``, ``"bfloat16"``,
+  ``"float16"``.
 - ``enable_tf32(enable)``: TF32 for matrix products and cuDNN convolutions, both on or both
   off; ``without_tf32()`` turns both off for a block (feature extraction for FID).
 """
@@ -14,7 +15,9 @@ from contextlib import contextmanager
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          # torch's own names, as users write them (torch.bfloat16 -> "bfloat16")
+          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

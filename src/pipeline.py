@@ -15,11 +15,14 @@ Per call: each network's view of the inputs is made as in training (``src.data.s
 ``pose_views``: the source squashed to ``source_size`` and from there to ``fusion_size``, each
 pose view resized straight from the full pose image); the source encoder's tokens (through the
 source MLP) and the fusion embedding f(source, target pose) are computed once; the pose encoder
-runs once; then every denoising step evaluates the three guidance branches in **one** batched UNet call,
+runs once; then every denoising step evaluates the guidance branches in **one** batched UNet call,
 
     e_u: no pose, no source tokens, no fusion      e_s: pose + source tokens, no fusion
     e_f: all three conditions
     e = e_u + g * (e_s - e_u) + g_f * (e_f - e_s)      (g_f = g unless fusion_guidance_scale is set)
+
+With one scale (g_f = g, the authors' setting) this is e_u + g * (e_f - e_u): e_s cancels, so
+only e_u and e_f are evaluated, two thirds of the UNet work; e_s only for a separate g_f.
 
 and the scheduler's ``step`` turns the combined prediction (epsilon or v, from the scheduler's
 config) into the next latents. ``guidance_scale == 1`` (and no separate g_f) evaluates e_f only.
@@ -107,10 +110,13 @@ def check_drop_conditions(names) -> tuple[str, ...]:
     return names
 
 
-def guidance_conditions(conditions: Conditions) -> Conditions:
-    """The three branches [u; s; f] of a batch of conditions, stacked along dim 0 (3B)."""
-    return Conditions.cat([conditions.dropped(pose=True, source=True, fusion=True),
-                           conditions.dropped(fusion=True), conditions])
+def guidance_conditions(conditions: Conditions, three_branches: bool = True) -> Conditions:
+    """The guidance branches of a batch of conditions, stacked along dim 0: [u; s; f] (3B), or
+    [u; f] (2B) when ``three_branches`` is False (one scale for both terms: e_s cancels)."""
+    unconditional = conditions.dropped(pose=True, source=True, fusion=True)
+    if not three_branches:
+        return Conditions.cat([unconditional, conditions])
+    return Conditions.cat([unconditional, conditions.dropped(fusion=True), conditions])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +366,7 @@ class FPDMPipeline(DiffusionPipeline):
     @staticmethod
     def guided_prediction(denoiser, latents: torch.Tensor, t, conditions: Conditions, guidance_scale: float,
                           fusion_guidance_scale: float | None = None, scheduler=None) -> torch.Tensor:
-        """One step's prediction. ``conditions`` are the 3B guidance branches
+        """One step's prediction. ``conditions`` are the 3B or 2B guidance branches
         (``guidance_conditions``) when guiding, else the B plain conditions."""
         n = conditions.fusion.shape[0] // latents.shape[0]
         model_in = torch.cat([latents] * n) if n > 1 else latents
@@ -370,8 +376,13 @@ class FPDMPipeline(DiffusionPipeline):
         pred = denoiser.denoise(model_in, timesteps, conditions)
         if n == 1:
             return pred
+        if n == 2:
+            if fusion_guidance_scale is not None and fusion_guidance_scale != guidance_scale:
+                raise ValueError("a separate fusion_guidance_scale needs the three guidance branches")
+            e_u, e_f = pred.chunk(2)
+            return e_u + guidance_scale * (e_f - e_u)
         if n != 3:
-            raise ValueError(f"conditions hold {n} branches per item; expected 1 or 3")
+            raise ValueError(f"conditions hold {n} branches per item; expected 1, 2 or 3")
         e_u, e_s, e_f = pred.chunk(3)
         return combine_guidance(e_u, e_s, e_f, guidance_scale, fusion_guidance_scale)
 
@@ -397,7 +408,7 @@ class FPDMPipeline(DiffusionPipeline):
                  guidance_scale: float | None = None, fusion_guidance_scale: float | None = None, scheduler=None,
                  generator: torch.Generator | list | None = None, seeds: list[int] | None = None,
                  height: int | None = None, width: int | None = None, output_type: str = "pil",
-                 return_dict: bool = True, drop_conditions=()):
+                 return_dict: bool = True, drop_conditions=(), guidance_branches: int | None = None):
         """Generate the source person(s) in the target pose(s).
 
         source_image: PIL image(s), HxWx3 uint8 array(s), (B,3,H,W)/(3,H,W) tensors in [-1, 1],
@@ -413,11 +424,16 @@ class FPDMPipeline(DiffusionPipeline):
                       built from the pipeline scheduler's config.
         seeds:        one int per item (per-item generators); else ``generator``.
         output_type:  "pil", "np", "pt" (images in [0, 1]) or "latent".
+        guidance_branches: None = two branches at one guidance scale, three with a separate
+                      fusion scale; 3 evaluates the three at one scale too (the authors' arithmetic,
+                      the same images up to floating-point noise, half again the UNet work).
         drop_conditions: names among "pose", "source", "fusion" to zero in every branch, as
                       condition dropout does in training (ablations: e.g. ("fusion",) samples
                       without the fusion embedding, so e_f = e_s).
         """
         drop = check_drop_conditions(drop_conditions)
+        if guidance_branches not in (None, 2, 3):
+            raise ValueError(f"guidance_branches={guidance_branches!r}: None, 2 or 3")
         defaults = {**SAMPLING_DEFAULTS, **(self.config.get("sampling") or {})}
         num_inference_steps = defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance_scale = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -425,11 +441,11 @@ class FPDMPipeline(DiffusionPipeline):
         with eval_mode(*self.components.values()):
             return self._generate(source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
                                   fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type,
-                                  return_dict, drop)
+                                  return_dict, drop, guidance_branches)
 
     def _generate(self, source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
                   fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type, return_dict,
-                  drop=()):
+                  drop=(), guidance_branches=None):
         height = height or self.config.height
         width = width or self.config.width
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -442,7 +458,10 @@ class FPDMPipeline(DiffusionPipeline):
             conditions = conditions.dropped(**dict.fromkeys(drop, True))
         guided = guidance_scale != 1.0 or (fusion_guidance_scale is not None and fusion_guidance_scale != 1.0)
         if guided:
-            conditions = guidance_conditions(conditions)
+            separate = fusion_guidance_scale is not None and fusion_guidance_scale != guidance_scale
+            if separate and guidance_branches == 2:
+                raise ValueError("a separate fusion_guidance_scale needs the three guidance branches")
+            conditions = guidance_conditions(conditions, three_branches=separate or guidance_branches == 3)
 
         sampler = make_scheduler(scheduler, self.scheduler.config)
         device = self._execution_device

@@ -76,9 +76,10 @@ def test_flops_tiny_preset_accounts_every_component(tmp_path):
     assert train["train_step_precomputed"] == pytest.approx(
         train["train_step"] - train["vae_encode"] - train["source_encoder"] - train["fusion_model"])
     assert train["unet_backward"] == pytest.approx(2 * train["unet_forward"], rel=0.1)
-    # one sampling step = one UNet call on the three guidance branches
+    # one sampling step = one UNet call on the two guidance branches (three with a separate fusion scale)
+    assert sample["unet_step_2_branches"] == pytest.approx(2 * train["unet_forward"])
     assert sample["unet_step_3_branches"] == pytest.approx(3 * train["unet_forward"])
-    assert sample["per_image"] == pytest.approx(20 * sample["unet_step_3_branches"] + sample["once"])
+    assert sample["per_image"] == pytest.approx(20 * sample["unet_step_2_branches"] + sample["once"])
     assert sample["vae_decode"] > 0
 
 

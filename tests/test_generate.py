@@ -233,3 +233,15 @@ def test_generate_pairs_with_a_condition_dropped_gives_the_pipelines_ablated_ima
         full = pixels(tmp_path / "full" / handoff.size_name(SIZE) / handoff.output_name(pair))
         assert np.abs(dropped - np.asarray(alone, dtype=np.int16)).max() <= 1
         assert np.abs(dropped - full).mean() > 0.2  # the pose (given weight by the fixture) was really zeroed
+
+
+def test_c1_dtype_takes_torch_names_and_a_bad_one_is_one_line_before_any_work(tmp_path):
+    from src.devices import resolve_dtype
+
+    assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16 and resolve_dtype("float32", "cpu") is torch.float32
+    cmd = [sys.executable, "C1.test_Diffusion_model.py", "--dtype=float64", f"--dataset_root={tmp_path / 'nowhere'}",
+           f"--out_dir={tmp_path / 'out'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: dtype='float64': choose auto, fp32")
+    assert "nowhere" not in proc.stderr and not (tmp_path / "out").exists()  # stopped before the dataset check

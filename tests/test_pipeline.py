@@ -94,6 +94,40 @@ def test_one_step_with_a_stub_is_the_formula_in_one_batched_call():
     assert stub.calls == [b] and torch.allclose(out1, e_f)
 
 
+def test_two_branches_are_the_three_branch_formula_with_one_scale():
+    b = 2
+    cond = Conditions(torch.rand(b, 3, 8, 6), torch.rand(b, 5, 4), torch.rand(b, 7))
+    latents = torch.randn(b, 4, 8, 6)
+    three, two = StubDenoiser(), StubDenoiser()
+    e3 = FPDMPipeline.guided_prediction(three, latents, 10, guidance_conditions(cond), 2.0)
+    e2 = FPDMPipeline.guided_prediction(two, latents, 10, guidance_conditions(cond, three_branches=False), 2.0)
+    assert two.calls == [2 * b] and three.calls == [3 * b]
+    assert torch.allclose(e2, e3, atol=1e-4)
+    with pytest.raises(ValueError, match="needs the three guidance branches"):
+        FPDMPipeline.guided_prediction(StubDenoiser(), latents, 10, guidance_conditions(cond, three_branches=False),
+                                       2.0, 3.0)
+
+
+def test_sampling_evaluates_two_branches_and_gives_the_three_branch_images(sd2_dir, monkeypatch):
+    """One guidance scale: every step one UNet call on 2B items, and the images of the three-branch
+    formula (``guidance_branches=3``) up to floating-point noise; a separate fusion scale evaluates three."""
+    pipe = tiny_pipe(sd2_dir)
+    kw = dict(num_inference_steps=4, seeds=[4, 5], height=H, width=W, output_type="latent", scheduler="ddpm")
+    src, pose = images(2, 64, 64), images(2, seed=1)
+    sizes = []
+    unet_forward = pipe.unet.forward
+    monkeypatch.setattr(pipe.unet, "forward", lambda x, *a, **k: sizes.append(x.shape[0]) or unet_forward(x, *a, **k))
+    two = pipe(src, pose, guidance_scale=2.0, **kw).images
+    assert sizes == [4] * 4
+    sizes.clear()
+    separate = pipe(src, pose, guidance_scale=2.0, fusion_guidance_scale=3.0, **kw).images
+    assert sizes == [6] * 4 and (separate - two).abs().max() > 1e-3
+    sizes.clear()
+    three = pipe(src, pose, guidance_scale=2.0, guidance_branches=3, **kw).images
+    assert sizes == [6] * 4
+    assert torch.allclose(two, three, atol=1e-5), (two - three).abs().max()
+
+
 def test_batched_branches_equal_three_separate_denoiser_calls(sd2_dir):
     pipe = tiny_pipe(sd2_dir)
     den = pipe.denoiser().eval()
@@ -111,7 +145,7 @@ def test_batched_branches_equal_three_separate_denoiser_calls(sd2_dir):
     assert (e_s - e_u).abs().max() > 1e-4 and (e_f - e_s).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("guidance,branches", [(2.0, 3), (1.0, 1)])
+@pytest.mark.parametrize("guidance,branches", [(2.0, 2), (1.0, 1)])
 def test_pipeline_runs_one_unet_call_per_step(sd2_dir, guidance, branches):
     pipe = tiny_pipe(sd2_dir)
     calls = []
