@@ -172,18 +172,30 @@ def take_init_pipeline(cfg: dict, user_set: set) -> str:
             f"not used: {', '.join(UNUSED_WITH_INIT_PIPELINE)}")
 
 
-def check_resume_keeps_init_pipeline(cfg: dict, out: Path) -> None:
-    """A resumed run starts from the init_pipeline its checkpoints were trained from (the frozen
-    models come from there): checked against the run's saved config before it is overwritten."""
+# What may differ when a run is resumed: how long, how often, how fast. Every other value changes
+# the model or the data, so a resume that changes it is refused.
+MAY_CHANGE_ON_RESUME = (
+    "resume", "max_steps", "epochs", "log_every", "checkpointing_steps", "checkpoints_total_limit",
+    "validation_steps", "validation_pairs", "validation_loss_pairs", "validation_inference_steps",
+    "validation_guidance_scale", "validation_scheduler", "num_workers", "cache_dataset", "compile",
+    "gradient_checkpointing", "sdpa", "tf32", "channels_last", "preset", "config",
+)
+
+
+def check_resume_keeps_the_run(cfg: dict, out: Path) -> None:
+    """A resumed run continues the run its checkpoints came from: its values (``B2_config.json``,
+    read before it is overwritten) must be these, except ``MAY_CHANGE_ON_RESUME``."""
     from src import training
 
     saved = out / "B2_config.json"
     if not resume or not saved.is_file() or training.resolve_resume(resume, out) is None:
         return
-    before = json.loads(saved.read_text()).get("init_pipeline") or ""
-    if before != cfg["init_pipeline"]:
-        raise training.CheckpointError(f"{out} was trained with init_pipeline={before!r}; resume with "
-                                       f"--init_pipeline={before!r} or start a new out_dir")
+    changed = training.changed_values(json.loads(saved.read_text()), cfg, MAY_CHANGE_ON_RESUME)
+    if changed:
+        what = ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in changed.items())
+        raise training.CheckpointError(
+            f"{out} was trained with {what}; resume with the run's values or start a new out_dir (only "
+            f"{', '.join(MAY_CHANGE_ON_RESUME)} may change on resume)")
 
 
 def datasets():
@@ -270,7 +282,7 @@ def main(cfg, user_set: set = frozenset()):
 
     out = Path(out_dir)
     init_line = take_init_pipeline(cfg, user_set) if init_pipeline else None  # before anything is written
-    check_resume_keeps_init_pipeline(cfg, out)
+    check_resume_keeps_the_run(cfg, out)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
     training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs],
                          workers=max(1, num_workers))

@@ -37,6 +37,7 @@ batch_size = 16
 dtype = "auto"                             # auto = bf16 on CUDA, fp32 on CPU; or fp32/bf16/fp16 (or torch names)
 compile = False                            # torch.compile the UNet
 max_pairs = -1                             # -1 = all
+overwrite = False                          # out_dir holds images of other settings: delete them (else C1 stops)
 num_grids = 2
 videos = "auto"                            # per-video MP4/GIF: auto = where test pairs are videos (PHOENIX); on; off
 fps = 25.0                                 # PHOENIX-2014T's frame rate
@@ -93,11 +94,14 @@ def main(cfg: dict) -> None:
     if state.is_main_process:
         print(f"output {size_name(model_size)}, evaluation {size_name(eval_hw)}, "
               f"test poses: {test_pose} (drawn at {size_name(draw_size)} for 'draw')")
-    counts = generate.generate_pairs(
-        pipe, dataset_root, generate.split_for_process(pairs, state.process_index, state.num_processes), out,
-        size=model_size, eval_size=eval_hw, draw_size=draw_size, batch_size=batch_size, seed=seed,
-        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
-        pose_mode=test_pose, dataset=dataset, show_progress=state.is_local_main_process)
+    try:
+        counts = generate.generate_pairs(
+            pipe, dataset_root, generate.split_for_process(pairs, state.process_index, state.num_processes), out,
+            size=model_size, eval_size=eval_hw, draw_size=draw_size, batch_size=batch_size, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
+            pose_mode=test_pose, dataset=dataset, show_progress=state.is_local_main_process, overwrite=overwrite)
+    except generate.RunMismatchError as e:
+        raise SystemExit(f"error: {e}") from None
     state.wait_for_everyone()
     if state.is_main_process:
         manifest = write_manifest(out, pairs, model_size, eval_hw)

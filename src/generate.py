@@ -16,6 +16,8 @@ whose test pairs are videos, ``write_videos`` then writes each video's MP4 and G
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from pathlib import Path
 
@@ -24,9 +26,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path
-from .fileio import atomic_save_image
+from .fileio import atomic_save_image, atomic_write_json
 from .handoff import frame_number, output_name, size_name, video_name
-from .images import comparison_grid, load_rgb
+from .images import comparison_grid, load_rgb, resize
 from .weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
 
@@ -71,24 +73,31 @@ def pair_seed(seed: int, pair: dict) -> int:
 TEST_POSES = ("pose_img", "draw")
 
 
-def test_pose(root: Path, image_rel: str, size: tuple[int, int], draw_size: tuple[int, int],
-              mode: str = "pose_img", dataset: str = "deepfashion") -> Image.Image:
-    """The target pose of a test image at the model ``size`` (height, width), per ``mode``."""
+def test_pose_render(root: Path, image_rel: str, draw_size: tuple[int, int], mode: str = "pose_img",
+                     dataset: str = "deepfashion") -> Image.Image:
+    """The full render of a test image's target pose, per ``mode`` (A1's render at the photo's size,
+    or drawn at ``draw_size``): the pipeline resizes each network's view from it, as training does."""
     data = dataset_module(dataset)
     if mode == "pose_img":
         with Image.open(image_path(root, image_rel)) as im:
             width, height = im.size
-        return data.target_pose_image(root, image_rel, (height, width)).resize((size[1], size[0]), Image.BICUBIC)
+        return data.target_pose_image(root, image_rel, (height, width))
     if mode == "draw":
-        return data.drawn_pose(root, image_rel, size, draw_size)
+        return data.drawn_pose(root, image_rel, tuple(draw_size), tuple(draw_size))
     raise ValueError(f"test_pose={mode!r}: choose one of {', '.join(TEST_POSES)}")
 
 
-def pair_inputs(root: Path, pair: dict, size: tuple[int, int], draw_size: tuple[int, int],
-                pose_mode: str = "pose_img", dataset: str = "deepfashion") -> tuple[Image.Image, Image.Image]:
-    """(source photo, target pose at the model size); the fusion model sees that same pose."""
+def test_pose(root: Path, image_rel: str, size: tuple[int, int], draw_size: tuple[int, int],
+              mode: str = "pose_img", dataset: str = "deepfashion") -> Image.Image:
+    """The target pose of a test image as the pose encoder sees it, at the model ``size``."""
+    return resize(test_pose_render(root, image_rel, draw_size, mode, dataset), tuple(size))
+
+
+def pair_inputs(root: Path, pair: dict, draw_size: tuple[int, int], pose_mode: str = "pose_img",
+                dataset: str = "deepfashion") -> tuple[Image.Image, Image.Image]:
+    """(source photo, full target pose render): what C1 gives the pipeline for a pair."""
     source = load_rgb(image_path(root, pair["source_image"]))
-    return source, test_pose(root, pair["target_image"], size, draw_size, pose_mode, dataset)
+    return source, test_pose_render(root, pair["target_image"], draw_size, pose_mode, dataset)
 
 
 def grouped_by_source(pairs: list[dict]) -> list[dict]:
@@ -123,26 +132,94 @@ class SourceCache:
         return EncodedSource.cat([self.items[p["source_image"]] for p in pairs])
 
 
+# What determines an image, recorded beside the images: a rerun with the same values resumes,
+# one with other values stops before generating (it would mix two runs under one manifest).
+RUN_RECORD = "C1_run.json"
+
+
+class RunMismatchError(ValueError):
+    """An output folder that holds images of other settings; the message names them."""
+
+
+def pipeline_fingerprint(folder: str | Path | None) -> str | None:
+    """sha256 over a pipeline folder's model_index.json, every component's config and each weight
+    file's size with its first and last MiB: another pipeline (retrained, converted, another
+    checkpoint) gives another value without reading gigabytes. None for an in-memory pipeline."""
+    if not folder or not (Path(folder) / "model_index.json").is_file():
+        return None
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if path.suffix == ".json":
+            digest.update(rel.encode() + path.read_bytes())
+        elif path.suffix in (".safetensors", ".bin"):
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(1 << 20)
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+            digest.update(f"{rel}:{size}".encode() + head + tail)
+    return digest.hexdigest()
+
+
+def run_record(pipe, **settings) -> dict:
+    """The values an image depends on: the pipeline (folder and fingerprint), its dtype, and the
+    generation ``settings`` (sizes, test pose, seed, sampler, steps, guidance, ...)."""
+    folder = pipe.config.get("_name_or_path") if hasattr(pipe, "config") else None
+    return {"pipeline": str(Path(folder).resolve()) if folder else None,
+            "pipeline_fingerprint": pipeline_fingerprint(folder), "dtype": str(pipe.dtype).replace("torch.", ""),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+
+
+def check_run_record(out_dir: Path, record: dict, sizes: list[tuple[int, int]], overwrite: bool = False) -> None:
+    """Resume only the same run: raise ``RunMismatchError`` when ``out_dir`` holds images of other
+    settings (or of unrecorded ones), naming the differences; with ``overwrite`` those images go
+    and the run starts anew. Then the record is written."""
+    path = out_dir / RUN_RECORD
+    images = [p for s in sizes for p in (out_dir / size_name(s)).glob("*.png")]
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old is not None:
+        changed = {k: (old.get(k), v) for k, v in record.items() if old.get(k) != v}
+    else:
+        changed = {"(no record)": (f"{len(images)} images made without a record of their settings", None)} \
+            if images else {}
+    if changed and not overwrite:
+        what = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise RunMismatchError(f"{out_dir} holds images made with other settings ({what}); pass another "
+                               f"--out_dir, or --overwrite=True to delete them and generate again")
+    if changed:
+        for p in images:
+            p.unlink(missing_ok=True)
+    atomic_write_json(path, record)
+
+
 def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Path, *,
                    size=MODEL_SIZE, eval_size=EVAL_SIZE, draw_size=POSE_DRAW_SIZE, batch_size: int = 16,
                    seed: int = 7, num_inference_steps: int = 20, guidance_scale: float = 2.0,
                    scheduler: str = "ddpm", pose_mode: str = "pose_img", dataset: str = "deepfashion",
-                   show_progress: bool = True, drop_conditions: tuple[str, ...] = ()) -> dict:
+                   show_progress: bool = True, drop_conditions: tuple[str, ...] = (), overwrite: bool = False) -> dict:
     """Generate the pairs missing under ``out_dir``, each written at ``eval_size`` (resized) and
     at the model ``size``, once when the two are the same; returns counts, ``sources_encoded``
-    among them. ``drop_conditions`` is the pipeline's (ablations: a condition zeroed)."""
+    among them. ``drop_conditions`` is the pipeline's (ablations: a condition zeroed). Images of
+    other settings already in ``out_dir`` stop it (``check_run_record``) unless ``overwrite``."""
     root, out_dir = Path(root), Path(out_dir)
     size, eval_size = tuple(size), tuple(eval_size)
     sizes = list(dict.fromkeys([eval_size, size]))
+    record = run_record(pipe, size=size, eval_size=eval_size, pose_draw_size=tuple(draw_size), test_pose=pose_mode,
+                        dataset=dataset, seed=seed, num_inference_steps=num_inference_steps,
+                        guidance_scale=guidance_scale, scheduler=scheduler, drop_conditions=list(drop_conditions))
+    check_run_record(out_dir, record, sizes, overwrite)
     todo = [p for p in grouped_by_source(pairs)
             if not all((out_dir / size_name(s) / output_name(p)).is_file() for s in sizes)]
     sources = SourceCache(pipe, root)
+    pipe.set_progress_bar_config(disable=True)  # one bar for the run, not one per batch of 20 steps
     bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not show_progress)
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         images = pipe(
             source_image=sources.batch(batch),
-            target_pose=[test_pose(root, p["target_image"], size, draw_size, pose_mode, dataset) for p in batch],
+            target_pose=[test_pose_render(root, p["target_image"], draw_size, pose_mode, dataset) for p in batch],
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             scheduler=scheduler,
@@ -155,8 +232,7 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
         for pair, image in zip(batch, images):
             name = output_name(pair)
             if eval_size != size:
-                atomic_save_image(out_dir / size_name(eval_size) / name,
-                                  image.resize((eval_size[1], eval_size[0]), Image.BICUBIC))
+                atomic_save_image(out_dir / size_name(eval_size) / name, resize(image, eval_size))
             atomic_save_image(out_dir / size_name(size) / name, image)
         bar.update(len(batch))
     bar.close()
@@ -177,7 +253,7 @@ def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=M
             break
         grid_rows = []
         for p in chunk:
-            source, pose = pair_inputs(root, p, size, draw_size, pose_mode, dataset)
+            source, pose = pair_inputs(root, p, draw_size, pose_mode, dataset)
             truth = load_rgb(image_path(root, p["target_image"]))
             generated = Image.open(out_dir / size_name(size) / output_name(p))
             grid_rows.append([source, pose, truth, generated])
@@ -229,8 +305,7 @@ def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, si
         if all(f.is_file() for f in files):
             continue
         source = load_rgb(image_path(root, group[0]["source_image"]))
-        poses = [test_pose(root, p["target_image"], size, draw_size, pose_mode, dataset).resize((w, h), Image.BICUBIC)
-                 for p in group]
+        poses = [test_pose(root, p["target_image"], (h, w), draw_size, pose_mode, dataset) for p in group]
         truths = [load_rgb(image_path(root, p["target_image"])) for p in group]
         generated = [load_rgb(out_dir / size_name(eval_size) / output_name(p)) for p in group]
         panels = panel_frames(source, poses, truths, generated, eval_size)

@@ -60,8 +60,8 @@ class StopAfter:
         self.n -= 1
         return self.pipe(**kw)
 
-    def encode_source(self, images):
-        return self.pipe.encode_source(images)
+    def __getattr__(self, name):  # everything else is the pipeline's
+        return getattr(self.pipe, name)
 
 
 def test_pair_names_and_seeds():
@@ -226,7 +226,7 @@ def test_generate_pairs_with_a_condition_dropped_gives_the_pipelines_ablated_ima
     generate.generate_pairs(pipe, samples_root, pairs, tmp_path / "drop", drop_conditions=("pose",), **common)
     generate.generate_pairs(pipe, samples_root, pairs, tmp_path / "full", **common)
     for pair in pairs:
-        source, pose = generate.pair_inputs(samples_root, pair, SIZE, (256, 176))
+        source, pose = generate.pair_inputs(samples_root, pair, (256, 176))
         alone = pipe(source_image=source, target_pose=pose, num_inference_steps=2, height=SIZE[0], width=SIZE[1],
                      seeds=[generate.pair_seed(7, pair)], output_type="pil", drop_conditions=("pose",)).images[0]
         dropped = pixels(tmp_path / "drop" / handoff.size_name(SIZE) / handoff.output_name(pair))
@@ -245,3 +245,46 @@ def test_c1_dtype_takes_torch_names_and_a_bad_one_is_one_line_before_any_work(tm
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: dtype='float64': choose auto, fp32")
     assert "nowhere" not in proc.stderr and not (tmp_path / "out").exists()  # stopped before the dataset check
+
+
+def test_c1_gives_the_pipeline_the_full_render_and_shows_one_bar(pipeline_dir, samples_root, tmp_path, capsys):
+    """Each network's view of the test pose is resized from A1's render at the photo's size (the
+    fusion model's straight to its size, as the authors' C1), and the run shows one progress bar."""
+    from src.pipeline import FPDMPipeline
+
+    pipe = FPDMPipeline.from_pretrained(pipeline_dir)
+    seen = []
+
+    class Recorder(StopAfter):
+        def __call__(self, **kw):
+            seen.extend(p.size for p in kw["target_pose"])
+            return self.pipe(**kw)
+
+    pairs = load_pairs(samples_root, "test_pairs_data.json")[:2]
+    capsys.readouterr()  # loading's own bar
+    generate.generate_pairs(Recorder(pipe, 9), samples_root, pairs, tmp_path / "out", size=SIZE, eval_size=SIZE,
+                            draw_size=(256, 176), batch_size=1, num_inference_steps=3, show_progress=True)
+    photos = [Image.open(samples_root / p["target_image"]).size for p in pairs]
+    assert seen == photos and photos[0] == (750, 1101)
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "%|" in line]
+    assert bars and all(line.startswith("generate") for line in bars)
+
+
+def test_c1_rerun_with_other_settings_stops_and_the_same_settings_resume(pipeline_dir, samples_root, tmp_path):
+    out = tmp_path / "out"
+    run_c1(pipeline_dir, samples_root, out, "--max_pairs=2")
+    folder = out / handoff.size_name(SIZE)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={pipeline_dir}", f"--dataset_root={samples_root}",
+           f"--out_dir={out}", *COMMON, "--max_pairs=2", "--num_inference_steps=4", "--guidance_scale=3.0"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "num_inference_steps: 3 -> 4" in message and "guidance_scale: 2.0 -> 3.0" in message
+    assert "--overwrite=True" in message and "another --out_dir" in message
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing touched
+    assert "'generated': 0, 'skipped': 2" in run_c1(pipeline_dir, samples_root, out, "--max_pairs=2")
+    stdout = run_c1(pipeline_dir, samples_root, out, "--max_pairs=2", "--num_inference_steps=4", "--overwrite=True")
+    assert "'generated': 2, 'skipped': 0" in stdout
+    assert json.loads((out / generate.RUN_RECORD).read_text())["num_inference_steps"] == 4
+    assert any(before[p.name] != p.read_bytes() for p in folder.iterdir())

@@ -107,7 +107,7 @@ def test_resume_of_an_init_pipeline_run_is_exact(samples_root, init_folder, tmp_
     run_b2(*b2_args(samples_root, init_folder, full, "--lr=1e-3", "--max_steps=4"))
     run_b2(*b2_args(samples_root, init_folder, parts, "--lr=1e-3", "--max_steps=2"))
     # resuming without the folder would restore the weights on other frozen models: refused
-    with pytest.raises(SystemExit, match="trained with init_pipeline="):
+    with pytest.raises(SystemExit, match="was trained with .*init_pipeline="):
         run_b2(*b2_args(samples_root, "", parts, "--lr=1e-3", "--max_steps=4", "--resume=latest"))
     run_b2(*b2_args(samples_root, init_folder, parts, "--lr=1e-3", "--max_steps=4", "--resume=latest"))
     assert [p.name for p in (parts / "checkpoints").iterdir()] == ["checkpoint-2", "checkpoint-4"]
@@ -140,3 +140,16 @@ def test_incomplete_or_mismatched_folder_stops_before_writing(samples_root, init
         missing = message.split("missing: ")[1].splitlines()[0]
         assert missing == ("model_index.json" if damage == "no model_index.json" else "unet/")
     assert not out.exists()  # nothing written
+
+
+def test_resume_refuses_values_that_change_the_model_or_data_and_allows_the_others(samples_root, tmp_path):
+    out = tmp_path / "run"
+    common = ["--preset=tiny", f"--dataset_root={samples_root}", f"--out_dir={out}", "--batch_size=2",
+              "--validation_steps=0", "--validation_pairs=0", "--validation_loss_pairs=1", "--checkpointing_steps=1"]
+    run_b2(*common, "--max_steps=1")
+    with pytest.raises(SystemExit, match=r"was trained with lr=0.001 \(now 0.002\), target_size=\[128, 88\] "
+                                         r"\(now \[64, 48\]\); .*start a new out_dir"):
+        run_b2(*common, "--max_steps=2", "--resume=latest", "--target_size=(64, 48)", "--lr=2e-3")
+    assert not (out / "checkpoints" / "checkpoint-2").exists()
+    run_b2(*common, "--max_steps=2", "--resume=latest", "--log_every=1", "--num_workers=0")  # may change
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
