@@ -107,7 +107,7 @@ class Plan:
 
 def _rename(component: str, key: str) -> str:
     for old, new in RENAMES.get(component, ()):
-        key = key.replace(old, new) if old.startswith(".") else (new + key[len(old):] if key.startswith(old) else key)
+        key = key.replace(old, new)
     return key
 
 

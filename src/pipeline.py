@@ -60,7 +60,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .data import fusion_input, pose_format_module, pose_views, source_views
-from .images import to_tensor
+from .images import resize
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
 # resolves such names from modules already imported (it never imports what a folder names).
@@ -291,8 +291,6 @@ class FPDMPipeline(DiffusionPipeline):
 
     def draw_target_pose(self, keypoints: np.ndarray, height: int, width: int) -> Image.Image:
         """The pose image the pose encoder sees: ``render_target_pose`` resized to the output size."""
-        from .images import resize
-
         return resize(self.render_target_pose(keypoints, height, width), (height, width))
 
     def prepare_inputs(self, source_image, target_pose, fusion_pose=None, height: int | None = None,
