@@ -129,7 +129,8 @@ def main(cfg):
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / gradient_accumulation_steps)
     total_steps, why = training.total_steps(epochs, steps_per_epoch, max_steps)
-    accelerator.print(f"{total_steps} steps ({why}) of {batch_size} x {gradient_accumulation_steps} x "
+    accelerator.print(f"{training.plural(total_steps, 'step')} ({why}) of {batch_size} x "
+                      f"{gradient_accumulation_steps} x "
                       f"{accelerator.num_processes} pairs")
 
     if accelerator.is_main_process:
@@ -182,7 +183,8 @@ def main(cfg):
                     accelerator.log({"train/loss": loss_value, "train/batch_top1": top1,
                                      "lr": optimizer.param_groups[0]["lr"],
                                      "images_per_s": meter.rate, "epoch": state.epoch}, step=state.global_step)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", top1=f"{top1:.2f}", img_s=f"{meter.rate:.1f}")
+                    bar.set_postfix(loss=f"{loss_value:.4f}", top1=f"{top1:.2f}",
+                                    img_s=training.format_rate(meter.rate))
                 stopping = stop.should_stop(accelerator)
                 if state.global_step % checkpointing_steps == 0 or stopping:
                     last_checkpoint = training.save_checkpoint(accelerator, out, state, checkpoints_total_limit)

@@ -344,7 +344,7 @@ def main(cfg, user_set: set = frozenset()):
         training.clean_partial_checkpoints(out)
     training.init_trackers(accelerator, "B2", cfg)
     accelerator.print(f"prediction type {pipe.scheduler.config.prediction_type}; {sum(p.numel() for p in trained):,} "
-                      f"trained parameters; {total_steps} steps ({why}) of {batch_size} x "
+                      f"trained parameters; {training.plural(total_steps, 'step')} ({why}) of {batch_size} x "
                       f"{gradient_accumulation_steps} x {accelerator.num_processes} pairs")
     state, last_checkpoint = training.TrainState(), training.resolve_resume(resume, out)
     if last_checkpoint:
@@ -397,7 +397,7 @@ def main(cfg, user_set: set = frozenset()):
                 if state.global_step % log_every == 0 or state.global_step == 1:
                     accelerator.log({"train/loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
                                      "images_per_s": meter.rate, "epoch": state.epoch}, step=state.global_step)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{meter.rate:.1f}")
+                    bar.set_postfix(loss=f"{loss_value:.4f}", img_s=training.format_rate(meter.rate))
                 stopping = stop.should_stop(accelerator)
                 if state.global_step % checkpointing_steps == 0 or stopping:
                     last_checkpoint = training.save_checkpoint(accelerator, out, state, checkpoints_total_limit)

@@ -409,13 +409,24 @@ class StopSignal:
         return bool(accelerator.gather(flag).max().item() > 0)
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 step', '2 steps'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def format_rate(value: float) -> str:
+    """A throughput readable at any speed: three significant digits below 100 (0.0123, 4.56, 78.9),
+    whole numbers above."""
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
 def total_steps(epochs: int, steps_per_epoch: int, max_steps: int = -1) -> tuple[int, str]:
     """(optimiser steps to train, why): ``max_steps`` when positive, overriding ``epochs`` (as
     diffusers' ``max_train_steps``; training then runs past ``epochs`` if needed), else
     ``epochs`` x ``steps_per_epoch``."""
     if max_steps > 0:
         return max_steps, f"max_steps={max_steps}, overriding epochs={epochs}"
-    return epochs * steps_per_epoch, f"epochs={epochs} x {steps_per_epoch} steps per epoch"
+    return epochs * steps_per_epoch, f"epochs={epochs} x {plural(steps_per_epoch, 'step')} per epoch"
 
 
 def warmup_step_lr(epoch: int, lr: float, warmup_epochs: int = 5, step_epochs: int = 50,

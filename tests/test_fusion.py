@@ -475,3 +475,21 @@ def test_b1_nan_loss_stops_with_a_clear_message(samples_root, tmp_path):
     assert r.returncode == 1
     assert "error: loss is nan at step" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_full_clip_checkpoint_loads_its_vision_tower_with_one_line_about_the_text_tower(tmp_path, capsys):
+    from transformers import CLIPConfig, CLIPModel
+
+    from src.models.clip_encoder import load_encoder
+
+    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, projection_dim=8)
+    full = CLIPModel(CLIPConfig(text_config=small, vision_config=dict(small, image_size=32, patch_size=16),
+                                projection_dim=8))
+    full.save_pretrained(tmp_path / "clip")
+    encoder = load_encoder(str(tmp_path / "clip"))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "text" in line or "UNEXPECTED" in line]
+    assert lines == [f"{tmp_path / 'clip'}: 22 tensors of the checkpoint are not used by the image encoder "
+                     "(logit_scale, text_model, text_projection: the text tower of a full CLIP model)"]
+    vision = full.vision_model.state_dict()
+    assert all(torch.equal(v, encoder.model.vision_model.state_dict()[k]) for k, v in vision.items())

@@ -242,3 +242,12 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (FILE_MODE, DIR_MODE) == (0o666 & ~mask, 0o777 & ~mask)  # as open()/mkdir() give, not tempfile's 0600/0700
+
+
+def test_counts_and_rates_read_right_at_any_speed():
+    from src import training
+
+    assert training.plural(1, "step") == "1 step" and training.plural(3, "step") == "3 steps"
+    assert [training.format_rate(v) for v in (0.0123, 0.04, 4.567, 78.94, 1234.4)] == [
+        "0.0123", "0.04", "4.57", "78.9", "1234"]
+    assert training.total_steps(2, 1)[1] == "epochs=2 x 1 step per epoch"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 import warnings
 
 import torch
@@ -157,12 +158,27 @@ def load_hf_encoder(name: str, option: str = "encoder") -> HFCLIPEncoder:
     what = "CLIP image encoder (transformers)"
     if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
         raise weights_not_found(what, name, option, hub_id=DEFAULT_HUB_ID)
+    from transformers.utils import logging as transformers_logging
+
     name = os.path.expanduser(name)
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report lists every unused text-tower tensor
     try:
-        model = CLIPVisionModelWithProjection.from_pretrained(name)
-    except (OSError, ValueError) as e:  # missing repo/folder/files, hub offline
+        model, info = CLIPVisionModelWithProjection.from_pretrained(name, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:  # missing repo/folder/files, hub offline, wrong shapes
         raise weights_not_found(what, name, option, hub_id=DEFAULT_HUB_ID if looks_like_path(name) else None,
                                 reason=str(e), default_hub_id=DEFAULT_HUB_ID) from None
+    finally:
+        transformers_logging.set_verbosity(level)
+    if info.get("missing_keys"):
+        missing = info["missing_keys"]
+        raise weights_not_found(what, name, option, reason=f"not a CLIP vision tower: {len(missing)} of its tensors "
+                                                           f"are missing, e.g. {missing[0]}")
+    unused = info.get("unexpected_keys") or []
+    if unused:
+        parts = ", ".join(sorted({k.split(".")[0] for k in unused}))
+        print(f"{name}: {len(unused)} tensors of the checkpoint are not used by the image encoder ({parts}: the text "
+              "tower of a full CLIP model)", file=sys.stderr)
     config = {
         "backend": "transformers",
         "clip_config": _hf_config_dict(model.config),
