@@ -66,6 +66,10 @@ def main(cfg: dict) -> None:
         raise SystemExit(f"error: test_pose={test_pose!r}; choose one of {', '.join(generate.TEST_POSES)}")
     if videos not in ("auto", "on", "off"):
         raise SystemExit(f"error: videos={videos!r}; choose auto, on or off")
+    from src.pipeline import SCHEDULERS
+
+    if scheduler.lower() not in SCHEDULERS:
+        raise SystemExit(f"error: scheduler={scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     try:
         data = dataset_module(dataset)
     except ValueError as e:

@@ -235,7 +235,7 @@ def test_generate_pairs_with_a_condition_dropped_gives_the_pipelines_ablated_ima
         assert np.abs(dropped - full).mean() > 0.2  # the pose (given weight by the fixture) was really zeroed
 
 
-def test_c1_dtype_takes_torch_names_and_a_bad_one_is_one_line_before_any_work(tmp_path):
+def test_c1_dtype_takes_torch_names_and_bad_options_are_one_line_before_any_work(tmp_path):
     from src.devices import resolve_dtype
 
     assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16 and resolve_dtype("float32", "cpu") is torch.float32
@@ -245,6 +245,10 @@ def test_c1_dtype_takes_torch_names_and_a_bad_one_is_one_line_before_any_work(tm
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: dtype='float64': choose auto, fp32")
     assert "nowhere" not in proc.stderr and not (tmp_path / "out").exists()  # stopped before the dataset check
+    proc = subprocess.run(cmd[:2] + ["--scheduler=euler"] + cmd[3:], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "error: scheduler='euler'; choose one of ddpm, ddim, dpm++, unipc")
 
 
 def test_c1_gives_the_pipeline_the_full_render_and_shows_one_bar(pipeline_dir, samples_root, tmp_path, capsys):
