@@ -116,7 +116,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from src.config import configure, save_config  # noqa: E402
+from src.config import changed_values, configure, save_config  # noqa: E402
 
 # torch, diffusers and the project's models are imported inside the functions, after configure():
 # --help and a bad option answer at once instead of after seconds of imports.
@@ -190,7 +190,7 @@ def check_resume_keeps_the_run(cfg: dict, out: Path) -> None:
     saved = out / "B2_config.json"
     if not resume or not saved.is_file() or training.resolve_resume(resume, out) is None:
         return
-    changed = training.changed_values(json.loads(saved.read_text()), cfg, MAY_CHANGE_ON_RESUME)
+    changed = changed_values(json.loads(saved.read_text()), cfg, MAY_CHANGE_ON_RESUME)
     if changed:
         what = ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in changed.items())
         raise training.CheckpointError(

@@ -16,7 +16,6 @@ and AdamW state for every trainable tensor, and the hyperparameters as a pickled
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,20 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CONFIG_DIR = ROOT / "src" / "models" / "configs"
 DINOV2_440_NAMES = (("attention.q_proj.", "attention.attention.query."), ("attention.k_proj.", "attention.attention.key."),
                     ("attention.v_proj.", "attention.attention.value."), ("attention.o_proj.", "attention.output.dense."))
 
 
 def configs(size: str) -> dict:
     """Architecture configs of the networks: "full" (the shipped paper-size ones) or "tiny"."""
+    from src.models import shipped_config
     from src.models.clip_encoder import tiny_encoder_config
     from src.models.sd2 import tiny_sd2_configs
     from src.models.source_encoder import tiny_model_config
 
     if size == "full":
-        def read(name):
-            return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+        read = shipped_config
         return {"unet": read("sd2_unet"), "vae": read("sd2_vae"), "scheduler": read("sd2_scheduler"),
                 "clip": read("clip_vit_large_patch14_vision"), "dinov2": read("dinov2_large"),
                 "pose_channels": (16, 32, 96, 256), "mlp_hidden": 768, "model_img_size": [352, 512],

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import re
 import statistics
 import tempfile
@@ -33,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "src" / "models" / "configs"
 MODELS = ("full", "tiny")
 COMPONENTS = ("vae_encode", "source_encoder", "fusion_model", "pose_encoder_source_mlp", "unet", "vae_decode")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -55,11 +53,6 @@ PEAK_BF16_FLOPS = (
 # models
 
 
-def component_config(name: str) -> dict:
-    """A shipped architecture config (``src/models/configs/<name>.json``) as a dict."""
-    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
-
-
 def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, width: int = 352,
                     source_size: int = 512, fusion_size: int = 224, seed: int = 0):
     """An FPDMPipeline of random weights built on ``device`` ("meta": no memory): ``"full"`` from
@@ -68,6 +61,7 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
     torch's global RNG."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+    from src.models import shipped_config
     from src.models.conditioning import FusionMLP, PoseEncoder, SourceMLP
     from src.models.fusion import FusionModel
     from src.models.sd2 import tiny_sd2_configs
@@ -81,11 +75,11 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
     with torch.device(device):
         if model == "full":
             fusion = FusionModel(encoder_config={"backend": "transformers", "source": "random",
-                                                 "clip_config": component_config("clip_vit_large_patch14_vision")})
-            source_encoder = SourceEncoder(backend="dinov2", model_config=component_config("dinov2_large"),
+                                                 "clip_config": shipped_config("clip_vit_large_patch14_vision")})
+            source_encoder = SourceEncoder(backend="dinov2", model_config=shipped_config("dinov2_large"),
                                            image_size=source_size)
-            unet_config, vae_config = component_config("sd2_unet"), component_config("sd2_vae")
-            scheduler_config = component_config("sd2_scheduler")
+            unet_config, vae_config = shipped_config("sd2_unet"), shipped_config("sd2_vae")
+            scheduler_config = shipped_config("sd2_scheduler")
             heads = Heads()
         else:
             fusion = FusionModel.tiny()
@@ -664,8 +658,8 @@ def measure_c2(device, *, n_images: int = 256, size=(512, 352), eval_sizes=("256
 
 
 __all__ = [
-    "BASELINE_SAMPLE", "BASELINE_TRAIN", "COMPONENTS", "CONFIG_DIR", "PEAK_BF16_FLOPS", "SampleSettings",
-    "TrainSettings", "apply_switches", "cleanup", "component_config", "count_flops", "device_name", "error_text",
+    "BASELINE_SAMPLE", "BASELINE_TRAIN", "COMPONENTS", "PEAK_BF16_FLOPS", "SampleSettings",
+    "TrainSettings", "apply_switches", "cleanup", "count_flops", "device_name", "error_text",
     "example_batch", "flop_accounting", "measure_c2", "measure_sampling", "measure_training", "mfu", "peak_flops",
     "random_pipeline", "sampling_psnr", "slug", "timed",
 ]

@@ -147,6 +147,14 @@ def format_config(config: dict) -> str:
     return "config:\n" + "\n".join(f"  {k:<{width}} = {v!r}" for k, v in config.items())
 
 
+def changed_values(saved: dict, current: dict, may_change=()) -> dict:
+    """{name: (saved value, current value)} of the names whose values differ between a saved config
+    (or record) and the current one, compared as JSON (tuples and lists alike), except ``may_change``."""
+    now = json.loads(json.dumps(current, default=str))
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+            if k not in may_change and saved.get(k) != now.get(k)}
+
+
 def save_config(config: dict, out_dir: str | Path, name: str = "config.json") -> Path:
     from .fileio import atomic_write_text
 

@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 
 from .lightning_checkpoint import Checkpoint, CheckpointError, LazyTensor, read_checkpoint
+from .models import CONFIG_DIR, shipped_config
 
-CONFIG_DIR = Path(__file__).resolve().parent / "models" / "configs"
 STAGES = ("auto", "1", "2")
 POSE_DRAW_SIZE = (550, 375)  # where the authors' dataset draws training poses (height, width)
 FUSION_DROPOUT = 0.5         # the authors' combiner
@@ -145,10 +145,6 @@ def plan_mapping(ckpt: Checkpoint, stage: str) -> Plan:
 # architecture configs
 
 
-def _shipped(name: str) -> dict:
-    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
-
-
 def _local_folder(name: str | None) -> Path | None:
     """A folder for a path or a hub id already in the Hugging Face cache; None if neither."""
     if not name:
@@ -224,15 +220,15 @@ def resolve_configs(hp: dict, stage: str, pretrained_model: str | None = None, s
     clip_found, sources["fusion_encoder"] = _resolve(
         "fusion_encoder", fusion_encoder, hp.get("fusion_encoder_path") or hp.get("img_encoder_path"), clip,
         "clip_vit_large_patch14_vision")
-    clip_config, clip_norm = clip_found or (_shipped("clip_vit_large_patch14_vision"), {})
+    clip_config, clip_norm = clip_found or (shipped_config("clip_vit_large_patch14_vision"), {})
     if stage == "1":
         return Configs({}, {}, {}, clip_config, clip_norm, None, {}, sources)
     sd2_found, sources["pretrained_model"] = _resolve(
         "pretrained_model", pretrained_model, hp.get("pretrained_model_name_or_path"), sd2, "sd2_{unet,vae,scheduler}")
-    unet, vae, scheduler = sd2_found or (_shipped("sd2_unet"), _shipped("sd2_vae"), _shipped("sd2_scheduler"))
+    unet, vae, scheduler = sd2_found or (shipped_config("sd2_unet"), shipped_config("sd2_vae"), shipped_config("sd2_scheduler"))
     dino_found, sources["source_encoder"] = _resolve(
         "source_encoder", source_encoder, hp.get("src_encoder_path"), dinov2, "dinov2_large")
-    dino_config, dino_norm = dino_found or (_shipped("dinov2_large"), {})
+    dino_config, dino_norm = dino_found or (shipped_config("dinov2_large"), {})
     return Configs(unet, vae, scheduler, clip_config, clip_norm, dino_config, dino_norm, sources)
 
 
@@ -375,16 +371,6 @@ def check_and_fill(ckpt: Checkpoint, plan: Plan, components: dict) -> None:
 # the command
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
 def convert(checkpoint: str | Path, out: str | Path, stage: str = "auto", pretrained_model: str | None = None,
             source_encoder: str | None = None, fusion_encoder: str | None = None) -> dict:
     """Convert one released checkpoint into ``out`` (written atomically, replacing a previous
@@ -415,7 +401,7 @@ def convert(checkpoint: str | Path, out: str | Path, stage: str = "auto", pretra
             "tensors_skipped": len(plan.skipped),
             "skipped": _skip_summary(plan.skipped),
             "not_read": sorted(k for k in ckpt.top if k not in ("state_dict", "hyper_parameters")),
-            "hyper_parameters": _jsonable(ckpt.hyper_parameters),
+            "hyper_parameters": ckpt.hyper_parameters,
         }
         with atomic_dir(out) as tmp:
             if found == "1":
@@ -424,7 +410,7 @@ def convert(checkpoint: str | Path, out: str | Path, stage: str = "auto", pretra
                 from .pipeline import FPDMPipeline
 
                 FPDMPipeline(**components, **pipeline_config).save_pretrained(tmp)
-            (tmp / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (tmp / "conversion.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

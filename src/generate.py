@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .config import changed_values
 from .data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path
 from .fileio import atomic_save_image, atomic_write_json
 from .handoff import frame_number, output_name, size_name, video_name
@@ -180,7 +181,7 @@ def check_run_record(out_dir: Path, record: dict, sizes: list[tuple[int, int]], 
     images = [p for s in sizes for p in (out_dir / size_name(s)).glob("*.png")]
     old = json.loads(path.read_text()) if path.is_file() else None
     if old is not None:
-        changed = {k: (old.get(k), v) for k, v in record.items() if old.get(k) != v}
+        changed = changed_values(old, record)
     else:
         changed = {"(no record)": (f"{len(images)} images made without a record of their settings", None)} \
             if images else {}

@@ -62,14 +62,6 @@ class CheckpointError(SystemExit):
         super().__init__(f"checkpoint error: {message}")
 
 
-def changed_values(saved: dict, current: dict, may_change=()) -> dict:
-    """{name: (saved value, current value)} of the names whose values differ between a run's saved
-    config and the current one (compared as JSON: tuples and lists alike), except ``may_change``."""
-    now = json.loads(json.dumps(current, default=str))
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-            if k not in may_change and saved.get(k) != now.get(k)}
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
 
