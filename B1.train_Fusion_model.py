@@ -10,6 +10,10 @@ and validation retrieval top-1, top-5, mean rank and loss, before and after trai
 OUT/checkpoints/checkpoint-<step>/ (rotated), OUT/tensorboard/ and OUT/B1_config.json.
 SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues exactly where it stopped.
 batch_size is per process; the contrastive negatives are those of the process's own batch.
+Before the first step B1 prints the disk the run needs (checkpoints: weights + AdamW's two moments,
+up to checkpoints_total_limit + 1 at once; the export) and stops with one line when out_dir's disk
+lacks it. Without a GPU, `accelerate launch` gives each process one CPU thread (OMP_NUM_THREADS=1):
+B1 then says so (pass --num_cpu_threads_per_process=N to accelerate launch, or run it with python).
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS)
@@ -104,11 +108,14 @@ def main(cfg):
     from tqdm.auto import tqdm
 
     from src import training
+    from src.devices import cpu_threads_note
     from src.fileio import atomic_write_json
     from src.models.fusion import FusionModel, fusion_loss
 
     out = Path(out_dir)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
+    if note := cpu_threads_note(accelerator.num_processes):
+        accelerator.print(note)
     training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs], workers=max(1, num_workers))
     training.seed_everything(seed)
     if encoder == "tiny":
@@ -133,12 +140,21 @@ def main(cfg):
                       f"{gradient_accumulation_steps} x "
                       f"{accelerator.num_processes} pairs")
 
+    last_checkpoint = training.resolve_resume(resume, out)
+    unwrapped = accelerator.unwrap_model(model)
+    disk = training.plan_disk(
+        out, training.checkpoint_size(unwrapped, [p for p in unwrapped.parameters() if p.requires_grad]),
+        training.state_bytes(unwrapped), checkpoints_total_limit,
+        training.planned_checkpoints(training.checkpoint_global_step(last_checkpoint), total_steps,
+                                     checkpointing_steps), export_name="fusion model")
+    accelerator.print(training.main_process_check(accelerator, disk.check))  # before anything is written
+
     if accelerator.is_main_process:
         save_config(cfg, out, "B1_config.json")
     training.init_trackers(accelerator, "B1", cfg)
     if accelerator.is_main_process:
         training.clean_partial_checkpoints(out)
-    state, last_checkpoint = training.TrainState(), training.resolve_resume(resume, out)
+    state = training.TrainState()
     if last_checkpoint:
         state = training.load_checkpoint(accelerator, last_checkpoint)
         accelerator.print(f"resumed from {last_checkpoint} at step {state.global_step}")

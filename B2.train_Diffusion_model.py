@@ -17,6 +17,17 @@ OUT/checkpoints/checkpoint-<step>/ (rotated), OUT/tensorboard/ and OUT/B2_config
 SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues where it stopped.
 batch_size is per process: the effective batch is batch_size x gradient_accumulation_steps x processes.
 
+Disk: before the first step B2 prints what the run will write (a checkpoint: the trained weights
++ AdamW's two moments (+ EMA); up to checkpoints_total_limit + 1 of them at once, since the newest
+is written before the oldest is deleted; the exported pipeline) and stops with one line when
+out_dir's disk lacks it. At the paper's size: 10.4 GB a checkpoint, 6.27 GB the pipeline, 41.8 GB
+at the peak with checkpoints_total_limit = 3 (README, "Disk and threads").
+CPU threads: without a GPU, `accelerate launch` gives each process one thread (OMP_NUM_THREADS=1);
+B2 then says so: pass --num_cpu_threads_per_process=N to accelerate launch, or run it with python.
+
+The 256x176 setting of the paper: --config=configs/deepfashion_256x176.py (target, source size
+and source scales at half size).
+
 Fine-tuning a trained pipeline: --init_pipeline=DIR (a folder FPDMPipeline.save_pretrained
 wrote: B2's OUT/pipeline, or the authors' released model converted to that layout) starts from
 DIR instead of SD2 + B1 + new heads: its UNet, pose encoder, source MLP and fusion MLP are
@@ -46,7 +57,8 @@ target_size = (512, 352)                   # (height, width) of target image and
 source_size = 512                          # the source, square, as the source encoder sees it (1297 DINOv2 tokens)
 fusion_size = 224                          # the fusion model's inputs: source and target pose squashed
 pose_draw_size = (550, 375)                # poses are drawn at this size, then resized to target_size
-source_scales = (256, 512)                 # the source is fed at one of these at random (augmentation)
+source_scales = (256, 512)                 # the source is squashed to one of these at random, then to
+                                           #   source_size (augmentation); none above source_size
 flip_prob = 0.5
 identity_prob = 0.05
 jitter_sigma = 1.0                         # keypoint noise in pixels at pose_draw_size
@@ -198,6 +210,20 @@ def check_resume_keeps_the_run(cfg: dict, out: Path) -> None:
             f"{', '.join(MAY_CHANGE_ON_RESUME)} may change on resume)")
 
 
+def check_source_scales() -> None:
+    """The source is squashed to a scale and then to source_size: a scale above source_size only
+    adds a resize (at source_size 256, scales (256, 512) lose the low-resolution half of the
+    augmentation), so it is refused."""
+    if not source_scales or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in source_scales):
+        raise SystemExit(f"config error: source_scales={tuple(source_scales)!r}: give one or more sizes in pixels")
+    above = [s for s in source_scales if s > source_size]
+    if above:
+        raise SystemExit(
+            f"config error: source_scales={tuple(source_scales)!r} has {above} above source_size={source_size}: "
+            f"the source is squashed to a scale and then to source_size, so use scales up to source_size, "
+            f"e.g. --source_scales=({source_size // 2}, {source_size})")
+
+
 def datasets():
     from torch.utils.data import Subset
 
@@ -275,15 +301,20 @@ def main(cfg, user_set: set = frozenset()):
     from tqdm.auto import tqdm
 
     from src import training
-    from src.devices import enable_tf32
+    from src.devices import cpu_threads_note, enable_tf32
     from src.fileio import atomic_dir
     from src.models.sd2 import make_tiny_sd2
-    from src.stage2_training import Geometry, Heads, build_pipeline, load_pipeline_to_train, training_loss
+    from src.stage2_training import (
+        Geometry, Heads, build_pipeline, disk_footprint, load_pipeline_to_train, training_loss,
+    )
 
     out = Path(out_dir)
     init_line = take_init_pipeline(cfg, user_set) if init_pipeline else None  # before anything is written
+    check_source_scales()  # after the init_pipeline's geometry is taken: its source_size counts
     check_resume_keeps_the_run(cfg, out)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
+    if note := cpu_threads_note(accelerator.num_processes):
+        accelerator.print(note)
     training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs],
                          workers=max(1, num_workers))
     training.seed_everything(seed)
@@ -339,6 +370,13 @@ def main(cfg, user_set: set = frozenset()):
     def lr_of_epoch(epoch: int) -> float:
         return training.warmup_step_lr(epoch, lr, lr_warmup_epochs, lr_step_epochs, lr_gamma)
 
+    last_checkpoint = training.resolve_resume(resume, out)
+    checkpoint, export, _ = disk_footprint(pipe, ema=use_ema)
+    disk = training.plan_disk(out, checkpoint, export, checkpoints_total_limit,
+                              training.planned_checkpoints(training.checkpoint_global_step(last_checkpoint),
+                                                           total_steps, checkpointing_steps), export_name="pipeline")
+    accelerator.print(training.main_process_check(accelerator, disk.check))  # before anything is written
+
     if accelerator.is_main_process:
         save_config(cfg, out, "B2_config.json")
         training.clean_partial_checkpoints(out)
@@ -346,7 +384,7 @@ def main(cfg, user_set: set = frozenset()):
     accelerator.print(f"prediction type {pipe.scheduler.config.prediction_type}; {sum(p.numel() for p in trained):,} "
                       f"trained parameters; {training.plural(total_steps, 'step')} ({why}) of {batch_size} x "
                       f"{gradient_accumulation_steps} x {accelerator.num_processes} pairs")
-    state, last_checkpoint = training.TrainState(), training.resolve_resume(resume, out)
+    state = training.TrainState()
     if last_checkpoint:
         has_ema = any(Path(last_checkpoint).glob("custom_checkpoint_*"))
         if has_ema != use_ema:

@@ -9,7 +9,9 @@ its config) unless given. Writes OUT/<H>x<W>/<source>_2_<target>.png at the mode
 the evaluation size (one folder when the two are equal), OUT/manifest.json (what C2 reads) and a
 few comparison grids under OUT/grids/. Images already written are skipped, so an interrupted run
 is finished by running it again. Pairs sharing a source are generated together and the source
-is encoded once for all of them.
+is encoded once for all of them. Without a GPU, `accelerate launch` gives each process one CPU
+thread (OMP_NUM_THREADS=1): C1 then says so; run it with python, or pass
+--num_cpu_threads_per_process=N to accelerate launch.
 
 PHOENIX-2014T (``--preset=phoenix``): the test pairs are videos (each test video's first frame
 is the source of every frame), so each video's source is encoded once; frames are written at the
@@ -58,7 +60,7 @@ def main(cfg: dict) -> None:
 
     from src import generate
     from src.data import dataset_module, load_pairs
-    from src.devices import resolve_dtype
+    from src.devices import cpu_threads_note, resolve_dtype
     from src.handoff import size_name, write_manifest
     from src.weights import exit_on_missing_weights
 
@@ -75,6 +77,8 @@ def main(cfg: dict) -> None:
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     state = PartialState()
+    if state.is_main_process and (note := cpu_threads_note(state.num_processes)):
+        print(note)
     try:
         torch_dtype = resolve_dtype(dtype, state.device)
     except ValueError as e:

@@ -7,10 +7,13 @@
   ``"float16"``.
 - ``enable_tf32(enable)``: TF32 for matrix products and cuDNN convolutions, both on or both
   off; ``without_tf32()`` turns both off for a block (feature extraction for FID).
+- ``cpu_threads_note(num_processes)``: the one-line warning the scripts print when ``accelerate
+  launch`` left them one CPU thread on a machine without a GPU.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import torch
@@ -54,3 +57,22 @@ def without_tf32():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def cpu_threads_note(num_processes: int = 1, environ=None) -> str | None:
+    """A one-line warning when a process runs on the CPU with one thread although the machine has
+    cores to spare and ``accelerate launch`` started it, else None.
+
+    Without a GPU (and without ``--cpu``), ``accelerate launch`` sets ``OMP_NUM_THREADS`` to the
+    environment's value or 1, so every process computes on one core. The value is not changed
+    here: a user's own ``OMP_NUM_THREADS=1`` reads the same, and it may be deliberate."""
+    environ = os.environ if environ is None else environ
+    if torch.cuda.is_available() or "ACCELERATE_DYNAMO_BACKEND" not in environ or torch.get_num_threads() > 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cores // max(1, num_processes)
+    if per_process <= 1:
+        return None
+    return (f"warning: one CPU thread per process (OMP_NUM_THREADS={environ.get('OMP_NUM_THREADS', 'unset')}, "
+            f"which accelerate launch sets on a machine without a GPU) on a machine with {cores} cores: "
+            f"accelerate launch --num_cpu_threads_per_process={per_process} ..., or run the script with python")

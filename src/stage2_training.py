@@ -138,7 +138,8 @@ def check_pipeline_folder(folder, option: str = "init_pipeline") -> dict:
                 missing.append(f"{name}/")
             elif not (sub / config_file).is_file():
                 missing.append(f"{name}/{config_file}")
-            elif name != "scheduler" and not any(sub.glob("*.safetensors")) and not any(sub.glob("*.bin")):
+            # rglob: the source encoder keeps its network's weights in network/
+            elif name != "scheduler" and not any(sub.rglob("*.safetensors")) and not any(sub.rglob("*.bin")):
                 missing.append(f"{name}/diffusion_pytorch_model.safetensors (no weights)")
         if config and config.get("_class_name") not in (None, "FPDMPipeline"):
             missing.append(f"an FPDMPipeline model_index.json (it is a {config.get('_class_name')}'s)")
@@ -229,6 +230,31 @@ def training_loss(pipe: FPDMPipeline, denoiser, batch: dict, device, rates: dict
                           noise_offset=noise_offset, drop=drop)
 
 
+def disk_footprint(pipe: FPDMPipeline, ema: bool = False) -> tuple:
+    """(one B2 checkpoint as ``src.training.CheckpointSize``, the exported pipeline's bytes, the
+    bytes of its frozen components among them), from the pipeline's tensors and dtypes (meta
+    tensors too, so the paper's size needs no weights)."""
+    from .training import checkpoint_size, state_bytes
+
+    denoiser = pipe.denoiser()
+    trained = [p for p in denoiser.parameters() if p.requires_grad]
+    modules = [getattr(pipe, name) for name in PIPELINE_COMPONENTS if isinstance(getattr(pipe, name), torch.nn.Module)]
+    frozen = state_bytes(*(getattr(pipe, name) for name in FROZEN_COMPONENTS))
+    return checkpoint_size(denoiser, trained, ema=ema), state_bytes(*modules), frozen
+
+
+def describe_disk_footprint(pipe: FPDMPipeline, total_limit: int = 3) -> str:
+    """``disk_footprint`` in words, with the peak of a run rotated to ``total_limit`` checkpoints."""
+    from .training import format_bytes, state_bytes
+
+    checkpoint, export, frozen = disk_footprint(pipe)
+    peak = max((total_limit + 1) * checkpoint.total, total_limit * checkpoint.total + export)
+    parts = ", ".join(f"{name} {format_bytes(state_bytes(getattr(pipe, name)))}" for name in FROZEN_COMPONENTS)
+    return (f"a checkpoint is {checkpoint.describe()}; the exported pipeline {format_bytes(export)}, "
+            f"{format_bytes(frozen)} of it frozen ({parts}); peak with checkpoints_total_limit={total_limit}: "
+            f"{format_bytes(peak)}")
+
+
 def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilon", height: int = 64,
                        width: int = 48, source_size: int = 64, fusion_size: int = 64,
                        pose_draw_size: tuple[int, int] | None = None, pose_format: str = "openpose18",
@@ -248,6 +274,6 @@ def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilo
 
 __all__ = [
     "FROZEN_COMPONENTS", "Geometry", "Heads", "PIPELINE_COMPONENTS", "TINY_HEADS", "TRAINED_COMPONENTS",
-    "build_pipeline", "check_pipeline_folder", "folder_geometry", "frozen_conditions", "load_fusion_model",
-    "load_pipeline_to_train", "make_tiny_pipeline", "training_loss",
+    "build_pipeline", "check_pipeline_folder", "describe_disk_footprint", "disk_footprint", "folder_geometry",
+    "frozen_conditions", "load_fusion_model", "load_pipeline_to_train", "make_tiny_pipeline", "training_loss",
 ]

@@ -13,6 +13,9 @@
 - ``check_finite``: a NaN/inf loss stops training with a clear message; nothing is saved, so the
   last checkpoint stays the last good one.
 - ``Throughput``: images per second over recent steps.
+- ``checkpoint_size`` / ``plan_disk``: the disk a run needs (checkpoints from the model's
+  tensors, their rotation, the export), printed at the start; a disk that lacks it stops the run
+  before anything is written.
 
 A typical loop::
 
@@ -277,6 +280,153 @@ def save_checkpoint(accelerator, out_dir: str | Path, state: TrainState, total_l
         rotate_checkpoints(out_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_global_step(path: str | Path | None) -> int:
+    """The step a checkpoint was saved at (its state file), 0 for None or an unreadable one."""
+    if path is None:
+        return 0
+    try:
+        return TrainState.from_dict(json.loads((Path(path) / STATE_FILE).read_text())).global_step
+    except (OSError, ValueError, KeyError):
+        return checkpoint_step(path) or 0
+
+
+# ---------------------------------------------------------------------------------------------
+# disk
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units, three significant digits: '10.4 GB', '812 MB', '3.1 kB'."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"  # pragma: no cover
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of distinct tensors (a parameter tied under two names counts once, as safetensors
+    stores it once); meta tensors count as their real size would."""
+    seen, total = set(), 0
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def state_bytes(*modules) -> int:
+    """Bytes of the modules' state dicts: what their ``save_pretrained`` (or a checkpoint) writes."""
+    return sum(tensor_bytes(m.state_dict(keep_vars=True).values()) for m in modules)
+
+
+@dataclass
+class CheckpointSize:
+    """One checkpoint's bytes: the model's weights, AdamW's two moments of every trained
+    parameter (each the parameter's size and dtype) and, with EMA, one shadow copy of them."""
+
+    weights: int
+    optimizer: int
+    ema: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.optimizer + self.ema
+
+    def describe(self) -> str:
+        parts = f"weights {format_bytes(self.weights)} + AdamW {format_bytes(self.optimizer)}"
+        if self.ema:
+            parts += f" + EMA {format_bytes(self.ema)}"
+        return f"{format_bytes(self.total)} ({parts})"
+
+
+def checkpoint_size(model, trained, ema: bool = False) -> CheckpointSize:
+    """What ``save_checkpoint`` writes for ``model`` (its whole state dict) trained by AdamW over
+    ``trained`` (the parameters with gradients), with an EMA of them when ``ema``."""
+    trained_bytes = tensor_bytes(trained)
+    return CheckpointSize(weights=state_bytes(model), optimizer=2 * trained_bytes,
+                          ema=trained_bytes if ema else 0)
+
+
+def planned_checkpoints(start_step: int, total_steps: int, every: int) -> int:
+    """Checkpoints a run from ``start_step`` to ``total_steps`` writes: every ``every`` steps and
+    one at the end when the last step is not on that cadence."""
+    if total_steps <= start_step:
+        return 0
+    if every <= 0:
+        return 1
+    return total_steps // every - start_step // every + (1 if total_steps % every else 0)
+
+
+def _free_bytes(folder: Path) -> int:
+    while not folder.exists() and folder != folder.parent:  # out_dir may not exist yet: its disk's
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+@dataclass
+class DiskPlan:
+    """The disk a run needs under ``folder``: at most ``at_once`` checkpoints exist at a time (the
+    newest is written before the oldest is deleted), ``kept`` remain at the end beside the export
+    of ``export`` bytes; ``existing`` bytes of checkpoints are there already (and counted in
+    both). ``needed`` is what must still be free; ``free`` what is."""
+
+    folder: Path
+    checkpoint: CheckpointSize
+    export_name: str
+    export: int
+    total_limit: int
+    at_once: int
+    kept: int
+    existing: int
+    free: int
+
+    @property
+    def needed(self) -> int:
+        c = self.checkpoint.total
+        return max(0, max(self.at_once * c, self.kept * c + self.export) - self.existing)
+
+    def _why(self) -> str:
+        if self.total_limit and self.at_once > self.total_limit:
+            return (f"up to {plural(self.at_once, 'checkpoint')} at once with checkpoints_total_limit="
+                    f"{self.total_limit} (the newest is written before the oldest is deleted)")
+        if self.total_limit:
+            return f"{plural(self.at_once, 'checkpoint')} (checkpoints_total_limit={self.total_limit})"
+        return f"{plural(self.at_once, 'checkpoint')} kept (checkpoints_total_limit=0: none deleted)"
+
+    def line(self) -> str:
+        return (f"disk: a checkpoint is {self.checkpoint.describe()}, the exported {self.export_name} "
+                f"{format_bytes(self.export)}; {self._why()}: this run needs {format_bytes(self.needed)} more "
+                f"under {self.folder}, {format_bytes(self.free)} free")
+
+    def check(self) -> str:
+        """The line to print, or SystemExit with one line when the disk lacks the space."""
+        if self.needed > self.free:
+            raise SystemExit(
+                f"error: out_dir {self.folder} has {format_bytes(self.free)} free on its disk, this run needs "
+                f"{format_bytes(self.needed)} ({self._why()}; a checkpoint is {self.checkpoint.describe()}, the "
+                f"exported {self.export_name} {format_bytes(self.export)}): free space, lower "
+                f"checkpoints_total_limit or choose another out_dir (stopped before the first step)")
+        return self.line()
+
+
+def plan_disk(out_dir: str | Path, checkpoint: CheckpointSize, export: int, total_limit: int | None,
+              new_checkpoints: int, export_name: str = "model") -> DiskPlan:
+    """The ``DiskPlan`` of a run writing ``new_checkpoints`` of ``checkpoint`` size, rotated to
+    ``total_limit`` (None or <= 0 keeps all, as ``rotate_checkpoints``), then ``export`` bytes,
+    into ``out_dir`` (which may hold checkpoints already, a resumed run's)."""
+    folder = Path(out_dir)
+    existing = list_checkpoints(folder)
+    existing_bytes = sum(f.stat().st_size for p in existing for f in p.rglob("*") if f.is_file())
+    limit = total_limit if total_limit and total_limit > 0 else 0
+    total = len(existing) + new_checkpoints
+    if limit and new_checkpoints:
+        at_once, kept = min(total, max(len(existing), limit) + 1), min(total, limit)
+    else:
+        at_once = kept = total
+    return DiskPlan(folder=folder, checkpoint=checkpoint, export_name=export_name, export=export, total_limit=limit,
+                    at_once=at_once, kept=kept, existing=existing_bytes, free=_free_bytes(folder))
 
 
 def clean_partial_checkpoints(out_dir: str | Path) -> None:

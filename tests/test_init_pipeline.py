@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 from src.stage2_training import FROZEN_COMPONENTS, PIPELINE_COMPONENTS, TRAINED_COMPONENTS, make_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = "diffusion_pytorch_model.safetensors"
 WEIGHTED = [c for c in PIPELINE_COMPONENTS if c != "scheduler"]
 
 
@@ -39,7 +38,7 @@ def b2_args(samples_root, folder, out, *extra):
     return [f"--init_pipeline={folder}", f"--dataset_root={samples_root}", f"--out_dir={out}",
             "--fusion_model=/nonexistent/B1/fusion_model", "--pretrained_model=/nonexistent/sd21",  # not used
             "--mlp_dropout=0.3", "--batch_size=2", "--gradient_accumulation_steps=1", "--lr_warmup_epochs=0",
-            "--source_scales=(32, 64)", "--validation_steps=0", "--validation_pairs=0", "--validation_loss_pairs=1",
+            "--source_scales=(16, 32)", "--validation_steps=0", "--validation_pairs=0", "--validation_loss_pairs=1",
             "--checkpointing_steps=100", "--num_workers=0", "--mixed_precision=no", *extra]
 
 
@@ -66,7 +65,10 @@ def init_folder(tmp_path_factory):
 
 
 def weights(folder, component):
-    return load_file(Path(folder) / component / WEIGHTS)
+    """Every tensor of a component's folder, by file and name (the source encoder keeps its
+    network's weights in network/model.safetensors)."""
+    root = Path(folder) / component
+    return {f"{f.relative_to(root)}:{k}": v for f in sorted(root.rglob("*.safetensors")) for k, v in load_file(f).items()}
 
 
 def same(a, b):

@@ -25,13 +25,25 @@ rebuilds it without the hub. ``SourceEncoder.load(name)`` reads real weights (hu
 folder; a missing one raises ``WeightsNotFoundError`` with the download command);
 ``SourceEncoder.tiny()`` builds a very small random network for tests and the tiny preset.
 The encoder is frozen: no gradients, and it stays in eval mode.
+
+Saved folder: ``config.json`` (this class's config) and ``network/``, the network as transformers'
+own ``save_pretrained`` writes it (``config.json``, ``model.safetensors``): the checkpoint layout
+of the hub's ``facebook/dinov2-large``, which every transformers version reads
+(``Dinov2Model.from_pretrained(".../source_encoder/network")`` works without this repository).
+transformers 5 renamed DINOv2's attention weights inside the model (``attention.q_proj``, was
+``attention.attention.query``) and converts both ways when loading and saving; a state dict
+taken from the module directly would carry the installed version's names. Folders saved before
+``network/`` existed (weights in ``diffusion_pytorch_model.safetensors`` under transformers
+5.23's names) still load, with transformers 5 only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +61,7 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_NORMALISATION = {"dinov2": (IMAGENET_MEAN, IMAGENET_STD), "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)}
 _DROP_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "torch_dtype", "dtype")
+NETWORK_FOLDER = "network"  # the transformers network inside a saved SourceEncoder folder
 POSITION_GRIDS = ("scale_factor", "size")
 
 
@@ -111,6 +124,21 @@ def _scale_factor_interpolate_pos_encoding(module, embeddings: torch.Tensor, hei
     patch = module.config.patch_size
     ph, pw = (patch, patch) if isinstance(patch, int) else patch
     return scale_factor_position_grid(module.position_embeddings, (height // ph, width // pw))
+
+
+@contextlib.contextmanager
+def _no_transformers_bars():
+    """transformers' per-file progress bars off for the block: one small file per save or load
+    would add a bar line to every log."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def tiny_model_config(backend: str = "dinov2", width: int = 32, layers: int = 2, heads: int = 2,
@@ -215,11 +243,36 @@ class SourceEncoder(ModelMixin, ConfigMixin):
         encoder.model.load_state_dict(network.state_dict())
         return encoder
 
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
+        """``config.json`` and the network in transformers' checkpoint layout under ``network/``
+        (see the module docstring); diffusers' saving options do not apply to it."""
+        if not is_main_process:
+            return
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.save_config(folder)
+        with _no_transformers_bars():
+            self.model.save_pretrained(folder / NETWORK_FOLDER)
+
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        # Build the network for real (not on the meta device): it keeps non-persistent buffers.
-        kwargs["low_cpu_mem_usage"] = False
-        return super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """A folder ``save_pretrained`` wrote (or an older one, see the module docstring)."""
+        folder = Path(os.path.expanduser(str(pretrained_model_name_or_path))) / (kwargs.get("subfolder") or "")
+        if not (folder / NETWORK_FOLDER).is_dir():
+            # Build the network for real (not on the meta device): it keeps non-persistent buffers.
+            kwargs["low_cpu_mem_usage"] = False
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):  # the network is replaced by the saved one below
+            encoder = cls.from_config(cls.load_config(folder))
+        with _no_transformers_bars():
+            network = _model_class(encoder.config.backend).from_pretrained(folder / NETWORK_FOLDER)
+        dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
+        encoder.model = network.to(dtype) if dtype is not None else network
+        encoder._apply_position_grid()
+        encoder.requires_grad_(False)
+        return encoder.eval()
 
     def train(self, mode: bool = True):
         """Frozen: always in eval mode."""
@@ -258,6 +311,6 @@ class SourceEncoder(ModelMixin, ConfigMixin):
 
 
 __all__ = [
-    "BACKENDS", "DEFAULT_SOURCE_ENCODER", "POSITION_GRIDS", "SourceEncoder", "WeightsNotFoundError",
+    "BACKENDS", "DEFAULT_SOURCE_ENCODER", "NETWORK_FOLDER", "POSITION_GRIDS", "SourceEncoder", "WeightsNotFoundError",
     "scale_factor_position_grid", "tiny_model_config",
 ]
