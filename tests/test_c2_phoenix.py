@@ -39,12 +39,17 @@ def load_c2(argv: list[str]):
 
 def run_c2(root: Path, generated: Path, *args: str) -> dict:
     """C2 with the phoenix preset, offline weights (random LPIPS; FID's torchvision Inception absent,
-    so FID is null at once) and no I3D unless ``args`` give one; returns metrics.json."""
+    so FID is null at once and C2 ends in its one-line error naming the file, after writing the
+    rest) and no I3D unless ``args`` give one; returns metrics.json."""
     module, cfg = load_c2(["--preset=phoenix", f"--dataset_root={root}", f"--generated={generated}",
                            "--lpips_backbone_random=True", "--fid_backbone=torchvision", "--fid_cache=",
                            "--num_workers=0", "--batch_size=8", "--device=cpu", f"--i3d={generated / 'no_i3d'}",
                            *args])
-    module.main(cfg)
+    with pytest.raises(SystemExit) as e:
+        module.main(cfg)
+    if isinstance(e.value, handoff.ManifestError):
+        raise e.value
+    assert str(e.value.code).startswith("error: fid not computed") and metrics.TV_INCEPTION_FILE in str(e.value.code)
     return json.loads((generated / "metrics.json").read_text())
 
 
@@ -217,6 +222,24 @@ def test_flicker_raises_warping_error_and_tcd_fvd_with_stand_in_network(phoenix,
     assert t["fvd"] == pytest.approx(expected, rel=1e-6) and t["fvd"] > 0
     assert "fvd" not in t["protocol"]["null_reasons"]
     assert t["protocol"]["fvd_weights"] == str(i3d / tm.I3D_FILE)
+
+
+def test_fvd_asked_for_without_i3d_exits_nonzero_after_writing(phoenix, tmp_path):
+    gen = write_generated(tmp_path / "copies", phoenix)
+    options = ["--preset=phoenix", f"--dataset_root={phoenix['root']}", f"--generated={gen}", "--fvd=on",
+               "--lpips_backbone_random=True", "--fid_cache=", "--num_workers=0", "--device=cpu"]
+    module, cfg = load_c2([*options, f"--i3d={gen / 'no_i3d'}"])
+    with pytest.raises(SystemExit) as e:
+        module.main(cfg)
+    message = str(e.value.code)
+    assert message.startswith("error: fid, fvd not computed") and "\n" not in message
+    assert tm.I3D_FILE in message and tm.I3D_URL in message and metrics.TV_INCEPTION_FILE in message
+    t = json.loads((gen / "metrics.json").read_text())[EVAL_NAME]["temporal"]
+    assert t["fvd"] is None and t["warping_error"] > 0
+
+    module, cfg = load_c2([*options, "--temporal=off"])
+    with pytest.raises(handoff.ManifestError, match="fvd='on' needs videos"):
+        module.main(cfg)
 
 
 def test_incomplete_videos_are_reported_before_anything_is_computed(phoenix, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
+from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from src import fid_weights, handoff, metrics
@@ -174,18 +175,54 @@ def test_fid_self_zero_and_other_set_matches_independent(fid_features):
     assert fid == pytest.approx(metrics.frechet_distance(mu2, s2, mu1, s1), rel=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
 def test_frechet_distance_full_rank_and_low_rank():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
     rng = np.random.default_rng(0)
-    # full rank (no subspace reduction: plain sqrtm as pytorch-fid)
+    # full rank: pytorch-fid's computation, to the last digit
     f1, f2 = rng.normal(size=(300, 32)), rng.normal(1.0, 2.0, size=(400, 32)) @ rng.normal(size=(32, 32))
-    fid = metrics.frechet_distance(*metrics.feature_statistics(f1), *metrics.feature_statistics(f2))
-    assert fid == pytest.approx(independent_fid(f1, f2), rel=1e-8)
-    # rank-deficient in a large dimension (subspace reduction)
+    stats = (*metrics.feature_statistics(f1), *metrics.feature_statistics(f2))
+    assert metrics.frechet_distance(*stats) == calculate_frechet_distance(*stats)
+    assert metrics.frechet_distance(*stats) == pytest.approx(independent_fid(f1, f2), rel=1e-8)
+    # rank-deficient in a large dimension (the exact trace)
     g1, g2 = rng.normal(size=(20, 300)), rng.normal(0.5, 1.5, size=(25, 300))
     fid = metrics.frechet_distance(*metrics.feature_statistics(g1), *metrics.feature_statistics(g2))
     assert fid == pytest.approx(independent_fid(g1, g2), rel=1e-8)
     with pytest.raises(ValueError):
         metrics.feature_statistics(g1[:1])
+
+
+def full_dimension_fid(mu1, s1, mu2, s2) -> float:
+    """pytorch-fid's FID without its check on the imaginary part: scipy's sqrtm of the full product,
+    its real part, its trace."""
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real))
+
+
+def test_small_set_fid_is_the_full_dimension_computation():
+    """Fewer images than the 256 feature dimensions: FID is pytorch-fid's full-dimension number up
+    to the rounding of its sqrtm of a singular product (1e-6 of the covariance traces: the terms
+    that cancel when the sets are nearly the same), and the exact value (nuclear norm of the
+    centred features' cross product) to 1e-9; also on two sets of 10 on which the earlier subspace
+    shortcut raised "imaginary component ... in the covariance root" (rounding decides where it
+    does) while pytorch-fid gives a number."""
+    d = 256
+    rng = np.random.default_rng(0)
+    f12, f20 = np.abs(rng.normal(size=(12, d))), 1.2 * np.abs(rng.normal(size=(20, d)))
+    near = f12 + 1e-3 * rng.normal(size=f12.shape)
+    rng = np.random.default_rng(6)
+    g1, g2 = 66 * np.abs(rng.normal(size=(10, d))), 66 * np.abs(rng.normal(size=(10, d)))
+    cases = {"12 and 20 images": (f12, f20), "nearly identical sets": (f12, near),
+             "10 and 10 images (the subspace shortcut raised)": (g1, g2)}
+    for name, (a, b) in cases.items():
+        stats = (*metrics.feature_statistics(a), *metrics.feature_statistics(b))
+        fid = metrics.frechet_distance(*stats)
+        traces = np.trace(stats[1]) + np.trace(stats[3])
+        assert abs(fid - full_dimension_fid(*stats)) <= 1e-6 * traces, name
+        assert abs(fid - independent_fid(a, b)) <= 1e-9 * traces, name
+        if name != "nearly identical sets":
+            assert fid == pytest.approx(full_dimension_fid(*stats), rel=1e-6), name
 
 
 class _MeanColour(torch.nn.Module):
@@ -312,7 +349,13 @@ def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
         # DeepFashion's pairs are no videos: temporal="auto" leaves the temporal figures out, saying why
         assert block["temporal"] is None and set(p["null_reasons"]) == {"temporal"}
         assert p["null_reasons"]["temporal"].startswith("the evaluated pairs do not form videos (temporal='auto')")
-        assert f"| Test | {name} |" in r.stdout
+    # entry 0's 256x176 image is C1's downscale of its 512x352 output, entries 1 and 2 are photos
+    assert res["512x352"]["protocol"]["resized_from"] == [{"size": "1101x750", "by": "C2", "images": 2}]
+    assert res["256x176"]["protocol"]["resized_from"] == [{"size": "1101x750", "by": "C2", "images": 2},
+                                                          {"size": "512x352", "by": "C1", "images": 1}]
+    assert ("| Test | 512x352 (downscaled by C2 from 1101x750 (2 of 3 images)) |") in r.stdout
+    assert ("| Test | 256x176 (downscaled by C2 from 1101x750 (2 of 3 images), downscaled by C1 from the model output "
+            "at 512x352 (1 of 3 images)) |") in r.stdout
     assert "warping error" not in r.stdout
     assert len(list((tmp_path / "cache").glob("fid_pytorch-fid_*.npz"))) == 2
 
@@ -328,18 +371,21 @@ def test_c2_end_to_end(tmp_path, samples_root, fid_torch_home):
     assert config["fid_backbone"] == "pytorch-fid" and config["generated"] == str(gen)
 
 
-def test_c2_missing_torchvision_weights_gives_null_fid(tmp_path, samples_root):
+def test_c2_missing_torchvision_weights_exits_nonzero_after_writing(tmp_path, samples_root):
     gen = make_generated(tmp_path, samples_root)
     out = tmp_path / "elsewhere" / "m.json"
     r = run_c2(f"--generated={gen}", f"--dataset_root={samples_root}", "--preset=tiny", "--fid_backbone=torchvision",
                f"--out={out}", torch_home=tmp_path / "empty_torch_home")
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: fid not computed") and metrics.TV_INCEPTION_FILE in last
+    assert metrics.TV_INCEPTION_URL in last
     block = json.loads(out.read_text())["256x176"]
     assert block["fid"] is None and isinstance(block["ssim"], float) and isinstance(block["lpips"], float)
     assert metrics.TV_INCEPTION_FILE in block["protocol"]["null_reasons"]["fid"]
     assert block["protocol"]["fid_backbone"] == "torchvision"
     assert (out.parent / "C2_config.json").is_file()
-    assert "| FPDM | 256x176 |" in r.stdout and "n/a |" in r.stdout
+    assert "| FPDM | 256x176 (" in r.stdout and "n/a |" in r.stdout
 
 
 # ---------------------------------------------------------------------------------------------
