@@ -1,9 +1,12 @@
-"""bench/flops.py and bench/gpu_benchmark.py on the CPU: FLOP counts against analytic ones, the
-tiny accounting, and the GPU benchmark's smoke path (summary keys, MFU, errors, time budget)."""
+"""bench/flops.py, bench/gpu_benchmark.py and bench/rehearsal.py on the CPU: FLOP counts against
+analytic ones, the tiny accounting, the GPU benchmark's smoke path (summary keys, MFU, errors,
+time budget), and the rehearsal's measurements and its tiny run of the five scripts."""
 
 import importlib.util
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,42 @@ def test_cpu_results_never_go_to_bench_results(keep_threads):
     module = load_script("gpu_benchmark", ["--device=cpu"])
     with pytest.raises(SystemExit, match="CUDA GPU"):
         module.main()
+
+
+def test_rehearsal_stage_times_progress_bars_and_measures_peak_memory(tmp_path):
+    from bench import rehearsal
+
+    child = ("import sys, time\n"
+             "block = bytearray(300 * 2**20)\n"
+             "for n, pause in enumerate((0.2, 0.6, 1.0)):\n"
+             "    sys.stderr.write(f'\\rB2: {50 * n}%|##| {n}/2 [00:00<00:00]'); sys.stderr.flush(); time.sleep(pause)\n"
+             "print('done')\n")
+    result = rehearsal.run_stage("B2 test", [sys.executable, "-c", child], tmp_path / "log.txt", dict(os.environ))
+    assert result["returncode"] == 0 and result["peak_rss_gib"] >= 300 / 1024
+    # each count is timed when its line starts (0.2 s, 0.6 s), not when the next line ends it (0.6 s, 1.0 s)
+    assert result["bars"]["B2"]["counts"] == [0, 1, 2]
+    assert result["step_seconds"] == [pytest.approx(0.2, abs=0.15), pytest.approx(0.6, abs=0.15)]
+    with pytest.raises(rehearsal.StageFailed):
+        rehearsal.check(rehearsal.run_stage("fails", [sys.executable, "-c", "print('last words'); raise SystemExit(3)"],
+                                            tmp_path / "fail.txt", dict(os.environ)))
+    assert rehearsal.log_tail(tmp_path / "fail.txt").endswith("last words")
+
+
+@pytest.mark.slow
+def test_rehearsal_runs_the_five_scripts_at_tiny_size(tmp_path, capsys):
+    from bench import rehearsal
+
+    out, work = tmp_path / "rehearsal.json", tmp_path / "work"
+    report = rehearsal.main(["--size=tiny", f"--work_dir={work}", "--data=synthetic", f"--out={out}"])
+    assert json.loads(out.read_text()) == report and report["status"] == "ok"
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert list(stages) == ["hub folders", "synthetic data", "A1", "B1", "B2 64x48", "C1 64x48", "C2 64x48"]
+    assert all(s["seconds"] > 0 and s["peak_rss_gib"] > 0.1 and s["returncode"] == 0 for s in stages.values())
+    assert len(stages["B1"]["step_seconds"]) == len(stages["B2 64x48"]["step_seconds"]) == 2
+    assert stages["C1 64x48"]["seconds_per_image"] > 0
+    assert stages["B2 64x48"]["checkpoint_gib"] > 0 and stages["B2 64x48"]["pipeline_gib"] > 0
+    assert "256x176" in stages["C2 64x48"]["metrics"]
+    assert "| B2 64x48 |" in capsys.readouterr().out
+    # the outputs are gone, the hub folders kept for the next run
+    assert not any((work / name).exists() for name in ("B1", "B2_64x48", "C1_64x48"))
+    assert (work / "hub" / "clip-vit-large-patch14" / "model.safetensors").is_file()
