@@ -69,7 +69,7 @@ from tqdm import tqdm
 from .data import read_pair_file
 from .devices import resolve_device, without_tf32
 from .fileio import atomic_path
-from .handoff import (EvalEntry, ManifestError, generated_entries, image_sources, parse_size, resize_note,
+from .handoff import (EvalEntry, ManifestError, generated_entries, image_sources, parse_size, resize_note, scored_sizes,
                       resolve_temporal, size_name, video_problems)
 from .images import load_rgb, resize
 from . import pose_accuracy as pa
@@ -87,6 +87,7 @@ ALEXNET_URL = "https://download.pytorch.org/models/" + ALEXNET_FILE
 TV_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
 TV_INCEPTION_URL = "https://download.pytorch.org/models/" + TV_INCEPTION_FILE
 
+SSIM_WINDOW = 51
 SSIM_PROTOCOL = "skimage structural_similarity, RGB in [0,1], win_size=51, channel_axis=2, data_range=1"
 SSIM_256_PROTOCOL = ("skimage structural_similarity, RGB 0-255 as float64, gaussian_weights=True, sigma=1.5, "
                      "use_sample_covariance=False, channel_axis=2, "
@@ -136,7 +137,7 @@ def load_eval_video(paths, size: tuple[int, int]) -> np.ndarray:
 
 def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
     """SSIM of two uint8 RGB images: [0, 1] floats, win_size 51, channel axis 2, data range 1."""
-    return float(structural_similarity(generated / 255.0, truth / 255.0, win_size=51, channel_axis=2,
+    return float(structural_similarity(generated / 255.0, truth / 255.0, win_size=SSIM_WINDOW, channel_axis=2,
                                        data_range=1.0))
 
 
@@ -260,7 +261,7 @@ class InceptionPool(torch.nn.Module):
 
             from .fid_weights import ensure_pytorch_fid_weights  # imported here: it imports this module
 
-            ensure_pytorch_fid_weights()  # present after this, so pytorch-fid never downloads
+            self.weights = ensure_pytorch_fid_weights()  # present after this, so pytorch-fid never downloads
             self.net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]], resize_input=True,
                                    normalize_input=True)
         else:
@@ -271,6 +272,7 @@ class InceptionPool(torch.nn.Module):
             net = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=False,
                                                   init_weights=False)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            self.weights = path
             self.net = net
             # the peers' input scaling of [0, 1] images, x * (std / 0.5) + (mean - 0.5) / 0.5, with
             # the constants computed in double precision as theirs are (Python floats)
@@ -386,15 +388,19 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def stats_cache_key(paths, size: tuple[int, int], backbone: str) -> str:
-    """Hash of the sorted file list (absolute path, byte size, mtime), evaluation size, backbone and
-    its protocol (statistics of an earlier feature definition are never reused)."""
-    items = []
-    for p in paths:
-        p = Path(p).resolve()
-        st = p.stat()
-        items.append((str(p), st.st_size, st.st_mtime_ns))
-    blob = json.dumps({"version": 2, "backbone": backbone, "protocol": FID_BACKBONE_PROTOCOL.get(backbone),
+def _file_identity(path) -> tuple[str, int, int]:
+    p = Path(path).resolve()
+    st = p.stat()
+    return str(p), st.st_size, st.st_mtime_ns
+
+
+def stats_cache_key(paths, size: tuple[int, int], backbone: str, weights=None) -> str:
+    """Hash of the sorted file list (absolute path, byte size, mtime), evaluation size, backbone,
+    its protocol and its weights file (statistics of an earlier feature definition, or of other
+    weights such as a test's random ones, are never reused)."""
+    items = [_file_identity(p) for p in paths]
+    blob = json.dumps({"version": 3, "backbone": backbone, "protocol": FID_BACKBONE_PROTOCOL.get(backbone),
+                       "weights": _file_identity(weights) if weights else None,
                        "size": list(size), "files": sorted(items)})
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -406,7 +412,7 @@ def reference_statistics(paths, size: tuple[int, int], model: InceptionPool, cac
     info = {"count": len(paths), "cache": None, "cache_hit": False}
     cache = None
     if cache_dir:
-        key = stats_cache_key(paths, size, model.backbone)
+        key = stats_cache_key(paths, size, model.backbone, model.weights)
         cache = Path(os.path.expanduser(str(cache_dir))) / f"fid_{model.backbone}_{size_name(size)}_{key}.npz"
         info["cache"] = str(cache)
         if cache.is_file():
@@ -488,6 +494,10 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
     entries, found = generated_entries(generated_dir, dataset_root, sizes, naming=naming, test_pairs=test_pairs,
                                        expected_count=expected_count, check_images=check_images, workers=workers)
     problems += found
+    small = [s for s in scored_sizes(entries) if min(parse_size(s)) < SSIM_WINDOW]
+    if small:
+        problems.append(f"eval size {', '.join(small)} is smaller than SSIM's {SSIM_WINDOW}-pixel window: "
+                        f"ask for larger sizes with eval_sizes (e.g. ['256x176'])")
 
     reference: list[Path] = []
     if fid_reference in FID_REFERENCES:

@@ -137,3 +137,12 @@ def test_c2_missing_requested_metric_exits_nonzero_after_writing(tmp_path, sampl
     assert block["fid"] is None and block["lpips"] is None and isinstance(block["ssim"], float)
     assert metrics.TV_INCEPTION_FILE in block["protocol"]["null_reasons"]["fid"]
     assert "| FPDM | 256x176 | " in out and (folder / "C2_config.json").is_file()
+
+
+def test_c2_refuses_a_size_below_the_ssim_window_before_scoring(tmp_path, samples_root):
+    """A tiny model's 64x48 output, scored at the sizes the images come in, is a one-line input
+    problem naming the size, not a traceback from SSIM midway."""
+    folder = c1_folder(tmp_path / "out", samples_root, (64, 48), n=2)
+    out, err, exit_ = run_c2([f"--generated={folder}", f"--dataset_root={samples_root}", *OFFLINE])
+    assert exit_ is not None and "64x48" in str(exit_.code) and "SSIM" in str(exit_.code)
+    assert not (folder / "metrics.json").exists()

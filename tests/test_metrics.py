@@ -228,6 +228,7 @@ def test_small_set_fid_is_the_full_dimension_computation():
 class _MeanColour(torch.nn.Module):
     """A cheap stand-in for InceptionPool: mean colour and its square as features."""
     backbone = "test-mean-colour"
+    weights = None
 
     def __init__(self):
         super().__init__()
@@ -251,6 +252,19 @@ def test_reference_statistics_cached(tmp_path, samples_root):
     assert key != metrics.stats_cache_key(paths, (512, 352), model.backbone)
     assert key != metrics.stats_cache_key(paths, SIZE, "pytorch-fid")
     assert key != metrics.stats_cache_key(paths[:4], SIZE, model.backbone)
+
+
+def test_fid_stats_cache_key_follows_the_weights_file(tmp_path, samples_root):
+    """Statistics computed with one Inception file (a test's random weights) are not reused by a run
+    with another one on the same images."""
+    paths = sample_images(samples_root)[:3]
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"random weights")
+    key = metrics.stats_cache_key(paths, SIZE, "torchvision", weights)
+    assert key == metrics.stats_cache_key(paths, SIZE, "torchvision", weights)
+    weights.write_bytes(b"the real weights, another size")
+    assert metrics.stats_cache_key(paths, SIZE, "torchvision", weights) != key
+    assert metrics.stats_cache_key(paths, SIZE, "torchvision", None) != key
 
 
 # ---------------------------------------------------------------------------------------------
