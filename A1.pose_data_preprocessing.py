@@ -48,7 +48,7 @@ from src.config import configure, save_config  # noqa: E402
 
 
 def main_phoenix(cfg):
-    from src.preprocess import preprocess_phoenix
+    from src.data.preprocess import preprocess_phoenix
 
     if not phoenix_root or not keypoints:
         raise SystemExit("config error: dataset=phoenix needs --phoenix_root=<release folder> and --keypoints=<pickle or folder>")
@@ -68,7 +68,7 @@ def main(cfg):
     if dataset != "deepfashion":
         raise SystemExit(f"config error: dataset={dataset!r}, expected 'deepfashion' or 'phoenix'")
     from src.data import check_dataset
-    from src.preprocess import convert_patn, pose_jobs, render_pose_images
+    from src.data.preprocess import convert_patn, pose_jobs, render_pose_images
 
     root = Path(dataset_root)
     if patn_dir:

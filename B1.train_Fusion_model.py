@@ -83,7 +83,7 @@ def data_module():
 def make_dataset(pairs_file, max_pairs=-1):
     from torch.utils.data import Subset
 
-    from src.training import MemoryCache
+    from src.train.common import MemoryCache
 
     ds = data_module().FusionDataset(dataset_root, pairs_file, image_size=image_size)
     ds = Subset(ds, range(max_pairs)) if 0 <= max_pairs < len(ds) else ds
@@ -107,9 +107,9 @@ def main(cfg):
     import torch
     from tqdm.auto import tqdm
 
-    from src import training
-    from src.devices import cpu_threads_note
-    from src.fileio import atomic_write_json
+    from src.train import common as training
+    from src.util.devices import cpu_threads_note
+    from src.util.fileio import atomic_write_json
     from src.models.fusion import FusionModel, fusion_loss
 
     out = Path(out_dir)
@@ -234,8 +234,8 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    from src.training import NonFiniteLossError
-    from src.weights import exit_on_missing_weights
+    from src.train.common import NonFiniteLossError
+    from src.util.weights import exit_on_missing_weights
 
     cfg = configure(globals(), presets=PRESETS)
     with exit_on_missing_weights():

@@ -162,7 +162,7 @@ def take_init_pipeline(cfg: dict, user_set: set) -> str:
     """--init_pipeline: check the folder and its keypoint format before anything is written, take
     its geometry except the values in ``user_set`` (into the globals and ``cfg``, so the saved
     config records the sizes used) and return the log line."""
-    from src.stage2_training import check_pipeline_folder, folder_geometry
+    from src.train.stage2 import check_pipeline_folder, folder_geometry
 
     folder = folder_geometry(check_pipeline_folder(init_pipeline))
     pose_format = data_module().POSE_FORMAT
@@ -197,7 +197,7 @@ MAY_CHANGE_ON_RESUME = (
 def check_resume_keeps_the_run(cfg: dict, out: Path) -> None:
     """A resumed run continues the run its checkpoints came from: its values (``B2_config.json``,
     read before it is overwritten) must be these, except ``MAY_CHANGE_ON_RESUME``."""
-    from src import training
+    from src.train import common as training
 
     saved = out / "B2_config.json"
     if not resume or not saved.is_file() or training.resolve_resume(resume, out) is None:
@@ -227,7 +227,7 @@ def check_source_scales() -> None:
 def datasets():
     from torch.utils.data import Subset
 
-    from src.training import MemoryCache
+    from src.train.common import MemoryCache
 
     DiffusionDataset = data_module().DiffusionDataset
 
@@ -246,11 +246,11 @@ def validation_loss_and_grid(accelerator, pipe, denoiser, val_set, step, out):
     import numpy as np
     import torch
 
-    from src.images import to_pil
-    from src.fileio import atomic_save_image
-    from src.images import comparison_grid
+    from src.util.images import to_pil
+    from src.util.fileio import atomic_save_image
+    from src.util.images import comparison_grid
     from src.models.conditioning import diffusion_loss
-    from src.stage2_training import frozen_conditions
+    from src.train.stage2 import frozen_conditions
 
     device = accelerator.device
     model = accelerator.unwrap_model(denoiser)
@@ -300,11 +300,11 @@ def main(cfg, user_set: set = frozenset()):
     import torch
     from tqdm.auto import tqdm
 
-    from src import training
-    from src.devices import cpu_threads_note, enable_tf32
-    from src.fileio import atomic_dir
+    from src.train import common as training
+    from src.util.devices import cpu_threads_note, enable_tf32
+    from src.util.fileio import atomic_dir
     from src.models.sd2 import make_tiny_sd2
-    from src.stage2_training import (
+    from src.train.stage2 import (
         Geometry, Heads, build_pipeline, disk_footprint, load_pipeline_to_train, training_loss,
     )
 
@@ -469,8 +469,8 @@ def main(cfg, user_set: set = frozenset()):
 
 def cli(argv=None):
     """The command line (``argv``: sys.argv[1:] by default): configure, then train."""
-    from src.training import NonFiniteLossError
-    from src.weights import exit_on_missing_weights
+    from src.train.common import NonFiniteLossError
+    from src.util.weights import exit_on_missing_weights
 
     cfg = configure(globals(), presets=PRESETS, argv=argv)
     user_set = names_set_by_user(cfg, GEOMETRY_NAMES, argv) if init_pipeline else set()

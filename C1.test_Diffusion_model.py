@@ -58,11 +58,11 @@ def main(cfg: dict) -> None:
     import torch
     from accelerate import PartialState
 
-    from src import generate
+    from src.evaluate import generate
     from src.data import dataset_module, load_pairs
-    from src.devices import cpu_threads_note, resolve_dtype
-    from src.handoff import size_name, write_manifest
-    from src.weights import exit_on_missing_weights
+    from src.util.devices import cpu_threads_note, resolve_dtype
+    from src.evaluate.handoff import size_name, write_manifest
+    from src.util.weights import exit_on_missing_weights
 
     if test_pose not in generate.TEST_POSES:
         raise SystemExit(f"error: test_pose={test_pose!r}; choose one of {', '.join(generate.TEST_POSES)}")

@@ -30,13 +30,13 @@ FID torchvision inception_v3_google-0cc3c7bd.pth, or pytorch-fid pt_inception-20
 asked for: when one cannot be computed (its weights missing) it is null with the reason in the
 protocol block, the rest is written, and C2 exits with status 1 and a line naming what to
 download. Pose accuracy, temporal figures and FVD at "auto" are null with their reason instead.
-Pose accuracy (pose_accuracy, src.pose_accuracy): MediaPipe's keypoints of each generated image
+Pose accuracy (pose_accuracy, src.evaluate.pose_accuracy): MediaPipe's keypoints of each generated image
 (at each evaluation size) against the target's <dataset_root>/pose/<rel>.txt: pck_0.05 and
 pck_0.1 (distance <= 0.05 / 0.1 of the image height, pooled over the target points present and
 inside the image; a point the estimator misses counts as wrong), pck_0.05_truth and pck_0.1_truth
 (the same for the ground-truth images: the ceiling), pck_points, pck_no_person(_truth). About
 0.05 s per image per size on a CPU core; "off" skips it.
-Temporal figures (temporal, src.temporal_metrics): a video is the pairs sharing one source image
+Temporal figures (temporal, src.evaluate.temporal): a video is the pairs sharing one source image
 (PHOENIX's test protocol: a video's first frame is the source of each of its frames), named
 <split>/<video> after the targets' folder below img, its frames ordered by the number ending each
 target's file name (imagesNNNN). "auto" scores them when the pairs form videos (several pairs share
@@ -100,9 +100,9 @@ from src.config import configure, save_config  # noqa: E402
 def main(cfg: dict) -> None:
     # Imported here, after configure(): --help and config errors answer at once, without the
     # seconds that importing torch, LPIPS and scikit-image takes.
-    from src.fileio import atomic_write_json
-    from src.handoff import resolve_naming, scored_sizes
-    from src.metrics import check_generated, markdown_table, score_generated, unmet_requests
+    from src.util.fileio import atomic_write_json
+    from src.evaluate.handoff import resolve_naming, scored_sizes
+    from src.evaluate.metrics import check_generated, markdown_table, score_generated, unmet_requests
 
     out_path = Path(out) if out else Path(generated) / "metrics.json"
     entries, reference = check_generated(generated, dataset_root, eval_sizes, fid_reference=fid_reference,

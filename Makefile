@@ -16,10 +16,10 @@ $(STAMP): requirements.txt requirements-pose.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m src.demo
+	$(PY) -m src.synthetic.demo
 
 demo-phoenix: $(STAMP)
-	$(PY) -m src.demo_phoenix
+	$(PY) -m src.synthetic.demo_phoenix
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -76,7 +76,7 @@ print(json.dumps({"transformers": transformers.__version__, "torch": torch.__ver
 def load_photos(n: int, size: int):
     import torch
 
-    from src.images import load_rgb, to_tensor
+    from src.util.images import load_rgb, to_tensor
 
     root = (ROOT / photos).resolve()
     paths = sorted(root.glob("**/*.jpg"))
@@ -169,7 +169,7 @@ def against_4_40(name: str, make, images) -> dict:
 def main() -> dict:
     import torch
 
-    from src.fileio import atomic_write_json
+    from src.util.fileio import atomic_write_json
     from src.models.source_encoder import SourceEncoder
 
     start = time.time()

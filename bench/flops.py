@@ -11,7 +11,7 @@ element-wise work are not counted), for a batch of ``batch_size`` and divided by
 
 Training step: VAE encode, source encoder, fusion model (frozen, forward only), pose encoder +
 source MLP and UNet (forward and backward); ``train_step`` is their sum and must equal
-``one_pass_train_step``, the whole step (src.stage2_training.training_loss + backward) counted at
+``one_pass_train_step``, the whole step (src.train.stage2.training_loss + backward) counted at
 once.
 Sampling: one denoising step is one UNet call on the two guidance branches of one guidance scale
 (three with a separate fusion scale, also counted); the source encoder,
@@ -75,7 +75,7 @@ def table(results: dict) -> str:
 def main() -> dict:
     import torch
 
-    from src.fileio import atomic_write_json
+    from src.util.fileio import atomic_write_json
 
     if len(source_sizes) != len(sizes):
         raise SystemExit(f"source_sizes {source_sizes} needs one entry per size {sizes}")

@@ -13,7 +13,7 @@ rewritten atomically after every configuration (a run cut short keeps what it me
 ``time_budget_s`` the remaining configurations are recorded as skipped.
 
 Measured, in this order (the headline figures first):
-  train   B2's step (src.stage2_training.training_loss, backward, clipping, AdamW; data loading
+  train   B2's step (src.train.stage2.training_loss, backward, clipping, AdamW; data loading
           excluded): images/s, MFU, peak memory. "default" = B2's CUDA defaults (bf16 autocast
           over fp32 weights, SDPA, TF32); "baseline" = the authors' setup (fp32 weights under fp16
           autocast with a GradScaler, eager, plain attention processor, no TF32, no
@@ -25,7 +25,7 @@ Measured, in this order (the headline figures first):
           weights + SDPA (+ torch.compile); "baseline" = fp32 weights under fp16 autocast, plain
           attention, the authors' three branches.
   psnr    the same seeds and inputs sampled in fp32 and with the fast (and the baseline) settings.
-  c2      src.metrics.score_generated (SSIM, SSIM-256, PSNR, LPIPS, FID features) on generated
+  c2      src.evaluate.metrics.score_generated (SSIM, SSIM-256, PSNR, LPIPS, FID features) on generated
           files.
 MFU = model FLOPs per image (bench.perf.flop_accounting, as bench/flops.py) x images/s / the device's
 dense bf16 peak (H100 SXM and H200: 989 TFLOP/s; ``peak_flops`` overrides).
@@ -299,7 +299,7 @@ def main() -> dict:
     import transformers
 
     from bench import perf
-    from src.fileio import atomic_write_json, atomic_write_text
+    from src.util.fileio import atomic_write_json, atomic_write_text
 
     start = time.time()
     if threads > 0:

@@ -9,8 +9,8 @@
   convolutions and attention; 2 FLOPs per multiply-add) of one B2 training step and one C1
   sampling step per component, per image.
 - ``measure_training`` / ``measure_sampling`` / ``measure_c2`` / ``sampling_psnr``: timed runs
-  of B2's step (``src.stage2_training.training_loss``, backward, clipping, AdamW), of C1's
-  sampling (``FPDMPipeline.__call__``) and of C2's metrics (``src.metrics.score_generated``)
+  of B2's step (``src.train.stage2.training_loss``, backward, clipping, AdamW), of C1's
+  sampling (``FPDMPipeline.__call__``) and of C2's metrics (``src.evaluate.metrics.score_generated``)
   under a set of speed switches, and the PSNR between images sampled in fp32 and with the fast
   settings.
 - ``peak_flops`` and ``mfu``: model FLOP utilisation against the device's dense bf16 peak.
@@ -57,7 +57,7 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
                     source_size: int = 512, fusion_size: int = 224, seed: int = 0):
     """An FPDMPipeline of random weights built on ``device`` ("meta": no memory): ``"full"`` from
     the shipped configs, ``"tiny"`` as the tiny preset. Frozen parts (VAE, source encoder, fusion
-    model) have ``requires_grad`` off, as in ``src.stage2_training.build_pipeline``. Seeds
+    model) have ``requires_grad`` off, as in ``src.train.stage2.build_pipeline``. Seeds
     torch's global RNG."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
@@ -67,7 +67,7 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
     from src.models.sd2 import tiny_sd2_configs
     from src.models.source_encoder import SourceEncoder
     from src.pipeline import FPDMPipeline
-    from src.stage2_training import TINY_HEADS, Heads
+    from src.train.stage2 import TINY_HEADS, Heads
 
     if model not in MODELS:
         raise ValueError(f"model {model!r}: choose one of {', '.join(MODELS)}")
@@ -170,7 +170,7 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
     """FLOPs of one B2 step on ``batch`` per component; a component left out is replaced by a
     random tensor of its output's shape."""
     from src.models.conditioning import Conditions, drop_masks
-    from src.stage2_training import training_loss
+    from src.train.stage2 import training_loss
 
     b = batch["target"].shape[0]
     denoiser = pipe.denoiser()
@@ -428,7 +428,7 @@ def measure_training(settings: TrainSettings, device, *, model: str = "full", he
     fixed random batch with random weights: images/s, step seconds, peak memory. Data loading
     is not included. With ``settings.precomputed`` the frozen features are computed once and
     fed to every step instead of running the VAE encoder, DINOv2 and the fusion model."""
-    from src.stage2_training import frozen_conditions, training_loss
+    from src.train.stage2 import frozen_conditions, training_loss
 
     device = torch.device(device)
     reset_memory(device)
@@ -556,7 +556,7 @@ def sampling_psnr(fast: SampleSettings, device, *, baseline: SampleSettings | No
     """PSNR (dB, uint8 images, data range 1, as C2) between images sampled from the same random
     weights, inputs and seeds in fp32 (no TF32) and with ``fast`` (and ``baseline``) settings;
     ``fast.batch`` images. ``inf`` where identical."""
-    from src.metrics import psnr
+    from src.evaluate.metrics import psnr
 
     device = torch.device(device)
     reset_memory(device)
@@ -590,8 +590,8 @@ def random_fid_inception(folder: str | Path):
     torchvision's FID Inception-v3 (speed does not depend on them; nothing is downloaded)."""
     import torchvision
 
-    from src.metrics import TV_INCEPTION_FILE
-    from src.weights import hub_checkpoints_dir
+    from src.evaluate.metrics import TV_INCEPTION_FILE
+    from src.util.weights import hub_checkpoints_dir
 
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(folder))
@@ -621,8 +621,8 @@ def measure_c2(device, *, n_images: int = 256, size=(512, 352), eval_sizes=("256
     random Inception, reference = the ground-truth images) on ``n_images`` smooth random PNG pairs
     at ``size``; images/s per evaluation size and over all of them (seconds include building the
     networks)."""
-    from src.handoff import EvalEntry, parse_size, size_name
-    from src.metrics import score_generated
+    from src.evaluate.handoff import EvalEntry, parse_size, size_name
+    from src.evaluate.metrics import score_generated
 
     rng = np.random.default_rng(seed)
     out = {"images": n_images, "eval_sizes": list(eval_sizes), "batch_size": batch_size, "num_workers": num_workers,

@@ -1,15 +1,15 @@
-"""Pillow 10.3's bicubic resizes of a synthetic image, the reference of ``src.images.resize``.
+"""Pillow 10.3's bicubic resizes of a synthetic image, the reference of ``src.util.images.resize``.
 
 The FPDM authors trained with Pillow 10.3, whose ``Image.resize`` always runs the horizontal
 pass before the vertical one; Pillow 13 runs the vertical pass first when the height shrinks by
-more than twice as many pixels as the width, which changes 8-bit results. ``src.images.resize``
+more than twice as many pixels as the width, which changes 8-bit results. ``src.util.images.resize``
 keeps the old order on any Pillow; ``tests/test_images_resize.py`` checks it against the file
 this script writes.
 
     # with Pillow 10.3 (numpy only, no torch needed): write the reference, then compare
     python3.11 -m venv /tmp/pil103 && /tmp/pil103/bin/pip install pillow==10.3.0 numpy
     /tmp/pil103/bin/python bench/pillow_resize_reference.py --write
-    # with the project's Pillow: compare plain Image.resize and src.images.resize to it
+    # with the project's Pillow: compare plain Image.resize and src.util.images.resize to it
     .venv/bin/python bench/pillow_resize_reference.py
 
 The comparison prints, per size, whether Pillow 13 reorders the passes and the largest
@@ -90,9 +90,9 @@ def compare() -> None:
     source = np.moveaxis(ref["source"], 0, -1)
     try:
         sys.path.insert(0, str(ROOT))
-        from src.images import resize
+        from src.util.images import resize
     except ImportError as e:  # the Pillow 10.3 venv has no torch
-        print(f"src.images.resize not compared ({e})")
+        print(f"src.util.images.resize not compared ({e})")
         resize = None
     print(f"Pillow {PIL.__version__} vs Pillow {ref['pillow']} (source {key(source.shape[:2])})")
     print(f"{'size':>8} {'13 reorders':>11} {'plain max':>9} {'plain diff %':>12} {'src max':>7}")

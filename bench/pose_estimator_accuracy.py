@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.images import load_rgb  # noqa: E402
+from src.util.images import load_rgb  # noqa: E402
 from src.pose.estimator import PoseEstimator  # noqa: E402
 from src.pose.formats import read_pose  # noqa: E402
 

@@ -17,7 +17,7 @@ not depend on the weights' values; the metrics' values mean nothing.
 
 Data: --data (default: the shared sample folder beside the repository, five train and five test
 DeepFashion pairs), linked into the work dir, never copied; where it is absent, or with
---data=synthetic, the project's synthetic figures at DeepFashion's photo size (src/synthetic.py).
+--data=synthetic, the project's synthetic figures at DeepFashion's photo size (src/synthetic/figures.py).
 
 Per stage it records the wall time, the peak resident memory (the largest process: the script or
 one of its workers, from the kernel's accounting when it exits) and the size of what it wrote;
@@ -119,7 +119,7 @@ def build_hub(size: str, hub: str) -> None:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from bench.authors_format import configs
-    from src.fileio import atomic_dir
+    from src.util.fileio import atomic_dir
 
     cfg = configs(SIZES[size]["configs"])
     hub = Path(hub)
@@ -163,7 +163,7 @@ def _write_hub_folder(name: str, folder: Path, cfg: dict, size: str) -> None:
         import torch
         import torchvision
 
-        from src.metrics import ALEXNET_FILE, TV_INCEPTION_FILE
+        from src.evaluate.metrics import ALEXNET_FILE, TV_INCEPTION_FILE
 
         checkpoints = folder / "hub" / "checkpoints"
         checkpoints.mkdir(parents=True)
@@ -181,7 +181,7 @@ def make_synthetic_data(root: str) -> None:
     see images of the real size."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from src.synthetic import make_synthetic_dataset
+    from src.synthetic.figures import make_synthetic_dataset
 
     print(make_synthetic_dataset(root, n_identities=5, poses_per_identity=2, test_identities=2, width=750,
                                  height=1101))
@@ -301,7 +301,7 @@ def prepare_data(data: str, work: Path, env: dict, stages: list) -> tuple[Path, 
         call = f"from bench.rehearsal import make_synthetic_data; make_synthetic_data({str(root)!r})"
         stages.append(check(run_stage("synthetic data", [sys.executable, "-c", call], work / "logs" / "data.log",
                                       env, [root])))
-    return root, "synthetic (src/synthetic.py, 750x1101)"
+    return root, "synthetic (src/synthetic/figures.py, 750x1101)"
 
 
 class StageFailed(Exception):

@@ -7,7 +7,7 @@ whose answer is known is the evidence that the method is implemented right, not 
     make bench-synthetic
 
 Steps; every numbered script runs as a subprocess, as a researcher runs it:
-  1. data   src.synthetic: a few hundred identities at image_size x image_size, split by identity
+  1. data   src.synthetic.figures: a few hundred identities at image_size x image_size, split by identity
   2. A1     pose images
   3. VAE    src.models.tiny_autoencoder trains the tiny preset's VAE on the training images and
             writes an SD2-layout folder (trained vae/, tiny unet/ and scheduler/): OUT/sd2
@@ -15,13 +15,13 @@ Steps; every numbered script runs as a subprocess, as a researcher runs it:
   5. B2     tiny preset + sizes, --pretrained_model=OUT/sd2: OUT/B2/pipeline (and, with
             train_without_fusion, a second one trained with the fusion embedding always dropped)
   6. C1     generates the benchmark pairs (test identities only) with OUT/B2/pipeline. The
-            ablations are generated with C1's own generation code (src.generate.generate_pairs)
+            ablations are generated with C1's own generation code (src.evaluate.generate.generate_pairs)
             on the same pipeline, with FPDMPipeline's drop_conditions (the condition zeroed in
             every guidance branch), since C1 has no option for it. Two references beside them:
             copy-source (the source image as the answer) and the VAE ceiling (the autoencoder's
             own reconstruction of the target: the best any model decoding its latents can do).
   7. C2     SSIM, PSNR (LPIPS, FID where their weights are present) of every method, and from
-            src.synthetic.TransferScorer the two exact task scores: pose IoU (generated vs target
+            src.synthetic.figures.TransferScorer the two exact task scores: pose IoU (generated vs target
             silhouette) and appearance accuracy (generated clothing colours nearest the own
             identity's among all test identities).
 Writes bench/results/synthetic.json, bench/results/synthetic_grid.png (source | pose | ground
@@ -112,7 +112,7 @@ def run(name: str, script: str, *args: str) -> float:
 def benchmark_pairs(data: Path) -> list[dict]:
     """``pairs_per_test_identity`` pairs of every test identity, each a different source pose."""
     from src.data import load_pairs
-    from src.synthetic import identity_of
+    from src.synthetic.figures import identity_of
 
     by_identity: dict[str, list[dict]] = {}
     for p in load_pairs(data, "test_pairs_data.json"):
@@ -128,7 +128,7 @@ def train_vae(data: Path, sd2: Path) -> dict:
     """The tiny VAE trained on the training images, in the SD2 folder ``sd2``; its stats add the
     mean garment-colour error of its reconstructions of the test images."""
     from src.models.tiny_autoencoder import load_images, pair_file_images, reconstruct, to_uint8, train_on_dataset
-    from src.synthetic import clothing_colour_error
+    from src.synthetic.figures import clothing_colour_error
 
     vae, stats = train_on_dataset(data, sd2, (image_size, image_size), steps=vae_steps, batch_size=vae_batch_size,
                                   lr=vae_lr, kl_weight=vae_kl_weight, block_out_channels=vae_channels, seed=seed)
@@ -142,8 +142,8 @@ def train_vae(data: Path, sd2: Path) -> dict:
 def generate_variant(pipe, data: Path, pairs_file: str, out: Path, drop: tuple) -> float:
     """The benchmark pairs with C1's generation code, a condition zeroed; writes the manifest."""
     from src.data import load_pairs
-    from src.generate import generate_pairs
-    from src.handoff import write_manifest
+    from src.evaluate.generate import generate_pairs
+    from src.evaluate.handoff import write_manifest
 
     start = time.time()
     pairs = load_pairs(data, pairs_file)
@@ -160,8 +160,8 @@ def write_answers(out: Path, pairs: list[dict], images) -> None:
     """One image per pair (uint8 arrays at image_size), in C1's layout and manifest."""
     from PIL import Image
 
-    from src.fileio import atomic_save_image
-    from src.handoff import output_name, size_name, write_manifest
+    from src.util.fileio import atomic_save_image
+    from src.evaluate.handoff import output_name, size_name, write_manifest
 
     size = (image_size, image_size)
     for p, image in zip(pairs, images, strict=True):
@@ -226,7 +226,7 @@ def markdown(results: dict) -> str:
 
 def update_readme(path: Path, section: str) -> None:
     """Replace (or append) this benchmark's section of the README, leaving every other section."""
-    from src.fileio import atomic_write_text
+    from src.util.fileio import atomic_write_text
 
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     lines = text.splitlines()
@@ -245,9 +245,9 @@ def main() -> dict:
 
     import torch
 
-    from src.fileio import atomic_save_image, atomic_write_json
+    from src.util.fileio import atomic_save_image, atomic_write_json
     from src.pipeline import FPDMPipeline
-    from src.synthetic import TransferScorer, make_synthetic_dataset, pair_grid
+    from src.synthetic.figures import TransferScorer, make_synthetic_dataset, pair_grid
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -156,7 +156,7 @@ def changed_values(saved: dict, current: dict, may_change=()) -> dict:
 
 
 def save_config(config: dict, out_dir: str | Path, name: str = "config.json") -> Path:
-    from .fileio import atomic_write_text
+    from .util.fileio import atomic_write_text
 
     path = Path(out_dir) / name
     atomic_write_text(path, json.dumps(config, indent=2, default=str) + "\n")

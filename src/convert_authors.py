@@ -16,7 +16,7 @@ both PyTorch Lightning ``last.ckpt`` files. The kind is recognised by the file's
 Every tensor of the checkpoint is mapped or skipped for a stated reason (a module stored under
 two names, the optimizer state); every tensor of the output is filled; all mismatches (missing,
 unexpected, wrong shapes) are listed at once, and nothing is written unless all is well. The file
-is read with ``src.lightning_checkpoint`` (no code in it runs; memory-mapped, the optimizer state
+is read with ``src.util.lightning_checkpoint`` (no code in it runs; memory-mapped, the optimizer state
 never read) and the weights are written straight from the mapped file.
 
 Architecture configs (the checkpoint stores weights, not configs): ``--pretrained_model``,
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from .lightning_checkpoint import Checkpoint, CheckpointError, LazyTensor, read_checkpoint
+from .util.lightning_checkpoint import Checkpoint, CheckpointError, LazyTensor, read_checkpoint
 from .models import CONFIG_DIR, shipped_config
 
 STAGES = ("auto", "1", "2")
@@ -203,7 +203,7 @@ def resolve_configs(hp: dict, stage: str, pretrained_model: str | None = None, s
 
     from .models.clip_encoder import _hf_config_dict
     from .models.source_encoder import _config_dict
-    from .weights import read_normalisation
+    from .util.weights import read_normalisation
 
     def sd2(folder: Path):
         return (dict(UNet2DConditionModel.load_config(str(folder), subfolder="unet")),
@@ -375,7 +375,7 @@ def convert(checkpoint: str | Path, out: str | Path, stage: str = "auto", pretra
             source_encoder: str | None = None, fusion_encoder: str | None = None) -> dict:
     """Convert one released checkpoint into ``out`` (written atomically, replacing a previous
     conversion); returns the summary also written as ``out/conversion.json``."""
-    from .fileio import atomic_dir
+    from .util.fileio import atomic_dir
 
     if stage not in STAGES:
         raise ConversionError(f"--stage={stage}: choose one of {', '.join(STAGES)}")

@@ -60,7 +60,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .data import fusion_input, pose_format_module, pose_views, source_views
-from .images import resize
+from .util.images import resize
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
 # resolves such names from modules already imported (it never imports what a folder names).

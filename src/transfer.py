@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .fileio import atomic_save_image
-from .handoff import parse_size
-from .images import comparison_grid, load_rgb
+from .util.fileio import atomic_save_image
+from .evaluate.handoff import parse_size
+from .util.images import comparison_grid, load_rgb
 from .pose.formats import IMAGE_EXTENSIONS, openpose_canvas_size, read_pose
 from .pose.keypoints import PoseFileError, resize_keypoints
 
@@ -202,10 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .devices import resolve_device, resolve_dtype
-    from .generate import load_pipeline
+    from .util.devices import resolve_device, resolve_dtype
+    from .evaluate.generate import load_pipeline
     from .pose.estimator import EstimatorNotInstalled, NoPersonError
-    from .weights import WeightsNotFoundError
+    from .util.weights import WeightsNotFoundError
 
     try:
         seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]

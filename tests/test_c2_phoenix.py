@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from src import handoff, metrics
-from src import temporal_metrics as tm
-from src.handoff import EvalEntry
-from src.preprocess import preprocess_phoenix
-from src.synthetic_signing import write_synthetic_signing
+from src.evaluate import handoff, metrics
+from src.evaluate import temporal as tm
+from src.evaluate.handoff import EvalEntry
+from src.data.preprocess import preprocess_phoenix
+from src.synthetic.signing import write_synthetic_signing
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "C2.eval.caculate_metrics.py"

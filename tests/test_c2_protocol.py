@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFilter
 
-from src import fid_weights, handoff, metrics
+from src.evaluate import fid_weights, handoff, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "C2.eval.caculate_metrics.py"

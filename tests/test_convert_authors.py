@@ -1,5 +1,5 @@
 """The authors' released checkpoints -> this project's folders (src.convert_authors), read safely
-(src.lightning_checkpoint). The checkpoints are written in the authors' exact format by
+(src.util.lightning_checkpoint). The checkpoints are written in the authors' exact format by
 bench/authors_format.py (their module names, duplicated modules, DINOv2 names of transformers
 4.40, AdamW state, an omegaconf DictConfig as hyperparameters), tiny."""
 
@@ -20,8 +20,8 @@ from PIL import Image
 
 from bench import authors_format
 from src.convert_authors import ConversionError, convert
-from src.images import resize
-from src.lightning_checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
+from src.util.images import resize
+from src.util.lightning_checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = (np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]))
@@ -323,7 +323,7 @@ def test_tensor_bytes_cut_short_are_found_before_writing(made, tmp_path):
 
 
 def test_reading_never_imports_omegaconf_or_lightning_and_skips_the_optimizer_state(made):
-    code = ("import sys; from src.lightning_checkpoint import read_checkpoint; "
+    code = ("import sys; from src.util.lightning_checkpoint import read_checkpoint; "
             f"c = read_checkpoint({str(made['root'] / 'stage2.ckpt')!r}); "
             "print(type(c.hyper_parameters).__name__, c.hyper_parameters['model_img_size'], "
             "len(c.top['optimizer_states'][0]['state']), "
@@ -346,8 +346,8 @@ def test_lazy_tensors_read_the_right_bytes_and_shared_storages_are_one(made, tmp
 
 
 def test_a_checkpoint_given_as_a_pipeline_says_how_to_convert_it(made):
-    from src.generate import load_pipeline
-    from src.weights import WeightsNotFoundError
+    from src.evaluate.generate import load_pipeline
+    from src.util.weights import WeightsNotFoundError
 
     path = str(made["root"] / "stage2.ckpt")
     with pytest.raises(WeightsNotFoundError, match=f"{path}: a Lightning checkpoint.*src.convert_authors "

@@ -26,10 +26,10 @@ from src.data import (
     source_views,
     target_pose_image,
 )
-from src.images import comparison_grid, load_rgb, resize, to_pil, to_tensor
+from src.util.images import comparison_grid, load_rgb, resize, to_pil, to_tensor
 from src.pose.openpose18 import COLORS_BGR, draw_pose_from_frame, read_keypoints
-from src.preprocess import convert_patn, unflatten_name
-from src.synthetic import make_synthetic_dataset
+from src.data.preprocess import convert_patn, unflatten_name
+from src.synthetic.figures import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]

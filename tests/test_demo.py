@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_demo_beats_copy_source_on_pose_iou(tmp_path):
     run = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "src.demo", f"--out_dir={run}"], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "src.synthetic.demo", f"--out_dir={run}"], cwd=ROOT, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     scores = json.loads((run / "scores.json").read_text())

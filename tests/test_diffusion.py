@@ -14,8 +14,8 @@ from src.models.conditioning import (
 )
 from src.models.sd2 import DEFAULT_SD2, load_scheduler, load_sd2, load_unet, make_tiny_sd2
 from src.models.source_encoder import BACKENDS, SourceEncoder, tiny_model_config
-from src.stage2_training import make_tiny_pipeline
-from src.weights import WeightsNotFoundError
+from src.train.stage2 import make_tiny_pipeline
+from src.util.weights import WeightsNotFoundError
 
 FUSION_DIM = 32  # the tiny fusion model's embedding width
 
@@ -188,7 +188,7 @@ def test_source_encoder_missing_weights_message(tmp_path):
 
 
 def test_source_encoder_sees_the_source_at_512_without_a_crop(tiny_sd2):
-    from src.stage2_training import build_pipeline
+    from src.train.stage2 import build_pipeline
 
     torch.manual_seed(0)
     # DINOv2's patch 14 on a small random network; the pipeline's default source size decides
@@ -519,7 +519,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
-    from src.synthetic import make_synthetic_dataset
+    from src.synthetic.figures import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("b2data") / "data"
     make_synthetic_dataset(root, n_identities=3, poses_per_identity=3, test_identities=1, width=88, height=128)
@@ -601,7 +601,7 @@ def test_b2_resume_is_exact_and_sigterm_saves(synthetic_root, tmp_path):
 
 
 def test_warmup_step_lr_is_the_authors_per_epoch_schedule():
-    from src.training import warmup_step_lr
+    from src.train.common import warmup_step_lr
 
     for e in range(100):
         expected = 1e-4 * (e + 1) / 5 if e < 5 else 1e-4 * 0.1 ** ((e - 5) // 50)

@@ -20,7 +20,7 @@ from src.models.clip_encoder import (
 from src.models.fusion import (
     Combiner, FusionModel, embed_dataset, fusion_logits, fusion_loss, retrieval_metrics, retrieval_ranks,
 )
-from src.weights import WeightsNotFoundError, exit_on_missing_weights
+from src.util.weights import WeightsNotFoundError, exit_on_missing_weights
 
 BACKENDS = ("transformers", "open_clip")
 

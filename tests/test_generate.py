@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from src import generate, handoff
+from src.evaluate import generate, handoff
 from src.data import load_pairs
-from src.stage2_training import make_tiny_pipeline
+from src.train.stage2 import make_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, EVAL = (64, 48), (32, 24)
@@ -236,7 +236,7 @@ def test_generate_pairs_with_a_condition_dropped_gives_the_pipelines_ablated_ima
 
 
 def test_c1_dtype_takes_torch_names_and_bad_options_are_one_line_before_any_work(tmp_path):
-    from src.devices import resolve_dtype
+    from src.util.devices import resolve_dtype
 
     assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16 and resolve_dtype("float32", "cpu") is torch.float32
     cmd = [sys.executable, "C1.test_Diffusion_model.py", "--dtype=float64", f"--dataset_root={tmp_path / 'nowhere'}",

@@ -1,4 +1,4 @@
-"""src.images.resize against Pillow 10.3's own bicubic resizes (tests/data/pillow103_resize.npz,
+"""src.util.images.resize against Pillow 10.3's own bicubic resizes (tests/data/pillow103_resize.npz,
 written by bench/pillow_resize_reference.py under Pillow 10.3)."""
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import PIL
 import pytest
 from PIL import Image
 
-from src.images import resize
+from src.util.images import resize
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "pillow103_resize.npz"
 

@@ -1,4 +1,4 @@
-"""B2 --init_pipeline: fine-tuning a complete FPDM pipeline folder (src.stage2_training.load_pipeline_to_train).
+"""B2 --init_pipeline: fine-tuning a complete FPDM pipeline folder (src.train.stage2.load_pipeline_to_train).
 
 B2 runs in-process (``cli(argv)`` of a freshly loaded copy of the script, so its header globals
 start clean each time): a run costs a few seconds instead of the ~10 s of a subprocess's imports.
@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from src.stage2_training import FROZEN_COMPONENTS, PIPELINE_COMPONENTS, TRAINED_COMPONENTS, make_tiny_pipeline
+from src.train.stage2 import FROZEN_COMPONENTS, PIPELINE_COMPONENTS, TRAINED_COMPONENTS, make_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTED = [c for c in PIPELINE_COMPONENTS if c != "scheduler"]

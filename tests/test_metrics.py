@@ -16,8 +16,8 @@ from PIL import Image, ImageFilter
 from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from src import fid_weights, handoff, metrics
-from src.weights import WeightsNotFoundError
+from src.evaluate import fid_weights, handoff, metrics
+from src.util.weights import WeightsNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "C2.eval.caculate_metrics.py"

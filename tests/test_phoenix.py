@@ -25,8 +25,8 @@ from src.data.phoenix import (
     train_pairs,
 )
 from src.pose import wholebody133
-from src.preprocess import preprocess_phoenix
-from src.synthetic_signing import write_synthetic_signing, write_twostream_pickle
+from src.data.preprocess import preprocess_phoenix
+from src.synthetic.signing import write_synthetic_signing, write_twostream_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W_ = wholebody133.FRAME_SIZE

@@ -24,12 +24,12 @@ from src.data.phoenix_datasets import (
 )
 from PIL import Image
 
-from src.images import resize
+from src.util.images import resize
 from src.pipeline import FPDMPipeline
 from src.pose import wholebody133
-from src.stage2_training import make_tiny_pipeline
-from src.synthetic_signing import write_synthetic_signing
-from src.videos import gif_info, mp4_info, read_mp4
+from src.train.stage2 import make_tiny_pipeline
+from src.synthetic.signing import write_synthetic_signing
+from src.util.videos import gif_info, mp4_info, read_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]
@@ -236,8 +236,8 @@ def _with_pose_format(pose_format):
 
 
 def test_c1_encodes_each_video_source_once_and_matches_per_frame_generation(phoenix_pipeline, phoenix_root, tmp_path):
-    from src import generate
-    from src.handoff import output_name
+    from src.evaluate import generate
+    from src.evaluate.handoff import output_name
 
     pipe = phoenix_pipeline
     pairs = load_pairs(phoenix_root, "test_pairs_data.json")

@@ -14,9 +14,9 @@ from PIL import Image
 
 from src.models.conditioning import Conditions
 from src.pipeline import SCHEDULERS, FPDMPipeline, combine_guidance, guidance_conditions, make_scheduler
-from src.stage2_training import build_pipeline, make_tiny_pipeline
+from src.train.stage2 import build_pipeline, make_tiny_pipeline
 from src.pose import draw_pose
-from src.weights import WeightsNotFoundError
+from src.util.weights import WeightsNotFoundError
 
 H, W = 64, 48
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import handoff, metrics
-from src import pose_accuracy as pa
+from src.evaluate import handoff, metrics
+from src.evaluate import pose_accuracy as pa
 from src.pose import estimator as est_mod
 from test_metrics import make_generated, run_c2
 

@@ -101,7 +101,7 @@ def test_b1_on_a_full_disk_stops_before_the_first_step(samples_root, tmp_path, m
 def test_the_checkpoint_estimate_is_what_a_checkpoint_holds(tmp_path):
     from torch import nn
 
-    from src import training
+    from src.train import common as training
 
     model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 256))
     model[0].requires_grad_(False)  # frozen: in the weights, without AdamW moments
@@ -119,7 +119,7 @@ def test_the_checkpoint_estimate_is_what_a_checkpoint_holds(tmp_path):
 
 
 def test_disk_plan_counts_rotation_resume_and_the_export(tmp_path, monkeypatch):
-    from src import training
+    from src.train import common as training
 
     assert [training.planned_checkpoints(*a) for a in ((0, 10, 4), (4, 10, 4), (0, 8, 4), (8, 8, 4))] == [3, 2, 2, 0]
     size = training.CheckpointSize(weights=100, optimizer=200)
@@ -151,7 +151,7 @@ def test_disk_plan_counts_rotation_resume_and_the_export(tmp_path, monkeypatch):
 
 def test_the_paper_size_figures_of_the_readme():
     from bench.perf import random_pipeline
-    from src.stage2_training import describe_disk_footprint
+    from src.train.stage2 import describe_disk_footprint
 
     assert describe_disk_footprint(random_pipeline("full", "meta")) == (
         "a checkpoint is 10.4 GB (weights 3.48 GB + AdamW 6.96 GB); the exported pipeline 6.27 GB, 2.78 GB of it "
@@ -164,7 +164,7 @@ def test_the_paper_size_figures_of_the_readme():
 
 
 def test_one_cpu_thread_under_accelerate_launch_is_said(monkeypatch, one_thread_under_accelerate):
-    from src.devices import cpu_threads_note
+    from src.util.devices import cpu_threads_note
 
     note = cpu_threads_note(1)
     assert note.startswith("warning: one CPU thread per process (OMP_NUM_THREADS=1")

@@ -14,17 +14,17 @@ import pytest
 import torch
 
 from bench import synthetic_transfer
-from src import handoff
+from src.evaluate import handoff
 from src.data import load_pairs
-from src.generate import generate_pairs
-from src.images import load_rgb
+from src.evaluate.generate import generate_pairs
+from src.util.images import load_rgb
 from src.models.sd2 import load_vae
 from src.models.tiny_autoencoder import (
     latent_scaling_factor, load_images, pair_file_images, reconstruct, save_tiny_sd2, tiny_vae, to_uint8,
     train_tiny_vae,
 )
-from src.stage2_training import make_tiny_pipeline
-from src.synthetic import clothing_colour_error, make_synthetic_dataset
+from src.train.stage2 import make_tiny_pipeline
+from src.synthetic.figures import clothing_colour_error, make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Synthetic pose-transfer benchmark"

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from scipy import linalg
 
-from src import temporal_metrics as tm
-from src import videos
-from src.weights import WeightsNotFoundError
+from src.evaluate import temporal as tm
+from src.util import videos
+from src.util.weights import WeightsNotFoundError
 
 H, W = 260, 210
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from src import training
+from src.train import common as training
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +232,7 @@ def test_memory_cache_loads_each_item_once():
 def test_atomic_outputs_get_ordinary_permissions(tmp_path):
     import stat
 
-    from src.fileio import DIR_MODE, FILE_MODE, atomic_dir, atomic_write_json
+    from src.util.fileio import DIR_MODE, FILE_MODE, atomic_dir, atomic_write_json
 
     path = atomic_write_json(tmp_path / "metrics.json", {"a": 1})
     with atomic_dir(tmp_path / "export") as folder:
@@ -245,7 +245,7 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
 
 
 def test_counts_and_rates_read_right_at_any_speed():
-    from src import training
+    from src.train import common as training
 
     assert training.plural(1, "step") == "1 step" and training.plural(3, "step") == "3 steps"
     assert [training.format_rate(v) for v in (0.0123, 0.04, 4.567, 78.94, 1234.4)] == [

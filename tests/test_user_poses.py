@@ -234,7 +234,7 @@ def test_estimator_no_person(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory):
-    from src.stage2_training import make_tiny_pipeline
+    from src.train.stage2 import make_tiny_pipeline
 
     root = tmp_path_factory.mktemp("tiny")
     pipe = make_tiny_pipeline(root / "build", height=64, width=48)

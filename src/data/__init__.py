@@ -7,7 +7,7 @@ and the Datasets of both stages; ``phoenix`` (the PHOENIX-2014T release and its 
 ``phoenix_datasets`` the same for PHOENIX-2014T. A script picks a dataset's module by name
 (``dataset_module``); a pipeline finds the renderer of its keypoint format
 (``pose_format_module``). Sizes are (height, width) everywhere.
-The image helpers ``load_rgb``, ``to_tensor`` and ``to_pil`` live in ``src.images``.
+The image helpers ``load_rgb``, ``to_tensor`` and ``to_pil`` live in ``src.util.images``.
 """
 
 import importlib

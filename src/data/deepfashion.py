@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..images import load_rgb, resize
+from ..util.images import load_rgb, resize
 from ..pose.keypoints import PoseFileError
 from ..pose.openpose18 import (
     FLIP_PERMUTATION,

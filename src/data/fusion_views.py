@@ -1,7 +1,7 @@
 """How each image reaches each network, the same in B1, B2, C1 and the pipeline.
 
 The authors' preparation, reproduced exactly (every resize PIL bicubic in the pass order of the
-Pillow they trained with, ``src.images.resize``):
+Pillow they trained with, ``src.util.images.resize``):
 
 - stage 1 (B1): photos through CLIP's processor (shortest edge, centre crop); the pose render
   squashed to the square (a centre crop would cut the head and feet off a tall render);
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from ..images import resize, to_tensor
+from ..util.images import resize, to_tensor
 
 FUSION_VIEWS = {"pose": "squash", "stage1_photo": "crop", "source": "squash"}
 

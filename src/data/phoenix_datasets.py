@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..images import load_rgb, resize
+from ..util.images import load_rgb, resize
 from ..pose import wholebody133
 from ..pose.keypoints import PoseFileError, resize_keypoints
 from .deepfashion import pose_image_path, pose_path

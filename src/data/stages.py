@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..images import load_rgb, resize, to_tensor
+from ..util.images import load_rgb, resize, to_tensor
 from ..pose.keypoints import hflip_keypoints, jitter_keypoints
 from .fusion_views import fusion_input, pose_views, source_views
 from .pairs import image_path, load_pairs

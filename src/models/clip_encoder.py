@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsNotFoundError, looks_like_path, read_normalisation, weights_not_found
+from ..util.weights import WeightsNotFoundError, looks_like_path, read_normalisation, weights_not_found
 
 BACKENDS = ("transformers", "open_clip")
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -28,7 +28,7 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from ..weights import WeightsNotFoundError, looks_like_path, weights_not_found
+from ..util.weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
 DEFAULT_SD2 = "stabilityai/stable-diffusion-2-1"
 WHAT = "Stable Diffusion 2 (unet/, vae/, scheduler/)"
@@ -170,7 +170,7 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
     in the hub layout; an existing complete folder is kept unless ``overwrite``. ``vae``: a
     trained VAE to save instead of the random one (``src.models.tiny_autoencoder``); the UNet is the same
     random tiny UNet either way."""
-    from ..fileio import atomic_dir
+    from ..util.fileio import atomic_dir
 
     folder = Path(folder)
     if not overwrite and all((folder / s / _config_file(s)).is_file() for s in SUBFOLDERS):

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
-from ..weights import WeightsNotFoundError, looks_like_path, read_normalisation, weights_not_found
+from ..util.weights import WeightsNotFoundError, looks_like_path, read_normalisation, weights_not_found
 
 BACKENDS = ("dinov2", "clip")
 DEFAULT_SOURCE_ENCODER = "facebook/dinov2-large"

@@ -42,7 +42,7 @@ from .sd2 import make_tiny_sd2, tiny_sd2_configs
 def load_images(paths, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Images (RGB files) as one float tensor (N, 3, H, W) in [-1, 1]; resized bicubic to
     ``size`` (height, width) when given, else all must share one size."""
-    from ..images import load_rgb, resize, to_tensor
+    from ..util.images import load_rgb, resize, to_tensor
 
     tensors = []
     for p in paths:
@@ -122,9 +122,9 @@ def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
 
 
 def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64) -> float:
-    """Mean PSNR (dB, data range 1: C2's ``src.metrics.psnr``) of the VAE's reconstructions of
+    """Mean PSNR (dB, data range 1: C2's ``src.evaluate.metrics.psnr``) of the VAE's reconstructions of
     ``images``, both rounded to 8 bits as saved images would be."""
-    from ..metrics import psnr
+    from ..evaluate.metrics import psnr
 
     pairs = zip(to_uint8(reconstruct(vae, images, batch_size)), to_uint8(images), strict=True)
     return float(np.mean([psnr(recon, image) for recon, image in pairs]))
@@ -177,7 +177,7 @@ def save_tiny_sd2(vae: AutoencoderKL, folder: str | Path, prediction_type: str =
     record, reconstruction PSNR, ...) go to ``vae_training.json`` beside them."""
     folder = make_tiny_sd2(folder, prediction_type=prediction_type, seed=seed, vae=vae, overwrite=True)
     if stats is not None:
-        from ..fileio import atomic_write_text
+        from ..util.fileio import atomic_write_text
 
         atomic_write_text(Path(folder) / "vae_training.json", json.dumps(stats, indent=2, default=float) + "\n")
     return Path(folder)
@@ -198,7 +198,7 @@ def train_on_dataset(root: str | Path, folder: str | Path, size: tuple[int, int]
     ``reconstructions.png`` (test images over their reconstructions). Stats add the
     reconstruction PSNR of the training images (at most 256) and of the test images
     (``test_pairs_data.json``)."""
-    from ..fileio import atomic_save_image
+    from ..util.fileio import atomic_save_image
 
     root, folder = Path(root), Path(folder)
     train = load_images([root / p for p in pair_file_images(root, "train_pairs_data.json")], size)

@@ -173,7 +173,7 @@ def _rgb_array(image, name: str) -> tuple[np.ndarray, str]:
     from PIL import Image
 
     if isinstance(image, (str, Path)):
-        from ..images import load_rgb
+        from ..util.images import load_rgb
 
         name = str(image)
         image = load_rgb(image)

@@ -105,7 +105,7 @@ def format_keypoints(kp: np.ndarray) -> str:
 
 
 def write_keypoints(path: str | Path, kp: np.ndarray) -> None:
-    from ..fileio import atomic_write_text
+    from ..util.fileio import atomic_write_text
 
     atomic_write_text(path, format_keypoints(kp))
 

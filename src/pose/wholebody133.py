@@ -229,7 +229,7 @@ def read_keypoints(path) -> np.ndarray:
 
 
 def write_keypoints(path, kp: np.ndarray) -> None:
-    from ..fileio import atomic_write_text
+    from ..util.fileio import atomic_write_text
 
     atomic_write_text(path, format_keypoints(kp))
 

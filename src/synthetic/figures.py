@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .data.deepfashion import drawn_pose
-from .fileio import atomic_save_image, atomic_write_json
-from .images import comparison_grid, load_rgb, resize
-from .pose import NUM_JOINTS, pixels_to_frame, write_keypoints
-from .pose_accuracy import target_keypoints
+from ..data.deepfashion import drawn_pose
+from ..util.fileio import atomic_save_image, atomic_write_json
+from ..util.images import comparison_grid, load_rgb, resize
+from ..pose import NUM_JOINTS, pixels_to_frame, write_keypoints
+from ..evaluate.pose_accuracy import target_keypoints
 
 BACKGROUND = (238, 238, 238)
 SKIN_TONES = ((224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 205, 148), (234, 192, 134))
@@ -309,7 +309,7 @@ class TransferScorer:
 
     def generated(self, folder: str | Path) -> list[np.ndarray]:
         """The pairs' generated images in a folder of C1's layout, at the scoring size."""
-        from .handoff import output_name, size_name
+        from ..evaluate.handoff import output_name, size_name
 
         return [np.asarray(load_rgb(Path(folder) / size_name(self.size) / output_name(p))) for p in self.pairs]
 
@@ -343,7 +343,7 @@ def pair_grid(root: str | Path, pairs: list[dict], columns: dict[str, Path], siz
     column per entry of ``columns`` (label -> a folder of C1's layout at ``size``)."""
     from PIL import ImageDraw
 
-    from .handoff import output_name, size_name
+    from ..evaluate.handoff import output_name, size_name
 
     labels = ["source", "target pose", "ground truth", *columns]
     body_rows = []

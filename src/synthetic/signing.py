@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .data.phoenix import CSV_COLUMNS, MSKA_NAME, SPLITS, corpus_csv, frames_dir
-from .pose.wholebody133 import FRAME_SIZE, NUM_POINTS
+from ..data.phoenix import CSV_COLUMNS, MSKA_NAME, SPLITS, corpus_csv, frames_dir
+from ..pose.wholebody133 import FRAME_SIZE, NUM_POINTS
 
 GLOSSES = ("REGEN", "SONNE", "WOLKE", "NORD", "SUED", "MORGEN", "HEUTE", "WIND", "KALT", "WARM")
 WORDS = ("es", "regnet", "morgen", "im", "norden", "sonne", "und", "wolken", "heute", "wind")

@@ -4,15 +4,15 @@ C2 -> pose IoU. Each numbered step runs the script exactly as a researcher would
 result is already there is skipped, so a second `make demo` only repeats what is missing (delete
 the run folder, logs/demo, to start over).
 
-    python -m src.demo                      # into logs/demo
-    python -m src.demo --out_dir=DIR        # elsewhere
+    python -m src.synthetic.demo                      # into logs/demo
+    python -m src.synthetic.demo --out_dir=DIR        # elsewhere
 
 No pretrained SD2, CLIP or DINOv2 reaches this project's machines, so every network starts from
 random weights and the budget is a few CPU minutes. What makes that enough: plain-coloured
 figures at 64x64, an autoencoder trained on them first (``src.models.tiny_autoencoder``: the
 tiny preset's random VAE decodes nothing recognisable), and most of the time given to B2. The
 generated figures stand in the target pose; their clothing colours are only roughly right. The
-demo ends by scoring pose against the known answer (``src.synthetic.TransferScorer``: pose IoU,
+demo ends by scoring pose against the known answer (``src.synthetic.figures.TransferScorer``: pose IoU,
 the generated silhouette against the target's) next to copying the source.
 """
 
@@ -69,7 +69,7 @@ def settings() -> dict:
 def claim(run: Path) -> None:
     """Record the settings in a new run folder; stop when an existing one was made with others
     (a finished step of theirs would be skipped and mixed with these)."""
-    from .fileio import atomic_write_json
+    from ..util.fileio import atomic_write_json
 
     stamp = run / "demo_settings.json"
     wanted = json.loads(json.dumps(settings()))
@@ -83,9 +83,9 @@ def claim(run: Path) -> None:
 def main(run: str | Path = out_dir) -> dict:
     """Run (or finish) the demo under ``run``; returns the pose scores it also writes to
     ``run/scores.json``."""
-    from .fileio import atomic_save_image, atomic_write_json
-    from .handoff import size_name
-    from .synthetic import TransferScorer, make_synthetic_dataset, pair_grid
+    from ..util.fileio import atomic_save_image, atomic_write_json
+    from ..evaluate.handoff import size_name
+    from .figures import TransferScorer, make_synthetic_dataset, pair_grid
 
     start = time.time()
     run = Path(run)
@@ -103,7 +103,7 @@ def main(run: str | Path = out_dir) -> dict:
     if (sd2 / "vae_training.json").is_file():
         print(f"\n=== tiny autoencoder: already done ({shown(sd2)}), skipped", flush=True)
     else:
-        from .models.tiny_autoencoder import train_on_dataset
+        from ..models.tiny_autoencoder import train_on_dataset
 
         print("\n=== tiny autoencoder (src.models.tiny_autoencoder)", flush=True)
         t = time.time()
@@ -121,7 +121,7 @@ def main(run: str | Path = out_dir) -> dict:
     step("C2 metrics", None, "C2.eval.caculate_metrics.py", "--preset=tiny", dataset, f"--generated={c1_out}",
          f"--eval_sizes=['{SIZE[0]}x{SIZE[1]}']")
 
-    from .data import load_pairs
+    from ..data import load_pairs
 
     pairs = load_pairs(data, "test_pairs_data.json")
     scorer = TransferScorer(data, pairs, SIZE)
@@ -146,6 +146,6 @@ def main(run: str | Path = out_dir) -> dict:
 
 
 if __name__ == "__main__":
-    from .config import configure
+    from ..config import configure
 
     main(configure(globals())["out_dir"])

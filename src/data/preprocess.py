@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .data import DatasetError, pose_path
-from .fileio import atomic_save_image, atomic_write_json
-from .pose.wholebody133 import FRAME_SIZE as FRAME_SIZE_133
-from .pose.openpose18 import FRAME_OFFSET_X, NUM_JOINTS, draw_pose_from_frame, read_keypoints, write_keypoints
+from . import DatasetError, pose_path
+from ..util.fileio import atomic_save_image, atomic_write_json
+from ..pose.wholebody133 import FRAME_SIZE as FRAME_SIZE_133
+from ..pose.openpose18 import FRAME_OFFSET_X, NUM_JOINTS, draw_pose_from_frame, read_keypoints, write_keypoints
 
 # fashionWOMENBlouses_Shirtsid0000153001_3back.jpg -> img/WOMEN/Blouses_Shirts/id_00001530/01_3_back.jpg
 _FLAT_NAME = re.compile(r"^fashion(WOMEN|MEN)(.+?)id(\d{8})(\d+_\d+)([A-Za-z]+)\.jpg$")
@@ -173,7 +173,7 @@ def _phoenix_link_problem(dataset_root: Path, target: Path) -> str | None:
 
 
 def _phoenix_video_job(args) -> tuple[int, int]:
-    from .pose.wholebody133 import draw_pose, write_keypoints as write_133
+    from ..pose.wholebody133 import draw_pose, write_keypoints as write_133
 
     root, video, pickles, force, stick_width, quality = args
     written = rendered = 0
@@ -199,7 +199,7 @@ def preprocess_phoenix(phoenix_root, keypoints, dataset_root, *, splits=("train"
     """A1's PHOENIX mode: check the release and the keypoints (every problem listed, nothing
     written), link ``dataset_root/img`` to the frames, write the pose files and pose images of
     every frame (fresh ones skipped), then the pair files. Returns the counts."""
-    from .data.phoenix import check_phoenix, frames_dir, keypoint_files, test_pairs, train_pairs
+    from .phoenix import check_phoenix, frames_dir, keypoint_files, test_pairs, train_pairs
 
     root = Path(dataset_root)
     target = frames_dir(phoenix_root).absolute()

@@ -5,7 +5,7 @@ ground-truth images (the ceiling: what the estimator reaches on real photos of t
 Protocol (``PCK_PROTOCOL``):
 
 - Image: the generated image and the ground truth, each resized bicubically to the evaluation size
-  (``src.metrics.load_eval_image``), as every other metric of C2.
+  (``src.evaluate.metrics.load_eval_image``), as every other metric of C2.
 - Prediction: ``src.pose.estimator.PoseEstimator`` (MediaPipe pose, complexity 1, mapped to the 18
   OpenPose/COCO points; points the estimator marks hidden are missing) on that image, in its pixels.
 - Reference: the target's keypoints, ``<dataset_root>/pose/<rel>.txt`` (256x256 annotation frame),
@@ -58,7 +58,7 @@ def pck_key(alpha: float, truth: bool = False) -> str:
 def resolve_pose_accuracy(option) -> tuple[bool, str | None]:
     """(on, reason it is off) of C2's ``pose_accuracy`` option: "auto" (on where the estimator is
     installed), "on"/True (required: ``EstimatorNotInstalled`` when it is not), "off"/False."""
-    from .pose.estimator import EstimatorNotInstalled, estimator_available, import_mediapipe
+    from ..pose.estimator import EstimatorNotInstalled, estimator_available, import_mediapipe
 
     value = option.strip().lower() if isinstance(option, str) else option
     if value in (False, "off", "false", "no", "0"):
@@ -115,17 +115,17 @@ def pck(preds, targets, height: int, width: int, thresholds=PCK_THRESHOLDS) -> t
 
 def target_keypoints(dataset_root: str | Path, target_image: str, size: tuple[int, int]) -> np.ndarray:
     """The target's 18 keypoints (``<dataset_root>/pose/<rel>.txt``) in pixels of ``size`` (H, W)."""
-    from .data.deepfashion import pose_path
-    from .pose.openpose18 import frame_to_pixels, read_keypoints
+    from ..data.deepfashion import pose_path
+    from ..pose.openpose18 import frame_to_pixels, read_keypoints
 
     return frame_to_pixels(read_keypoints(pose_path(dataset_root, target_image)), *size)
 
 
 def check_pose_files(entries, dataset_root: str | Path, limit: int = 20) -> list[str]:
     """Problems with the target keypoint files of C2's entries (missing, unreadable), capped."""
-    from .data.deepfashion import pose_path
-    from .pose.keypoints import PoseFileError
-    from .pose.openpose18 import read_keypoints
+    from ..data.deepfashion import pose_path
+    from ..pose.keypoints import PoseFileError
+    from ..pose.openpose18 import read_keypoints
 
     problems = []
     for rel in dict.fromkeys(e.target_image for e in entries):
@@ -140,7 +140,7 @@ def check_pose_files(entries, dataset_root: str | Path, limit: int = 20) -> list
 
 def estimate_or_none(estimator, image: np.ndarray, name: str):
     """The estimator's (18, 2) keypoints of an image, or None when it finds no person."""
-    from .pose.estimator import NoPersonError
+    from ..pose.estimator import NoPersonError
 
     try:
         return estimator(image, name)

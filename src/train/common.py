@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .fileio import atomic_dir, atomic_write_json
+from ..util.fileio import atomic_dir, atomic_write_json
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "training_state.json"
@@ -74,9 +74,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_mixed_precision(value: str = "auto") -> str:
-    """accelerate's ``mixed_precision`` of a script's value: "auto" as ``src.devices.resolve_dtype``
+    """accelerate's ``mixed_precision`` of a script's value: "auto" as ``src.util.devices.resolve_dtype``
     decides (bf16 on a CUDA GPU that has it, else "no", fp32); also "no"/"fp32", "bf16", "fp16"."""
-    from .devices import resolve_dtype
+    from ..util.devices import resolve_dtype
 
     v = str(value).lower()
     if v == "auto":

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .fileio import atomic_path
 from .images import resize
-from .pose.wholebody133 import FRAME_SIZE
+from ..pose.wholebody133 import FRAME_SIZE
 
 DEFAULT_FPS = 25.0
 MP4_FOURCC = "mp4v"

@@ -4,7 +4,7 @@ The geometry comes from the pipeline: its config records the output ``height`` x
 the ``pose_draw_size`` B2 drew its target poses at (``pipeline_geometry``). Each pair gets its
 own seed, derived from the run seed and the pair's file names, so an image depends neither on
 the batch size nor on the order of the pairs. Images are written atomically, under the names
-and folders of ``src.handoff`` (what C2 reads), and skipped when already there, so an
+and folders of ``src.evaluate.handoff`` (what C2 reads), and skipped when already there, so an
 interrupted run is finished by running it again.
 
 Pairs are generated grouped by source, and each source is encoded once (``EncodedSource``)
@@ -25,17 +25,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .config import changed_values
-from .data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path
-from .fileio import atomic_save_image, atomic_write_json
+from ..config import changed_values
+from ..data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path
+from ..util.fileio import atomic_save_image, atomic_write_json
 from .handoff import frame_number, output_name, size_name, video_name
-from .images import comparison_grid, load_rgb, resize
-from .weights import WeightsNotFoundError, looks_like_path, weights_not_found
+from ..util.images import comparison_grid, load_rgb, resize
+from ..util.weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
 
 def load_pipeline(name: str, dtype: torch.dtype, device):
     """An FPDMPipeline folder written by B2 (or a hub id holding one), or the clear error."""
-    from .pipeline import FPDMPipeline
+    from ..pipeline import FPDMPipeline
 
     if looks_like_path(name):
         folder = Path(name).expanduser()
@@ -121,7 +121,7 @@ class SourceCache:
         self.encoded = 0
 
     def batch(self, pairs: list[dict]):
-        from .pipeline import EncodedSource
+        from ..pipeline import EncodedSource
 
         needed = list(dict.fromkeys(p["source_image"] for p in pairs))
         new = [s for s in needed if s not in self.items]
@@ -271,7 +271,7 @@ def split_for_process(pairs: list[dict], index: int, count: int) -> list[dict]:
 
 
 def videos_of(pairs: list[dict]) -> dict[str, list[dict]]:
-    """Test pairs as videos, as C2 groups them (``src.handoff.group_videos``): the pairs of one
+    """Test pairs as videos, as C2 groups them (``src.evaluate.handoff.group_videos``): the pairs of one
     source (its video's first frame), keyed by the video's name '<split>/<video>', frames in
     frame-number order."""
     groups: dict[str, list[dict]] = {}
@@ -292,7 +292,7 @@ def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, si
     ``eval_size``: the authors' layout) and ``_generated.mp4``, ``_generated.gif`` (the generated
     frames alone), at ``fps``. A video whose four files exist is skipped; files are written
     atomically. Returns the panel MP4s."""
-    from .videos import panel_frames, write_gif, write_mp4
+    from ..util.videos import panel_frames, write_gif, write_mp4
 
     root, out_dir = Path(root), Path(out_dir)
     eval_size = tuple(eval_size)

@@ -47,8 +47,8 @@ ground truth have the same number of frames and the same size. Pixel values are 
     40 frames gives 2, the rest is dropped; shorter videos give none and are counted); each frame
     resized (bilinear, ``align_corners=False``) so its shorter side is 224, then centre-cropped
     to 224x224 (210x260 -> 224x278 -> 224x224).
-  * Distance: ``src.metrics.frechet_distance`` of (mean, covariance) of the two feature sets
-    (``src.metrics.feature_statistics``); at least 2 clips a set. FVD on few clips is biased
+  * Distance: ``src.evaluate.metrics.frechet_distance`` of (mean, covariance) of the two feature sets
+    (``src.evaluate.metrics.feature_statistics``); at least 2 clips a set. FVD on few clips is biased
     high and only comparable between runs with the same number of clips.
 
 ``video_metrics`` computes all of them over a set of videos, one video at a time: a video's frames
@@ -74,9 +74,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .devices import without_tf32
-from .videos import to_rgb_array
-from .weights import WeightsNotFoundError
+from ..util.devices import without_tf32
+from ..util.videos import to_rgb_array
+from ..util.weights import WeightsNotFoundError
 
 FARNEBACK_PARAMS = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 OCCLUSION_ALPHA = 0.01  # |b + f'|^2 <= ALPHA (|b|^2 + |f'|^2) + BETA
@@ -103,7 +103,7 @@ MEANS_PROTOCOL = "means over videos, each video's figure the mean over its conse
 FVD_PROTOCOL = (f"TorchScript I3D ({I3D_FILE}, StyleGAN-V's) called with {I3D_KWARGS}; non-overlapping "
                 f"{CLIP_LENGTH}-frame clips, frames resized (bilinear) to shorter side {I3D_SIZE} and centre-"
                 f"cropped to {I3D_SIZE}x{I3D_SIZE}, values in [-1, 1]; Frechet distance of the feature "
-                "mean and covariance (src.metrics.frechet_distance)")
+                "mean and covariance (src.evaluate.metrics.frechet_distance)")
 
 
 # ---------------------------------------------------------------------------------------------

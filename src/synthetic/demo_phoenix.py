@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .demo import step
-from .synthetic_signing import write_synthetic_signing
+from .signing import write_synthetic_signing
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "logs" / "demo_phoenix"

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from .models.conditioning import FusionMLP, PoseEncoder, SourceMLP, diffusion_loss, drop_masks, time_embedding_dim
-from .models.fusion import FusionModel
-from .models.source_encoder import SourceEncoder
-from .pipeline import FPDMPipeline
-from .weights import WeightsNotFoundError
+from ..models.conditioning import FusionMLP, PoseEncoder, SourceMLP, diffusion_loss, drop_masks, time_embedding_dim
+from ..models.fusion import FusionModel
+from ..models.source_encoder import SourceEncoder
+from ..pipeline import FPDMPipeline
+from ..util.weights import WeightsNotFoundError
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large"
     square source, the stage-1 fusion model (``load_fusion_model``) and new parts sized by
     ``heads``. ``options`` name the script options of the three models in missing-weights
     messages."""
-    from .models.sd2 import load_sd2
+    from ..models.sd2 import load_sd2
 
     sd2_option, source_option, fusion_option = options
     fusion_model = load_fusion_model(fusion_model, fusion_option)
@@ -176,7 +176,7 @@ def load_pipeline_to_train(folder, geometry: Geometry | None = None, option: str
     that renderer)."""
     from diffusers import DDPMScheduler
 
-    from .models.sd2 import with_identity_class_embedding
+    from ..models.sd2 import with_identity_class_embedding
 
     config = check_pipeline_folder(folder, option)
     saved_geometry = folder_geometry(config)
@@ -231,10 +231,10 @@ def training_loss(pipe: FPDMPipeline, denoiser, batch: dict, device, rates: dict
 
 
 def disk_footprint(pipe: FPDMPipeline, ema: bool = False) -> tuple:
-    """(one B2 checkpoint as ``src.training.CheckpointSize``, the exported pipeline's bytes, the
+    """(one B2 checkpoint as ``src.train.common.CheckpointSize``, the exported pipeline's bytes, the
     bytes of its frozen components among them), from the pipeline's tensors and dtypes (meta
     tensors too, so the paper's size needs no weights)."""
-    from .training import checkpoint_size, state_bytes
+    from .common import checkpoint_size, state_bytes
 
     denoiser = pipe.denoiser()
     trained = [p for p in denoiser.parameters() if p.requires_grad]
@@ -245,7 +245,7 @@ def disk_footprint(pipe: FPDMPipeline, ema: bool = False) -> tuple:
 
 def describe_disk_footprint(pipe: FPDMPipeline, total_limit: int = 3) -> str:
     """``disk_footprint`` in words, with the peak of a run rotated to ``total_limit`` checkpoints."""
-    from .training import format_bytes, state_bytes
+    from .common import format_bytes, state_bytes
 
     checkpoint, export, frozen = disk_footprint(pipe)
     peak = max((total_limit + 1) * checkpoint.total, total_limit * checkpoint.total + export)
@@ -261,7 +261,7 @@ def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilo
                        seed: int = 0) -> FPDMPipeline:
     """Tiny random pipeline for tests and demos: writes a tiny SD2 folder under ``folder`` (if not
     there) and loads it through the same path as a real one; tiny source encoder and fusion model."""
-    from .models.sd2 import make_tiny_sd2
+    from ..models.sd2 import make_tiny_sd2
 
     geometry = Geometry(height=height, width=width, source_size=source_size, fusion_size=fusion_size,
                         pose_draw_size=pose_draw_size, pose_format=pose_format)
