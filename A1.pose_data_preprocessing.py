@@ -2,8 +2,8 @@
 
     python A1.pose_data_preprocessing.py --dataset_root=PATH
     python A1.pose_data_preprocessing.py --dataset_root=PATH --patn_dir=DIR   # full benchmark
-    python A1.pose_data_preprocessing.py --dataset=phoenix --phoenix_root=PHOENIX-2014-T \
-        --keypoints=DIR_OR_PICKLE --dataset_root=data/phoenix                 # PHOENIX-2014T
+    python A1.pose_data_preprocessing.py --config=configs/phoenix.py --phoenix_root=PHOENIX-2014-T \
+        --keypoints=DIR_OR_PICKLE                                             # PHOENIX-2014T
 
 Validates the dataset (every problem listed at once, nothing written when one is found), then
 renders PATH/pose_img/<rel>.jpg for every PATH/pose/<rel>.txt at the size of PATH/img/<rel>.jpg.
@@ -23,7 +23,7 @@ check_images = True                      # decode every image during validation
 workers = 8                              # parallel render processes
 force = False                            # re-render even when outputs are up to date
 jpeg_quality = 100
-dataset = "deepfashion"                  # "deepfashion" or "phoenix"
+dataset = "deepfashion"                  # "deepfashion" or "phoenix" (src.data.DATASETS)
 # PHOENIX-2014T (dataset = "phoenix")
 phoenix_root = ""                        # the release: features/fullFrame-210x260px, annotations/manual
 keypoints = ""                           # MSKA folder/pickle(s) Phoenix-2014T.{split} (comma-separated) or TwoStream-SLR pickle
@@ -37,7 +37,7 @@ train_videos = 0                         # use only the first N training videos 
 test_videos = 0                          # use only the first N test videos (0 = all: 642 videos, 64,627 pairs)
 pairs_seed = 0
 # -----------------------------------------------------------------------------------------------
-PRESETS = {"tiny": {"workers": 2}, "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix"}}
+PRESETS = {"tiny": {"workers": 2}}
 
 from pathlib import Path  # noqa: E402
 
@@ -63,18 +63,21 @@ def main_phoenix(cfg):
 
 
 def main(cfg):
+    from src.data import dataset_spec
+
+    try:
+        spec = dataset_spec(dataset)
+    except ValueError as e:
+        raise SystemExit(f"config error: {e}") from None
     if dataset == "phoenix":
         return main_phoenix(cfg)
-    if dataset != "deepfashion":
-        raise SystemExit(f"config error: dataset={dataset!r}, expected 'deepfashion' or 'phoenix'")
-    from src.data import check_dataset
     from src.data.preprocess import convert_patn, pose_jobs, render_pose_images
 
     root = Path(dataset_root)
     if patn_dir:
         print("converted PATN annotations:", convert_patn(patn_dir, root))
     extra = tuple(f"./img/{Path(photo).relative_to(root / 'img').as_posix()}" for _, photo, _ in pose_jobs(root))
-    counts = check_dataset(root, pair_files, check_images=check_images, workers=workers, extra_images=extra)
+    counts = spec.check_dataset(root, pair_files, check_images=check_images, workers=workers, extra_images=extra)
     print(f"dataset ok: {counts}")
     stats = render_pose_images(root, workers=workers, force=force, quality=jpeg_quality)
     save_config(cfg, root / "pose_img", "A1_config.json")

@@ -3,7 +3,7 @@
     accelerate launch B1.train_Fusion_model.py --dataset_root=data/deepfashion --out_dir=logs/B1
     python B1.train_Fusion_model.py --preset=tiny --dataset_root=PATH --out_dir=OUT   # CPU smoke run
     python B1.train_Fusion_model.py ... --resume=latest                               # continue a run
-    python B1.train_Fusion_model.py --preset=phoenix --dataset_root=data/phoenix      # PHOENIX-2014T (A1's output)
+    python B1.train_Fusion_model.py --config=configs/phoenix.py --out_dir=logs/B1_phoenix   # PHOENIX-2014T (A1's output)
 
 Writes OUT/fusion_model/ (FusionModel.save_pretrained, what B2 loads), OUT/metrics.json (train
 and validation retrieval top-1, top-5, mean rank and loss, before and after training),
@@ -27,7 +27,7 @@ pretrained = "openai"                      # open_clip only: pretrained tag or c
 projection_dim = 768                       # combiner P
 hidden_dim = 768                           # combiner H
 dropout = 0.5
-image_size = 224                           # fusion-model inputs: photos CLIP-cropped, the pose squashed (src.data.fusion_input)
+image_size = 224                           # fusion-model inputs: photos CLIP-cropped, the pose squashed (src.models.views)
 batch_size = 48                            # per process
 epochs = 5
 lr = 1e-5                                  # AdamW
@@ -50,14 +50,12 @@ num_workers = 8
 cache_dataset = False                      # keep decoded samples in memory (small datasets only)
 log_every = 10
 # -----------------------------------------------------------------------------------------------
+# PHOENIX-2014T (configs/phoenix.py) trains the same model and schedule: its frames and A1's
+# 133-point pose renders reach the fusion model as DeepFashion's photos and poses do.
 PRESETS = {
     "tiny": {"encoder": "tiny", "projection_dim": 32, "hidden_dim": 32, "batch_size": 8, "epochs": 60,
              "lr": 5e-4, "weight_decay": 0.0, "checkpointing_steps": 10, "checkpoints_total_limit": 2,
              "num_workers": 0, "log_every": 5, "val_every_epochs": 10, "cache_dataset": True},
-    # PHOENIX-2014T: the same model and schedule; frames (210x260) and A1's 133-point pose renders
-    # reach the fusion model as DeepFashion's photos and poses do (src.data.fusion_input).
-    # Combine with tiny for a smoke run: --preset=tiny --preset=phoenix.
-    "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix"},
 }
 
 import json  # noqa: E402
@@ -70,12 +68,12 @@ from src.config import configure, save_config  # noqa: E402
 # a bad option answer at once instead of after seconds of imports.
 
 
-def data_module():
-    """The chosen dataset's module: its FusionDataset and check_dataset."""
-    from src.data import dataset_module
+def data_spec():
+    """The chosen dataset's declaration: its FusionDataset and check_dataset."""
+    from src.data import dataset_spec
 
     try:
-        return dataset_module(dataset)
+        return dataset_spec(dataset)
     except ValueError as e:
         raise SystemExit(f"config error: {e}") from None
 
@@ -85,7 +83,7 @@ def make_dataset(pairs_file, max_pairs=-1):
 
     from src.train.common import MemoryCache
 
-    ds = data_module().FusionDataset(dataset_root, pairs_file, image_size=image_size)
+    ds = data_spec().FusionDataset(dataset_root, pairs_file, image_size=image_size)
     ds = Subset(ds, range(max_pairs)) if 0 <= max_pairs < len(ds) else ds
     return MemoryCache(ds) if cache_dataset else ds
 
@@ -116,7 +114,7 @@ def main(cfg):
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
     if note := cpu_threads_note(accelerator.num_processes):
         accelerator.print(note)
-    training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs], workers=max(1, num_workers))
+    training.main_process_check(accelerator, data_spec().check_dataset, dataset_root, [train_pairs, val_pairs], workers=max(1, num_workers))
     training.seed_everything(seed)
     if encoder == "tiny":
         model = FusionModel.tiny(backend, dropout=dropout, projection_dim=projection_dim, hidden_dim=hidden_dim)

@@ -4,7 +4,7 @@
     python B2.train_Diffusion_model.py --preset=tiny --dataset_root=PATH --out_dir=OUT     # CPU smoke run
     python B2.train_Diffusion_model.py ... --resume=latest                                 # continue a run
     accelerate launch B2.train_Diffusion_model.py --init_pipeline=logs/B2/pipeline ...      # fine-tune a pipeline
-    accelerate launch B2.train_Diffusion_model.py --preset=phoenix --dataset_root=data/phoenix ...   # PHOENIX-2014T
+    accelerate launch B2.train_Diffusion_model.py --config=configs/phoenix.py ...                  # PHOENIX-2014T
 
 Trains the UNet, the pose encoder, the source MLP and the fusion MLP; the VAE, the source encoder
 (DINOv2) and the stage-1 fusion model stay frozen. Loss: MSE on the scheduler's prediction
@@ -25,6 +25,8 @@ at the peak with checkpoints_total_limit = 3 (README, "Disk and threads").
 CPU threads: without a GPU, `accelerate launch` gives each process one thread (OMP_NUM_THREADS=1);
 B2 then says so: pass --num_cpu_threads_per_process=N to accelerate launch, or run it with python.
 
+The dataset's sizes and augmentations (target_size, pose_draw_size, jitter_sigma, flip_prob left
+at None) are its DatasetSpec's (src.data): PHOENIX-2014T's are in src/data/phoenix_datasets.py.
 The 256x176 setting of the paper: --config=configs/deepfashion_256x176.py (target, source size
 and source scales at half size).
 
@@ -53,15 +55,15 @@ source_backend = ""                        # "" = as the checkpoint says; "dinov
 fusion_model = "logs/B1/fusion_model"      # the B1 export; "tiny" = random tiny model (smoke runs only)
 init_pipeline = ""                         # "" = the three above + new heads; a pipeline folder = fine-tune it
                                            #   (its sizes unless you set them: see "Fine-tuning" above)
-target_size = (512, 352)                   # (height, width) of target image and pose
+target_size = None                         # (height, width) of target image and pose; None = the dataset's model size
 source_size = 512                          # the source, square, as the source encoder sees it (1297 DINOv2 tokens)
 fusion_size = 224                          # the fusion model's inputs: source and target pose squashed
-pose_draw_size = (550, 375)                # poses are drawn at this size, then resized to target_size
+pose_draw_size = None                      # poses are drawn at this size, then resized to target_size; None = the dataset's
 source_scales = (256, 512)                 # the source is squashed to one of these at random, then to
                                            #   source_size (augmentation); none above source_size
-flip_prob = 0.5
+flip_prob = None                           # None = the dataset's (PHOENIX: 0, signing is not mirror-symmetric)
 identity_prob = 0.05
-jitter_sigma = 1.0                         # keypoint noise in pixels at pose_draw_size
+jitter_sigma = None                        # keypoint noise in pixels at pose_draw_size; None = the dataset's
 pose_channels = (16, 32, 96, 256)          # pose encoder (ControlNet conditioning embedding)
 mlp_hidden_dim = 768                       # source MLP: width -> 768 -> cross_attention_dim
 mlp_dropout = 0.2                          # dropout of the source MLP and of the fusion MLP (768 -> 768 -> 1280)
@@ -102,26 +104,17 @@ num_workers = 8
 cache_dataset = False                      # keep decoded samples in memory (small datasets only)
 log_every = 10
 # -----------------------------------------------------------------------------------------------
+# tiny's sizes are per dataset: a quarter of its model size; poses drawn on a canvas small enough
+# for the CPU and large enough that the lines survive the resize (PHOENIX: its own frame).
 PRESETS = {
     "tiny": {"pretrained_model": "tiny", "source_encoder": "tiny", "fusion_model": "tiny",
-             "target_size": (128, 88), "source_size": 64, "fusion_size": 64, "pose_draw_size": (256, 176),
+             "target_size": {"deepfashion": (128, 88), "phoenix": (80, 64)}, "source_size": 64, "fusion_size": 64,
+             "pose_draw_size": {"deepfashion": (256, 176), "phoenix": None},
              "source_scales": (32, 64), "pose_channels": (8, 8, 16, 16), "mlp_hidden_dim": 32,
              "lr": 1e-3, "lr_warmup_epochs": 0, "batch_size": 4, "gradient_accumulation_steps": 1, "epochs": 20,
              "checkpointing_steps": 20, "checkpoints_total_limit": 2, "validation_steps": 50,
              "validation_pairs": 2, "validation_loss_pairs": 8, "validation_inference_steps": 5,
              "num_workers": 0, "cache_dataset": False, "log_every": 5},
-    # PHOENIX-2014T (frames 210 wide x 260 high; src/data/phoenix_datasets.py):
-    # - target_size 320x256: near the frame's 260:210 = 1.238 aspect (1.25), the smallest size above
-    #   the frame that is a multiple of 64 both ways, so SD2's 1/8 latent (40x32) halves cleanly
-    #   through the UNet's three down-samplings (-> 20x16 -> 10x8 -> 5x4). C2 scores at 260x210.
-    # - poses drawn at the frame's own size (260, 210), then resized, as DeepFashion's at 550x375;
-    # - flip off: signing hands are not mirror-symmetric (a mirrored frame shows the other hand
-    #   signing); the authors' repository has no PHOENIX pipeline, so there is no choice of theirs;
-    # - jitter 0.5 px at 260x210: about DeepFashion's 1 px at its 550-high canvas, as a fraction of height.
-    # Source (512, at 256 or 512 at random) and everything else as DeepFashion.
-    # Combine with tiny for a smoke run: --preset=tiny --preset=phoenix --target_size=(64, 48).
-    "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix", "target_size": (320, 256),
-                "pose_draw_size": (260, 210), "flip_prob": 0.0, "jitter_sigma": 0.5},
 }
 
 import json  # noqa: E402
@@ -134,14 +127,25 @@ from src.config import changed_values, configure, save_config  # noqa: E402
 # --help and a bad option answer at once instead of after seconds of imports.
 
 
-def data_module():
-    """The chosen dataset's module: its DiffusionDataset and check_dataset."""
-    from src.data import dataset_module
+def data_spec():
+    """The chosen dataset's declaration: its sizes, augmentations, DiffusionDataset and check_dataset."""
+    from src.data import dataset_spec
 
     try:
-        return dataset_module(dataset)
+        return dataset_spec(dataset)
     except ValueError as e:
         raise SystemExit(f"config error: {e}") from None
+
+
+def take_dataset_values(cfg: dict) -> None:
+    """The sizes and augmentations left at None are the dataset's, into the globals and ``cfg`` (the
+    saved config records the values used)."""
+    spec = data_spec()
+    theirs = {"target_size": spec.model_size, "pose_draw_size": spec.pose_draw_size,
+              "jitter_sigma": spec.jitter_sigma, "flip_prob": spec.flip_prob}
+    taken = {k: v for k, v in theirs.items() if cfg[k] is None}
+    globals().update(taken)
+    cfg.update(taken)
 
 
 GEOMETRY_NAMES = ("target_size", "source_size", "fusion_size", "pose_draw_size")
@@ -165,7 +169,7 @@ def take_init_pipeline(cfg: dict, user_set: set) -> str:
     from src.train.stage2 import check_pipeline_folder, folder_geometry
 
     folder = folder_geometry(check_pipeline_folder(init_pipeline))
-    pose_format = data_module().POSE_FORMAT
+    pose_format = data_spec().pose_format
     if folder.pose_format != pose_format:
         raise SystemExit(f"error: init_pipeline {init_pipeline} was trained on {folder.pose_format} poses, "
                          f"dataset={dataset!r} has {pose_format} poses")
@@ -177,7 +181,8 @@ def take_init_pipeline(cfg: dict, user_set: set) -> str:
     cfg.update(taken, init_pipeline=str(Path(init_pipeline).expanduser().resolve()))
     parts = [f"from the folder: {', '.join(f'{k}={v!r}' for k, v in taken.items()) or 'nothing'}"]
     if mine:
-        parts.append("yours: " + ", ".join(f"{k}={v!r}" + (f" (the folder's {theirs[k]!r})" if theirs[k] != v else "")
+        parts.append("yours: " + ", ".join((f"{k}: the dataset's" if v is None else f"{k}={v!r}")
+                                           + (f" (the folder's {theirs[k]!r})" if theirs[k] != v else "")
                                            for k, v in mine.items()))
     return (f"init_pipeline {cfg['init_pipeline']}: fine-tuning its UNet, pose encoder, source MLP and fusion MLP; "
             f"its VAE, source encoder and fusion model frozen; geometry {'; '.join(parts)}; "
@@ -229,7 +234,7 @@ def datasets():
 
     from src.train.common import MemoryCache
 
-    DiffusionDataset = data_module().DiffusionDataset
+    DiffusionDataset = data_spec().DiffusionDataset
 
     common = dict(target_size=target_size, source_size=source_size, fusion_size=fusion_size,
                   pose_draw_size=pose_draw_size)
@@ -310,19 +315,20 @@ def main(cfg, user_set: set = frozenset()):
 
     out = Path(out_dir)
     init_line = take_init_pipeline(cfg, user_set) if init_pipeline else None  # before anything is written
+    take_dataset_values(cfg)  # after the folder's geometry: the dataset's fills what neither gave
     check_source_scales()  # after the init_pipeline's geometry is taken: its source_size counts
     check_resume_keeps_the_run(cfg, out)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
     if note := cpu_threads_note(accelerator.num_processes):
         accelerator.print(note)
-    training.main_process_check(accelerator, data_module().check_dataset, dataset_root, [train_pairs, val_pairs],
+    training.main_process_check(accelerator, data_spec().check_dataset, dataset_root, [train_pairs, val_pairs],
                          workers=max(1, num_workers))
     training.seed_everything(seed)
     if tf32:
         enable_tf32()
     geometry = Geometry(height=target_size[0], width=target_size[1], source_size=source_size,
                         fusion_size=fusion_size, pose_draw_size=tuple(pose_draw_size) if pose_draw_size else None,
-                        pose_format=data_module().POSE_FORMAT)
+                        pose_format=data_spec().pose_format)
     if init_pipeline:
         accelerator.print(init_line)
         pipe = load_pipeline_to_train(init_pipeline, geometry=geometry)

@@ -2,22 +2,23 @@
 
     python C1.test_Diffusion_model.py --pipeline=logs/B2/pipeline --dataset_root=data/deepfashion --out_dir=OUT
     accelerate launch C1.test_Diffusion_model.py ...      # pairs split across GPUs
-    python C1.test_Diffusion_model.py --preset=phoenix --pipeline=logs/B2_phoenix/pipeline --out_dir=OUT
+    python C1.test_Diffusion_model.py --config=configs/phoenix.py --pipeline=logs/B2_phoenix/pipeline --out_dir=OUT
 
 The output size and the pose drawing size are the pipeline's (what B2 trained at, recorded in
-its config) unless given. Writes OUT/<H>x<W>/<source>_2_<target>.png at the model size and at
-the evaluation size (one folder when the two are equal), OUT/manifest.json (what C2 reads) and a
+its config) unless given. Writes OUT/<H>x<W>/<source>_2_<target>.png (the FPDM authors' C1 names:
+each image path after ./img with its "/" removed) at the model size and at the evaluation size
+(one folder when the two are equal), OUT/manifest.json (what C2 reads) and a
 few comparison grids under OUT/grids/. Images already written are skipped, so an interrupted run
 is finished by running it again. Pairs sharing a source are generated together and the source
 is encoded once for all of them. Without a GPU, `accelerate launch` gives each process one CPU
 thread (OMP_NUM_THREADS=1): C1 then says so; run it with python, or pass
 --num_cpu_threads_per_process=N to accelerate launch.
 
-PHOENIX-2014T (``--preset=phoenix``): the test pairs are videos (each test video's first frame
-is the source of every frame), so each video's source is encoded once; frames are written at the
-model size (320x256) and at the frames' own 260x210 (what C2 scores); then, per video,
+PHOENIX-2014T (``--config=configs/phoenix.py``): the test pairs are videos (each test video's first
+frame is the source of every frame), so each video's source is encoded once; frames are written at
+the model size and at the frames' own size (what C2 scores); then, per video,
 OUT/videos/<split>/<video>.mp4 and .gif (each frame: source | pose | ground truth | generated,
-260x840) and <video>_generated.mp4 / .gif (the generated frames alone), at 25 fps.
+side by side) and <video>_generated.mp4 / .gif (the generated frames alone), at 25 fps.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 pipeline = "logs/B2/pipeline"              # FPDMPipeline folder written by B2
@@ -30,8 +31,7 @@ guidance_scale = 2.0
 scheduler = "ddpm"                         # ddpm (the authors'), ddim, dpm++, unipc
 seed = 7                                   # each pair's seed derives from this and its file names
 size = None                                # (height, width) of the output; None = the pipeline's
-eval_size = None                           # also written (C2 scores it); None = the dataset's:
-                                           # 256x176 (DeepFashion's 256 table), 260x210 (PHOENIX frames)
+eval_size = None                           # (height, width) also written (C2 scores it); None = the dataset's
 test_pose = "pose_img"                     # pose_img: A1's render at the photo's size, resized (the authors' C1,
                                            # needed for their numbers); draw: drawn at pose_draw_size as in B2
 pose_draw_size = None                      # (height, width) for test_pose = "draw"; None = the pipeline's (B2's)
@@ -44,8 +44,7 @@ num_grids = 2
 videos = "auto"                            # per-video MP4/GIF: auto = where test pairs are videos (PHOENIX); on; off
 fps = 25.0                                 # PHOENIX-2014T's frame rate
 # -----------------------------------------------------------------------------------------------
-PRESETS = {"tiny": {"batch_size": 8, "num_grids": 1},
-           "phoenix": {"dataset": "phoenix", "dataset_root": "data/phoenix"}}
+PRESETS = {"tiny": {"batch_size": 8, "num_grids": 1}}
 
 from pathlib import Path  # noqa: E402
 
@@ -59,9 +58,9 @@ def main(cfg: dict) -> None:
     from accelerate import PartialState
 
     from src.evaluate import generate
-    from src.data import dataset_module, load_pairs
+    from src.data import dataset_spec, load_pairs
     from src.util.devices import cpu_threads_note, resolve_dtype
-    from src.evaluate.handoff import size_name, write_manifest
+    from src.evaluate.handoff import check_output_names, size_name, write_manifest
     from src.util.weights import exit_on_missing_weights
 
     if test_pose not in generate.TEST_POSES:
@@ -73,9 +72,9 @@ def main(cfg: dict) -> None:
     if scheduler.lower() not in SCHEDULERS:
         raise SystemExit(f"error: scheduler={scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     try:
-        data = dataset_module(dataset)
+        spec = dataset_spec(dataset)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"config error: {e}") from None
     state = PartialState()
     if state.is_main_process and (note := cpu_threads_note(state.num_processes)):
         print(note)
@@ -84,19 +83,23 @@ def main(cfg: dict) -> None:
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(out_dir)
-    data.check_dataset(dataset_root, [test_pairs])
+    spec.check_dataset(dataset_root, [test_pairs])
     pairs = load_pairs(dataset_root, test_pairs)
     pairs = pairs if max_pairs < 0 else pairs[:max_pairs]
+    try:
+        check_output_names(pairs)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     with exit_on_missing_weights():
         pipe = generate.load_pipeline(pipeline, torch_dtype, state.device)
     if compile:
         pipe.unet = torch.compile(pipe.unet)
-    if pipe.config.pose_format != data.POSE_FORMAT:
+    if pipe.config.pose_format != spec.pose_format:
         raise SystemExit(f"error: {pipeline} was trained on {pipe.config.pose_format} poses, dataset={dataset!r} "
-                         f"has {data.POSE_FORMAT} poses")
-    model_size, draw_size = generate.pipeline_geometry(pipe.config, size, pose_draw_size)
-    eval_hw = tuple(eval_size or data.EVAL_SIZE)
-    write_videos = data.TEST_PAIRS_ARE_VIDEOS if videos == "auto" else videos == "on"
+                         f"has {spec.pose_format} poses")
+    model_size, draw_size = generate.pipeline_geometry(pipe.config, spec, size, pose_draw_size)
+    eval_hw = tuple(eval_size or spec.eval_size)
+    write_videos = spec.test_pairs_are_videos if videos == "auto" else videos == "on"
     cfg.update(size=model_size, pose_draw_size=draw_size, eval_size=eval_hw,  # the saved config records the sizes used
                videos=write_videos)
     if state.is_main_process:
@@ -114,7 +117,7 @@ def main(cfg: dict) -> None:
     if state.is_main_process:
         manifest = write_manifest(out, pairs, model_size, eval_hw)
         grids = generate.write_grids(dataset_root, pairs, out, model_size, draw_size, num_grids, pose_mode=test_pose,
-                                     dataset=dataset, cell=data.EVAL_SIZE)
+                                     dataset=dataset)
         save_config(cfg, out, "C1_config.json")
         print(f"generated {counts}; manifest: {manifest}")
         for g in grids:

@@ -5,7 +5,7 @@ temporal figures: warping error, temporal consistency difference and FVD.
     python C2.eval.caculate_metrics.py --generated=logs/C1 --dataset_root=data/deepfashion
     python C2.eval.caculate_metrics.py --generated=logs/C1 --fid_reference=test --fid_backbone=pytorch-fid
     python C2.eval.caculate_metrics.py --generated=path/to/their_outputs --dataset_root=data/deepfashion --naming=names
-    python C2.eval.caculate_metrics.py --preset=phoenix --generated=logs/C1_phoenix --i3d=weights/i3d
+    python C2.eval.caculate_metrics.py --config=configs/phoenix.py --generated=logs/C1_phoenix --i3d=weights/i3d
 
 Reads <generated>/manifest.json (entries {"generated": path relative to that folder, optionally
 "generated_<H>x<W>", "source_image", "target_image"}) or, without one (naming "names"; "auto" picks
@@ -16,6 +16,7 @@ MENTees_Tanksid_0000730104_1_front.jpg.png), or PIDM's fashion<...>_2_fashion<..
 of any size are resized bicubically to each evaluation size. Evaluation sizes (eval_sizes): None
 scores the sizes every generated image comes in (from C1: its model size and its evaluation size;
 without a manifest: the images' own size), a list scores those sizes. The protocol block of each
+dataset = "deepfashion"                   # "deepfashion" or "phoenix" (src.data.DATASETS): its pose format decides PCK
 size ("generated_images", "resized_from") and its row in the printed table say when its images are
 resizes of another size's: C1's evaluation-size images of a model of another size, or C2's own
 resize of images not of the size. Every input is checked first (all problems listed at once:
@@ -52,13 +53,32 @@ temporal_consistency_difference; kept in metrics.json, no second file) and their
 are read one at a time (num_workers workers compute their flows, ~25 ms a frame on a CPU core).
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
+def pose_accuracy_mode() -> str:
+    """``pose_accuracy``, except on a dataset whose keypoints are not the estimator's 18 body points:
+    there "on" is a config error and "auto" is off, with a line saying why."""
+    from src.data import dataset_spec
+
+    try:
+        pose_format = dataset_spec(dataset).pose_format
+    except ValueError as e:
+        raise SystemExit(f"config error: {e}") from None
+    if pose_format == PCK_POSE_FORMAT or pose_accuracy == "off":
+        return pose_accuracy
+    why = f"dataset={dataset!r} has {pose_format} keypoints, PCK compares {PCK_POSE_FORMAT} ones"
+    if pose_accuracy == "on":
+        raise SystemExit(f"config error: pose_accuracy='on' but {why}; pass --pose_accuracy=off")
+    print(f"pose_accuracy: off ({why})")
+    return "off"
+
+
 generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images
 naming = "auto"                           # auto: manifest.json if present, else names; manifest; names (see above)
 test_pairs = "test_pairs_data.json"       # naming "names": the pairs whose images <generated> must hold
 dataset_root = "data/deepfashion"         # ground truth: <dataset_root>/<target_image>
 eval_sizes = None                         # None: the sizes every generated image comes in (C1: model and evaluation
-                                          # size); or a list of height x width, e.g. ["256x176", "512x352"] (a size
-                                          # the images lack is made by resizing them bicubically, and says so)
+                                          # size); or a list of (height, width), e.g. [(256, 176), (512, 352)] (a
+                                          # size the images lack is made by resizing them bicubically, and says so)
+    cfg["pose_accuracy"] = pck = pose_accuracy_mode()
 fid_reference = "train"                   # train: all train_pairs images (PIDM/CFLD/PCDMs); test: the evaluated pairs' ground truth (FPDM script)
 train_pairs = "train_pairs_data.json"
 fid_backbone = "torchvision"              # torchvision (peers' tables) or pytorch-fid
@@ -76,20 +96,12 @@ fvd = "auto"                              # auto: where the I3D weights are (els
 method = "FPDM"                           # name in the Markdown row
 out = ""                                  # default <generated>/metrics.json
 # -----------------------------------------------------------------------------------------------
-PRESETS = {"tiny": {"eval_sizes": ["256x176"], "fid_reference": "test", "fid_backbone": "pytorch-fid",
+PRESETS = {"tiny": {"eval_sizes": [(256, 176)], "fid_reference": "test", "fid_backbone": "pytorch-fid",
                     "lpips_backbone_random": True, "batch_size": 4, "num_workers": 0, "fid_cache": "",
                     # the tiny preset's synthetic stick figures are no people for the pose estimator
-                    "pose_accuracy": "off"},
-           "phoenix": {"dataset_root": "data/phoenix",
-                       # the frames' own size; C1 writes each image at it beside the 320x256 model size
-                       "eval_sizes": ["260x210"],
-                       # the 827k training frames (13 times the 64,627 test frames) are no practical
-                       # FID reference; the protocol block names the reference used
-                       "fid_reference": "test",
-                       # the photo estimator finds 18 body points; PHOENIX targets are 133
-                       # whole-body points, hands and face included
-                       "pose_accuracy": "off",
-                       "temporal": "on"}}
+                    "pose_accuracy": "off"}}
+# PCK compares the photo estimator's 18 body points with the target's: only that keypoint format has them.
+PCK_POSE_FORMAT = "openpose18"
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -101,7 +113,7 @@ def main(cfg: dict) -> None:
     # Imported here, after configure(): --help and config errors answer at once, without the
     # seconds that importing torch, LPIPS and scikit-image takes.
     from src.util.fileio import atomic_write_json
-    from src.evaluate.handoff import resolve_naming, scored_sizes
+    from src.evaluate.handoff import parse_size, resolve_naming, scored_sizes
     from src.evaluate.metrics import check_generated, markdown_table, score_generated, unmet_requests
 
     out_path = Path(out) if out else Path(generated) / "metrics.json"
@@ -109,17 +121,17 @@ def main(cfg: dict) -> None:
                                          train_pairs=train_pairs, fid_backbone=fid_backbone,
                                          check_images=check_images, expected_count=expected_count,
                                          workers=max(2, num_workers), naming=naming, test_pairs=test_pairs,
-                                         pose_accuracy=pose_accuracy, temporal=temporal, fvd=fvd)
+                                         pose_accuracy=pck, temporal=temporal, fvd=fvd)
     found_by = resolve_naming(naming, generated)
     sizes = scored_sizes(entries)
-    cfg["eval_sizes"] = sizes  # the saved config records the sizes scored
+    cfg["eval_sizes"] = [parse_size(s) for s in sizes]  # the saved config records the sizes scored
     chosen = " (the sizes every generated image comes in)" if eval_sizes in (None, "auto") else ""
     print(f"{len(entries)} pairs (found by {found_by}), evaluation sizes {', '.join(sizes)}{chosen}, "
           f"FID reference '{fid_reference}': {len(reference)} images")
     results = score_generated(entries, sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
                               lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
                               device=device, cache_dir=fid_cache or None,
-                              pose_accuracy=pose_accuracy, dataset_root=dataset_root, temporal=temporal, i3d=i3d)
+                              pose_accuracy=pck, dataset_root=dataset_root, temporal=temporal, i3d=i3d)
     for r in results.values():
         r["protocol"]["generated_found_by"] = ("manifest.json" if found_by == "manifest" else
                                                f"file names ({test_pairs}: FPDM authors' C1 or PIDM naming)")

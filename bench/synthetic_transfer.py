@@ -148,7 +148,7 @@ def generate_variant(pipe, data: Path, pairs_file: str, out: Path, drop: tuple) 
     start = time.time()
     pairs = load_pairs(data, pairs_file)
     size = (image_size, image_size)
-    generate_pairs(pipe, data, pairs, out, size=size, eval_size=size, draw_size=pose_draw_size,
+    generate_pairs(pipe, data, pairs, out, size=size, eval_size=size, draw_size=pose_draw_size, dataset="deepfashion",
                    batch_size=c1_batch_size, seed=seed, num_inference_steps=num_inference_steps,
                    guidance_scale=guidance_scale, scheduler=scheduler, show_progress=False,
                    drop_conditions=drop)

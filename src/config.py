@@ -2,21 +2,38 @@
 
 Each script starts with plain assignments (``batch_size = 48``). Calling
 ``configure(globals(), presets=PRESETS)`` right below them collects those names and applies,
-in this order:
+in this order (a later value wins):
 
-1. ``--preset=NAME``      a named set of overrides from the script's ``PRESETS`` dict,
+1. ``--preset=NAME``      a named set of overrides from the script's ``PRESETS`` dict (``tiny``:
+                          small models and short runs for a CPU),
 2. ``--config=FILE.py``   a file of plain assignments (may be given more than once),
 3. ``--name=value``       single values, parsed as Python literals (``--lr=1e-4``,
-                          ``--sizes=(256,176)``); a bare word is taken as a string.
+                          ``--target_size=(256,176)``); a bare word is taken as a string.
 
 Every value is checked against the type of its default; unknown names are errors that list
-the valid ones. ``None`` defaults accept anything. The effective config is returned as a dict
-(and written back into the script's globals), printed, and saved as JSON with ``save_config``.
+the valid ones. ``None`` defaults accept anything. Sizes are written as ``(height, width)``
+tuples. The effective config is returned as a dict (and written back into the script's
+globals), printed, and saved as JSON with ``save_config``.
+
+Config files are shared by the five scripts: ``configs/`` holds one per paper setting (the
+dataset, its root and what the setting changes), and the same file is passed to A1, B1, B2, C1
+and C2. A name in a config file that this script lacks but another numbered script has is
+skipped (and listed); a name no numbered script has is an error, so a typo is still caught.
+
+Presets and config files compose without extra flags, by two rules. A dataset's sizes are its
+``DatasetSpec``'s (``src.data``), which a script takes for every size it leaves at ``None``; and
+a preset may give a value per dataset, a dict keyed by dataset name (``{"deepfashion": (128, 88),
+"phoenix": (80, 64)}``), of which the value for the run's final ``dataset`` is used. So
+``--preset=tiny --config=configs/phoenix.py`` is tiny's models and schedule at tiny's PHOENIX
+sizes: that file sets no size. A config file named by a size (``deepfashion_256x176``,
+``deepfashion_512x352``) sets its sizes (``None``: the dataset's), which win over tiny's: with
+``--preset=tiny`` it is a run of tiny models at that size.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import sys
 from pathlib import Path
@@ -94,6 +111,46 @@ def read_config_file(path: str) -> dict:
     return values
 
 
+# The numbered scripts, whose header names a shared config file may set.
+SCRIPTS = ("A1.pose_data_preprocessing.py", "B1.train_Fusion_model.py", "B2.train_Diffusion_model.py",
+           "C1.test_Diffusion_model.py", "C2.eval.caculate_metrics.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def script_names(script: str) -> frozenset[str]:
+    """The header names of a numbered script, read from its source without running it: the
+    module-level assignments above its ``PRESETS``."""
+    path = ROOT / script
+    names = set()
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name == "PRESETS":
+                break
+            if not name.startswith("_") and not name.isupper():
+                names.add(name)
+    return frozenset(names)
+
+
+def shared_names() -> frozenset[str]:
+    """Every name some numbered script has: what a shared config file may set."""
+    return frozenset().union(*(script_names(s) for s in SCRIPTS))
+
+
+def _is_per_dataset(value, default) -> bool:
+    return isinstance(value, dict) and not isinstance(default, dict)
+
+
+def _final_dataset(defaults: dict, updates: list[tuple[str, object, str]]):
+    """The ``dataset`` the run ends with, after every override."""
+    dataset = defaults.get("dataset")
+    for key, value, _ in updates:
+        if key == "dataset":
+            dataset = value
+    return dataset
+
+
 def configure(namespace: dict, presets: dict | None = None, argv: list[str] | None = None,
               quiet: bool = False) -> dict:
     """Apply preset, config files and ``--name=value`` overrides to the header names in ``namespace``."""
@@ -126,19 +183,32 @@ def configure(namespace: dict, presets: dict | None = None, argv: list[str] | No
         if p not in presets:
             raise ConfigError(f"unknown preset {p!r}; presets: {', '.join(presets) or 'none'}")
         updates += [(k, v, f"preset {p}") for k, v in presets[p].items()]
+    skipped: dict[str, list[str]] = {}
     for f in files:
-        updates += [(k, v, f) for k, v in read_config_file(f).items()]
+        for k, v in read_config_file(f).items():
+            if k in defaults or k not in shared_names():
+                updates.append((k, v, f))
+            else:
+                skipped.setdefault(f, []).append(k)
     updates += [(k, _parse_value(t), "command line") for k, t in singles]
 
     config = dict(defaults)
+    dataset = _final_dataset(defaults, updates)
     for key, value, source in updates:
         if key not in defaults:
             raise ConfigError(f"{source}: unknown name {key!r}; valid names: {', '.join(names)}")
+        if source.startswith("preset ") and _is_per_dataset(value, defaults[key]):
+            if dataset not in value:
+                raise ConfigError(f"{source}: {key} has no value for dataset={dataset!r} "
+                                  f"(it has {', '.join(map(repr, value))})")
+            value = value[dataset]
         config[key] = check_type(key, value, defaults[key], source)
     namespace.update(config)
     config["preset"] = ",".join(preset_names) or None
     if not quiet:
         print(format_config(config))
+        for f, keys in skipped.items():
+            print(f"{f}: for the other scripts, not used here: {', '.join(keys)}")
     return config
 
 

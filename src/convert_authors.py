@@ -38,11 +38,13 @@ from pathlib import Path
 
 import torch
 
+from .data import dataset_spec
 from .util.lightning_checkpoint import Checkpoint, CheckpointError, LazyTensor, read_checkpoint
 from .models import CONFIG_DIR, shipped_config
 
 STAGES = ("auto", "1", "2")
-POSE_DRAW_SIZE = (550, 375)  # where the authors' dataset draws training poses (height, width)
+# The authors' model is DeepFashion's: their dataset draws its training poses on DeepFashion's pose canvas.
+AUTHORS_DATASET = "deepfashion"
 FUSION_DROPOUT = 0.5         # the authors' combiner
 FUSION_MLP_DROPOUT = 0.2     # the authors' class-embedding MLP
 
@@ -282,7 +284,8 @@ def build_stage2(ckpt: Checkpoint, configs: Configs) -> tuple[dict, dict]:
     if backend != "dinov2":
         raise ConversionError(f"{ckpt.path}: source encoder type {hp.get('src_encoder_type')!r}; the converter "
                               "handles the final configuration, DINOv2 ('dino')")
-    width, height = _hp_size(hp, "model_img_size", (352, 512))
+    spec = dataset_spec(AUTHORS_DATASET)
+    width, height = _hp_size(hp, "model_img_size", spec.model_size[::-1])
     source_size = _hp_size(hp, "src_encoder_size", (512, 512))[0]
     unet_config = dict(configs.unet)
     if unet_config.get("class_embed_type") not in (None, "identity"):
@@ -319,8 +322,8 @@ def build_stage2(ckpt: Checkpoint, configs: Configs) -> tuple[dict, dict]:
     components["scheduler"] = DDPMScheduler.from_config(configs.scheduler)
     pipeline_config = dict(
         height=height, width=width, source_size=source_size,
-        fusion_size=int(components["fusion_model"].encoder.image_size), pose_draw_size=POSE_DRAW_SIZE,
-        pose_format="openpose18",
+        fusion_size=int(components["fusion_model"].encoder.image_size), pose_draw_size=spec.pose_draw_size,
+        pose_format=spec.pose_format,
         sampling={"num_inference_steps": int(hp.get("num_inference_steps", 20)),
                   "guidance_scale": float(hp.get("guidance_scale", 2.0)), "scheduler": "ddpm",
                   "seed": int(hp.get("seed_number", 7))})

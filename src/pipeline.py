@@ -11,8 +11,8 @@ drew its target poses before resizing them to the output size, 550x375) and ``po
 PHOENIX-2014T), so keypoint targets are drawn as B2 drew them; ``sampling`` the default steps,
 guidance and sampler (a converted authors' model records theirs).
 
-Per call: each network's view of the inputs is made as in training (``src.data.source_views``,
-``pose_views``: the source squashed to ``source_size`` and from there to ``fusion_size``, each
+Per call: each network's view of the inputs is made as in training (``src.models.views``:
+``source_views``, ``pose_views``: the source squashed to ``source_size`` and from there to ``fusion_size``, each
 pose view resized straight from the full pose image); the source encoder's tokens (through the
 source MLP) and the fusion embedding f(source, target pose) are computed once; the pose encoder
 runs once; then every denoising step evaluates the guidance branches in **one** batched UNet call,
@@ -59,7 +59,9 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .data import fusion_input, pose_format_module, pose_views, source_views
+from .models.views import fusion_input, pose_views, source_views
+from .pose.keypoints import resize_keypoints
+from .pose import render as pose_render
 from .util.images import resize
 # The custom components' modules are imported here on purpose: a saved pipeline records each
 # component under its full module path (e.g. "src.models.conditioning"), and diffusers only
@@ -160,7 +162,7 @@ def _resized_tensor(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _pose_views(item, size: tuple[int, int], fusion_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(pose encoder's input, fusion model's input) of a pose image of any supported kind: each
-    resized straight from the image given (``src.data.pose_views``; tensors: bilinear / bicubic)."""
+    resized straight from the image given (``pose_views``; tensors: bilinear / bicubic)."""
     image = _as_image(item, "target_pose")
     if isinstance(image, Image.Image):
         return pose_views(image, size, fusion_size)
@@ -168,7 +170,7 @@ def _pose_views(item, size: tuple[int, int], fusion_size: int) -> tuple[torch.Te
 
 
 def _source_views(item, source_size: int, fusion_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(source encoder's input, fusion model's input) of a source image (``src.data.source_views``)."""
+    """(source encoder's input, fusion model's input) of a source image (``source_views``)."""
     image = _as_image(item, "source_image")
     if isinstance(image, Image.Image):
         return source_views(image, source_size, fusion_size)
@@ -268,7 +270,7 @@ class FPDMPipeline(DiffusionPipeline):
         self.register_to_config(source_size=source_size, fusion_size=fusion_size, height=height, width=width,
                                 pose_draw_size=list(pose_draw_size) if pose_draw_size else None,
                                 pose_format=pose_format, sampling=dict(sampling) if sampling else None)
-        pose_format_module(pose_format)  # an unknown format fails here, not at the first drawing
+        pose_render.pose_format(pose_format)  # an unknown format fails here, not at the first drawing
         check_widths(unet, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -283,11 +285,9 @@ class FPDMPipeline(DiffusionPipeline):
         """Pixel keypoints at the output size -> the full pose render as B2 drew it: the renderer
         of the config's ``pose_format`` at its ``pose_draw_size`` (keypoints scaled to it); at the
         output size when unset. Each network's view is resized from it (``pose_views``)."""
-        from .pose.keypoints import resize_keypoints
-
         draw = tuple(self.config.pose_draw_size or (height, width))
-        renderer = pose_format_module(self.config.pose_format)
-        return renderer.draw_pose_resized(resize_keypoints(keypoints, (height, width), draw), draw, draw)
+        renderer = pose_render.pose_format(self.config.pose_format)
+        return renderer.draw(resize_keypoints(keypoints, (height, width), draw), draw, draw)
 
     def draw_target_pose(self, keypoints: np.ndarray, height: int, width: int) -> Image.Image:
         """The pose image the pose encoder sees: ``render_target_pose`` resized to the output size."""
@@ -297,7 +297,7 @@ class FPDMPipeline(DiffusionPipeline):
                        width: int | None = None) -> dict:
         """Images of any supported kind -> tensors in [-1, 1]: ``source`` (B,3,S,S), ``pose``
         (B,3,H,W), ``fusion_source`` and ``fusion_pose`` (fusion-model inputs), each view made
-        from the image given as in training (``src.data.source_views``, ``pose_views``); an
+        from the image given as in training (``source_views``, ``pose_views``); an
         ``EncodedSource`` passed as ``source_image`` comes back as ``encoded_source`` instead of
         the two source tensors."""
         height = height or self.config.height

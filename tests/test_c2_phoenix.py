@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "C2.eval.caculate_metrics.py"
 MODEL, EVAL = (320, 256), (260, 210)
 EVAL_NAME = handoff.size_name(EVAL)
+PHOENIX_CONFIG = f"--config={ROOT / 'configs' / 'phoenix.py'}"
 FLICKER = 40
 
 
@@ -38,10 +39,10 @@ def load_c2(argv: list[str]):
 
 
 def run_c2(root: Path, generated: Path, *args: str) -> dict:
-    """C2 with the phoenix preset, offline weights (random LPIPS; FID's torchvision Inception absent,
+    """C2 with configs/phoenix.py, offline weights (random LPIPS; FID's torchvision Inception absent,
     so FID is null at once and C2 ends in its one-line error naming the file, after writing the
     rest) and no I3D unless ``args`` give one; returns metrics.json."""
-    module, cfg = load_c2(["--preset=phoenix", f"--dataset_root={root}", f"--generated={generated}",
+    module, cfg = load_c2([PHOENIX_CONFIG, f"--dataset_root={root}", f"--generated={generated}",
                            "--lpips_backbone_random=True", "--fid_backbone=torchvision", "--fid_cache=",
                            "--num_workers=0", "--batch_size=8", "--device=cpu", f"--i3d={generated / 'no_i3d'}",
                            *args])
@@ -155,11 +156,20 @@ def test_videos_group_by_source_in_frame_number_order():
 # C2 through main()
 
 
-def test_phoenix_preset():
-    module, cfg = load_c2(["--preset=phoenix"])
+def test_phoenix_config_and_dataset():
+    module, cfg = load_c2([PHOENIX_CONFIG])
     assert (module.temporal, module.i3d) == ("on", "weights/i3d")
-    assert cfg["eval_sizes"] == [EVAL_NAME] and cfg["dataset_root"] == "data/phoenix"
+    assert cfg["eval_sizes"] == [EVAL] and cfg["dataset_root"] == "data/phoenix" and cfg["dataset"] == "phoenix"
     assert cfg["fid_reference"] == "test" and cfg["pose_accuracy"] == "off"
+    # C2 takes the dataset like A1-C1 (it was an unknown name): PCK needs 18-point targets
+    module, cfg = load_c2(["--dataset=phoenix"])
+    assert cfg["dataset"] == "phoenix" and module.pose_accuracy_mode() == "off"
+    module, cfg = load_c2(["--dataset=phoenix", "--pose_accuracy=on"])
+    with pytest.raises(SystemExit, match="pose_accuracy='on' but dataset='phoenix' has wholebody133 keypoints"):
+        module.pose_accuracy_mode()
+    module, cfg = load_c2(["--dataset=mnist"])
+    with pytest.raises(SystemExit, match="config error: dataset='mnist'"):
+        module.pose_accuracy_mode()
     default, _ = load_c2([])
     assert (default.temporal, default.i3d) == ("auto", "weights/i3d")
 
@@ -226,7 +236,7 @@ def test_flicker_raises_warping_error_and_tcd_fvd_with_stand_in_network(phoenix,
 
 def test_fvd_asked_for_without_i3d_exits_nonzero_after_writing(phoenix, tmp_path):
     gen = write_generated(tmp_path / "copies", phoenix)
-    options = ["--preset=phoenix", f"--dataset_root={phoenix['root']}", f"--generated={gen}", "--fvd=on",
+    options = [PHOENIX_CONFIG, f"--dataset_root={phoenix['root']}", f"--generated={gen}", "--fvd=on",
                "--lpips_backbone_random=True", "--fid_cache=", "--num_workers=0", "--device=cpu"]
     module, cfg = load_c2([*options, f"--i3d={gen / 'no_i3d'}"])
     with pytest.raises(SystemExit) as e:
@@ -260,7 +270,7 @@ def test_incomplete_videos_are_reported_before_anything_is_computed(phoenix, tmp
     assert not (gen / "metrics.json").exists()
 
     # the same pairs as DeepFashion evaluates them (one target per source) do not form videos:
-    # "auto" scores frames only, the phoenix preset's "on" refuses
+    # "auto" scores frames only, configs/phoenix.py's "on" refuses
     single = [e for e in manifest if e["target_image"].endswith("images0001.png")]
     (gen / "manifest.json").write_text(json.dumps(single))
     res = run_c2(phoenix["root"], gen, "--temporal=auto")

@@ -81,12 +81,12 @@ def test_c2_scores_only_the_sizes_the_images_come_in_and_names_every_resize(mode
     p = res["256x176"]["protocol"]
     assert p["generated_images"] == "generated at 256x176, not resized" and p["resized_from"] == []
     assert "| FPDM | 256x176 | " in out and "evaluation sizes 256x176 (the sizes every generated image comes in)" in out
-    assert json.loads((folder / "C2_config.json").read_text())["eval_sizes"] == ["256x176"]
+    assert json.loads((folder / "C2_config.json").read_text())["eval_sizes"] == [[256, 176]]
 
     # 512x352 asked for: scored, and said to be C2's upscale of the 256x176 images
     monkeypatch.setenv("TORCH_HOME", str(fid_torch_home))
     out, err, exit_ = run_c2([f"--generated={folder}", f"--dataset_root={samples_root}",
-                              "--eval_sizes=['256x176','512x352']", f"--out={tmp_path / 'asked.json'}", *OFFLINE])
+                              "--eval_sizes=[(256, 176), (512, 352)]", f"--out={tmp_path / 'asked.json'}", *OFFLINE])
     assert exit_ is None, err
     res = json.loads((tmp_path / "asked.json").read_text())
     p = res["512x352"]["protocol"]

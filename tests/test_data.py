@@ -9,23 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from src.data import (
-    EVAL_SIZE,
-    MODEL_SIZE,
-    PAIR_KEYS,
-    PHOTO_SIZE,
-    POSE_DRAW_SIZE,
-    DatasetError,
-    DiffusionDataset,
-    FusionDataset,
-    ProblemsError,
-    check_dataset,
-    fusion_input,
-    load_pairs,
-    pose_path,
-    source_views,
-    target_pose_image,
-)
+import src.data
+from src.data import PAIR_KEYS, DatasetError, ProblemsError, load_pairs, pose_path
+from src.data.deepfashion import SPEC as DEEPFASHION
+from src.data.deepfashion import DiffusionDataset, FusionDataset, check_dataset
+from src.models.views import fusion_input, source_views
+from src.pose.render import PoseFormat
 from src.util.images import comparison_grid, load_rgb, resize, to_pil, to_tensor
 from src.pose.openpose18 import COLORS_BGR, draw_pose_from_frame, read_keypoints
 from src.data.preprocess import convert_patn, unflatten_name
@@ -92,12 +81,22 @@ def test_dataset_check_reports_every_fault_at_once(samples_copy):
 
 
 def test_deepfashion_sizes_are_the_papers(samples_root):
-    assert PHOTO_SIZE == (1101, 750) and MODEL_SIZE == (512, 352)
-    assert EVAL_SIZE == (256, 176) and POSE_DRAW_SIZE == (550, 375)
+    assert DEEPFASHION.photo_size == (1101, 750) and DEEPFASHION.model_size == (512, 352)
+    assert DEEPFASHION.eval_size == (256, 176) and DEEPFASHION.pose_draw_size == (550, 375)
     photos = {Image.open(p).size for p in (samples_root / "img").rglob("*.jpg")}
-    assert photos == {PHOTO_SIZE[::-1]}  # PIL sizes are (width, height)
+    assert photos == {DEEPFASHION.photo_size[::-1]}  # PIL sizes are (width, height)
     ds = DiffusionDataset(samples_root, "test_pairs_data.json")
-    assert (ds.target_size, ds.pose_draw_size) == (MODEL_SIZE, POSE_DRAW_SIZE)
+    assert (ds.target_size, ds.pose_draw_size) == (DEEPFASHION.model_size, DEEPFASHION.pose_draw_size)
+    assert (ds.jitter_sigma, ds.flip_prob) == (1.0, 0.5)  # the authors' augmentations
+
+
+def test_no_dataset_is_a_package_default():
+    assert src.data.dataset_spec("deepfashion") is DEEPFASHION
+    assert DEEPFASHION.FusionDataset is FusionDataset and DEEPFASHION.DiffusionDataset is DiffusionDataset
+    for name in ("MODEL_SIZE", "EVAL_SIZE", "POSE_DRAW_SIZE", "PHOTO_SIZE", "check_dataset", "DiffusionDataset"):
+        assert not hasattr(src.data, name), name
+    with pytest.raises(ValueError, match="dataset='mnist': expected one of deepfashion, phoenix"):
+        src.data.dataset_spec("mnist")
 
 
 def test_problems_error_lists_every_problem_and_exits_with_status_1():
@@ -113,7 +112,7 @@ def test_problems_error_lists_every_problem_and_exits_with_status_1():
 def test_target_pose_without_a1_render_is_drawn_at_the_photo_height_and_width(samples_root):
     rel = load_pairs(samples_root, "test_pairs_data.json")[0]["target_image"]
     kp = read_keypoints(pose_path(samples_root, rel))
-    pose = target_pose_image(samples_root, rel, (1101, 750))
+    pose = DEEPFASHION.target_pose_image(samples_root, rel, (1101, 750))
     assert pose.size == (750, 1101)
     assert np.array_equal(np.asarray(pose), draw_pose_from_frame(kp, 1101, 750))
 
@@ -291,13 +290,13 @@ def test_stage2_fusion_pose_is_the_unets_jittered_flipped_render(samples_root, m
     ds = DiffusionDataset(samples_root, "test_pairs_data.json", train=True, flip_prob=1.0, jitter_sigma=3.0,
                           identity_prob=0.0, source_scales=(64,), **kw)
     renders = []
-    draw = DiffusionDataset.draw
+    draw = PoseFormat.draw
 
-    def recording(kp, draw_size, size):
-        renders.append(draw(kp, draw_size, size))
+    def recording(renderer, kp, draw_size, size):
+        renders.append(draw(renderer, kp, draw_size, size))
         return renders[-1]
 
-    monkeypatch.setattr(DiffusionDataset, "draw", staticmethod(recording))
+    monkeypatch.setattr(PoseFormat, "draw", recording)
     item = ds[1]
     (render,) = renders
     assert render.size == (176, 256)

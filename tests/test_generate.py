@@ -66,7 +66,14 @@ class StopAfter:
 
 def test_pair_names_and_seeds():
     pair = {"source_image": "./img/WOMEN/Dresses/id_1/01_1_front.jpg", "target_image": "img/WOMEN/Dresses/id_1/02_2_side.jpg"}
-    assert handoff.output_name(pair) == "WOMEN-Dresses-id_1-01_1_front_2_WOMEN-Dresses-id_1-02_2_side.png"
+    # the FPDM authors' C1 names, which C2 reads without a manifest too
+    assert handoff.output_name(pair) == "WOMENDressesid_101_1_front.jpg_2_WOMENDressesid_102_2_side.jpg.png"
+    assert handoff.expected_names(pair)["authors"] == handoff.output_name(pair)
+    clash = [{"source_image": "./img/a/bc.jpg", "target_image": "./img/x.jpg"},
+             {"source_image": "./img/ab/c.jpg", "target_image": "./img/x.jpg"}]
+    with pytest.raises(ValueError, match="get one file name abc.jpg_2_x.jpg.png"):
+        handoff.check_output_names(clash)
+    handoff.check_output_names(clash[:1] * 2)  # the same pair twice is one image
     assert generate.pair_seed(7, pair) == generate.pair_seed(7, dict(pair))
     assert generate.pair_seed(7, pair) != generate.pair_seed(8, pair)
     swapped = {"source_image": pair["target_image"], "target_image": pair["source_image"]}
@@ -91,7 +98,8 @@ def test_interrupted_run_resumes_to_the_images_of_an_uninterrupted_run(pipeline_
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(Interrupt):
         generate.generate_pairs(StopAfter(pipe, 1), samples_root, pairs, resumed, size=SIZE, eval_size=EVAL,
-                         draw_size=(256, 176), batch_size=2, num_inference_steps=3, show_progress=False)
+                         draw_size=(256, 176), dataset="deepfashion", batch_size=2, num_inference_steps=3,
+                         show_progress=False)
     written = sorted(p.name for p in (resumed / handoff.size_name(SIZE)).iterdir())
     assert written == sorted(handoff.output_name(p) for p in pairs[:2])  # nothing partial, no temp files
     stdout = run_c1(pipeline_dir, samples_root, resumed, "--batch_size=3")
@@ -122,8 +130,9 @@ def test_c1_takes_its_sizes_from_the_pipeline(samples_root, tmp_path):
     """A pipeline trained at 256x176 (the default evaluation size) with its own pose drawing
     size: C1 with no size flags writes one 256x176 folder and a manifest C2 reads, and draws the
     test poses ("draw") at the pipeline's pose_draw_size."""
-    from src.data import pose_path, stage2_pose
+    from src.data import pose_path
     from src.pose import read_keypoints
+    from src.pose.render import OPENPOSE18
 
     size, draw = (256, 176), (300, 204)
     make_tiny_pipeline(tmp_path / "sd2", height=size[0], width=size[1], pose_draw_size=draw).save_pretrained(
@@ -153,8 +162,8 @@ def test_c1_takes_its_sizes_from_the_pipeline(samples_root, tmp_path):
     grid = np.asarray(Image.open(out / "grids" / "grid_000.png").convert("RGB"))
     kp = read_keypoints(pose_path(samples_root, pairs[0]["target_image"]))
     pose_cell = grid[:size[0], size[1]:2 * size[1]]
-    assert np.array_equal(pose_cell, np.asarray(stage2_pose(kp, size, draw)))
-    assert not np.array_equal(pose_cell, np.asarray(stage2_pose(kp, size, size)))
+    assert np.array_equal(pose_cell, np.asarray(OPENPOSE18.stage2_pose(kp, size, draw)))
+    assert not np.array_equal(pose_cell, np.asarray(OPENPOSE18.stage2_pose(kp, size, size)))
 
 
 def test_c1_refuses_a_bad_pair_file_before_loading_the_model(samples_root, tmp_path):
@@ -186,8 +195,9 @@ def test_default_test_pose_is_a1s_render_at_the_photo_size_resized(samples_root,
     the training size instead, so its lines are thicker at the model size."""
     import shutil
 
-    from src.data import image_path, pose_image_path, pose_path, stage2_pose
+    from src.data import image_path, pose_image_path, pose_path
     from src.pose import draw_pose_from_frame, read_keypoints
+    from src.pose.render import OPENPOSE18
 
     root = tmp_path / "data"
     shutil.copytree(samples_root, root)
@@ -197,21 +207,22 @@ def test_default_test_pose_is_a1s_render_at_the_photo_size_resized(samples_root,
         photo = im.size
     kp = read_keypoints(pose_path(root, pair["target_image"]))
     a1_render = Image.fromarray(draw_pose_from_frame(kp, photo[1], photo[0]))
-    default = generate.test_pose(root, pair["target_image"], size, draw)  # no pose_img/ yet: drawn at the photo size
+    # no pose_img/ yet: drawn at the photo size
+    default = generate.test_pose(root, pair["target_image"], size, draw, dataset="deepfashion")
     expected = np.asarray(a1_render.resize((size[1], size[0]), Image.BICUBIC))
     assert np.array_equal(np.asarray(default), expected)
     saved = pose_image_path(root, pair["target_image"])  # A1's file, when present, is what is read
     saved.parent.mkdir(parents=True, exist_ok=True)
     a1_render.transpose(Image.FLIP_LEFT_RIGHT).save(saved, quality=100)
-    from_file = generate.test_pose(root, pair["target_image"], size, draw)
+    from_file = generate.test_pose(root, pair["target_image"], size, draw, dataset="deepfashion")
     assert np.abs(np.asarray(from_file, np.int16) - np.asarray(
         a1_render.transpose(Image.FLIP_LEFT_RIGHT).resize((size[1], size[0]), Image.BICUBIC), np.int16)).mean() < 2
-    drawn = generate.test_pose(root, pair["target_image"], size, draw, "draw")
-    assert np.array_equal(np.asarray(drawn), np.asarray(stage2_pose(kp, size, draw)))
+    drawn = generate.test_pose(root, pair["target_image"], size, draw, "draw", dataset="deepfashion")
+    assert np.array_equal(np.asarray(drawn), np.asarray(OPENPOSE18.stage2_pose(kp, size, draw)))
     lit = lambda im: int((np.asarray(im).max(axis=2) > 128).sum())  # noqa: E731
     assert lit(drawn) > 1.3 * lit(default)  # thinner lines in the authors' test poses
     with pytest.raises(ValueError, match="test_pose"):
-        generate.test_pose(root, pair["target_image"], size, draw, "other")
+        generate.test_pose(root, pair["target_image"], size, draw, "other", dataset="deepfashion")
 
 
 def test_generate_pairs_with_a_condition_dropped_gives_the_pipelines_ablated_images(pipeline_dir, samples_root,
@@ -221,12 +232,12 @@ def test_generate_pairs_with_a_condition_dropped_gives_the_pipelines_ablated_ima
     pipe = FPDMPipeline.from_pretrained(pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
     pairs = load_pairs(samples_root, "test_pairs_data.json")[:2]
-    common = dict(size=SIZE, eval_size=SIZE, draw_size=(256, 176), batch_size=2, num_inference_steps=2,
-                  show_progress=False)
+    common = dict(size=SIZE, eval_size=SIZE, draw_size=(256, 176), dataset="deepfashion", batch_size=2,
+                  num_inference_steps=2, show_progress=False)
     generate.generate_pairs(pipe, samples_root, pairs, tmp_path / "drop", drop_conditions=("pose",), **common)
     generate.generate_pairs(pipe, samples_root, pairs, tmp_path / "full", **common)
     for pair in pairs:
-        source, pose = generate.pair_inputs(samples_root, pair, (256, 176))
+        source, pose = generate.pair_inputs(samples_root, pair, (256, 176), dataset="deepfashion")
         alone = pipe(source_image=source, target_pose=pose, num_inference_steps=2, height=SIZE[0], width=SIZE[1],
                      seeds=[generate.pair_seed(7, pair)], output_type="pil", drop_conditions=("pose",)).images[0]
         dropped = pixels(tmp_path / "drop" / handoff.size_name(SIZE) / handoff.output_name(pair))
@@ -267,7 +278,8 @@ def test_c1_gives_the_pipeline_the_full_render_and_shows_one_bar(pipeline_dir, s
     pairs = load_pairs(samples_root, "test_pairs_data.json")[:2]
     capsys.readouterr()  # loading's own bar
     generate.generate_pairs(Recorder(pipe, 9), samples_root, pairs, tmp_path / "out", size=SIZE, eval_size=SIZE,
-                            draw_size=(256, 176), batch_size=1, num_inference_steps=3, show_progress=True)
+                            draw_size=(256, 176), dataset="deepfashion", batch_size=1, num_inference_steps=3,
+                            show_progress=True)
     photos = [Image.open(samples_root / p["target_image"]).size for p in pairs]
     assert seen == photos and photos[0] == (750, 1101)
     bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "%|" in line]

@@ -1,6 +1,6 @@
 """PHOENIX-2014T training and generation: the Datasets of both stages on A1's output for the
 synthetic signing set, their check, the pipeline's 133-point drawing, C1's per-video generation
-(one source encoding a video) and B1 -> B2 -> C1 tiny runs with the phoenix preset end to end."""
+(one source encoding a video) and B1 -> B2 -> C1 tiny runs with configs/phoenix.py end to end."""
 
 import json
 import os
@@ -15,13 +15,9 @@ import pytest
 import torch
 
 from src.data.pairs import DatasetError, load_pairs, relative_stem
-from src.data.phoenix_datasets import (
-    MODEL_SIZE,
-    PhoenixDiffusionDataset,
-    PhoenixFusionDataset,
-    check_dataset,
-    stage2_pose,
-)
+from src.data.phoenix_datasets import SPEC as PHOENIX
+from src.data.phoenix_datasets import PhoenixDiffusionDataset, PhoenixFusionDataset, check_dataset
+from src.pose.render import WHOLEBODY133
 from PIL import Image
 
 from src.util.images import resize
@@ -33,6 +29,7 @@ from src.util.videos import gif_info, mp4_info, read_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]
+PHOENIX_CONFIG = f"--config={ROOT / 'configs' / 'phoenix.py'}"
 
 
 def _env():
@@ -92,7 +89,7 @@ def test_fusion_dataset_items(phoenix_root):
 def test_diffusion_dataset_items_sizes_and_no_flip_by_default(phoenix_root):
     kw = dict(target_size=(64, 48), source_size=32, fusion_size=24, source_scales=(16, 32), seed=0)
     ds = PhoenixDiffusionDataset(phoenix_root, "train_pairs_data.json", **kw)
-    assert ds.flip_prob == 0 and ds.pose_draw_size == wholebody133.FRAME_SIZE and MODEL_SIZE == (320, 256)
+    assert ds.flip_prob == 0 and ds.pose_draw_size == wholebody133.FRAME_SIZE and PHOENIX.model_size == (320, 256)
     item = ds[1]
     assert set(item) == {"target", "target_pose", "source", "fusion_source", "fusion_pose", "index"}
     assert item["target"].shape == item["target_pose"].shape == (3, 64, 48)
@@ -105,7 +102,8 @@ def test_diffusion_dataset_items_sizes_and_no_flip_by_default(phoenix_root):
         plain.set_epoch(epoch)
         for i in range(len(plain)):
             kp = wholebody133.read_keypoints(phoenix_root / "pose" / relative_stem(plain.pairs[i]["target_image"]).with_suffix(".txt"))
-            expected = np.asarray(stage2_pose(kp, (64, 48)), dtype=np.float32) / 127.5 - 1
+            expected = np.asarray(WHOLEBODY133.stage2_pose(kp, (64, 48), wholebody133.FRAME_SIZE),
+                                  dtype=np.float32) / 127.5 - 1
             got = plain[i]["target_pose"].permute(1, 2, 0).numpy()
             assert np.abs(got - expected).max() < 1e-5
     # with flip forced on the target is mirrored (and a warning says flips are off by design)
@@ -121,26 +119,26 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     from src.pipeline import FPDMPipeline
 
     b1 = tmp_path / "B1"
-    r = _run("B1.train_Fusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+    r = _run("B1.train_Fusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
              f"--out_dir={b1}", "--max_steps=2", "--batch_size=4", "--eval_max_pairs=4", "--eval_at_start=False")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert '"dataset": "phoenix"' in (b1 / "B1_config.json").read_text()
     FusionModel.from_pretrained(b1 / "fusion_model")
 
     b2 = tmp_path / "B2"
-    r = _run("B2.train_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
-             f"--fusion_model={b1 / 'fusion_model'}", f"--out_dir={b2}", "--target_size=(64, 48)", "--max_steps=2",
+    r = _run("B2.train_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
+             f"--fusion_model={b1 / 'fusion_model'}", f"--out_dir={b2}", "--max_steps=2",
              "--batch_size=2", "--validation_pairs=0", "--validation_loss_pairs=2")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     config = (b2 / "B2_config.json").read_text()
-    assert '"flip_prob": 0.0' in config and '"dataset": "phoenix"' in config
+    assert '"flip_prob": 0.0' in config and '"jitter_sigma": 0.5' in config and '"dataset": "phoenix"' in config
     pipe = FPDMPipeline.from_pretrained(b2 / "pipeline")
     pipe.set_progress_bar_config(disable=True)
-    assert (pipe.config.height, pipe.config.width) == (64, 48)
-    assert pipe.config.pose_format == "wholebody133"
+    assert (pipe.config.height, pipe.config.width) == (80, 64)  # tiny's PHOENIX size, no flag needed
+    assert tuple(pipe.config.pose_draw_size) == PHOENIX.pose_draw_size and pipe.config.pose_format == "wholebody133"
 
     c1 = tmp_path / "C1"
-    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
              f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2", "--batch_size=3")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     pairs = load_pairs(phoenix_root, "test_pairs_data.json")
@@ -165,7 +163,7 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     assert np.abs(panel[:, 420:630].astype(np.float32) - png).mean() > 8  # the ground truth is another image
 
     # C2 on C1's output: per-frame metrics at 260x210 and the temporal figures of both videos
-    r = _run("C2.eval.caculate_metrics.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+    r = _run("C2.eval.caculate_metrics.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
              f"--generated={c1}")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     block = json.loads((c1 / "metrics.json").read_text())["260x210"]
@@ -175,7 +173,7 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     assert temporal["warping_error"] > temporal["warping_error_real"] >= 0
 
     # a rerun skips every frame and every video
-    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
              f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2")
     assert r.returncode == 0 and "'generated': 0" in r.stdout and "'sources_encoded': 0" in r.stdout
 
@@ -192,7 +190,7 @@ def release_videos(pairs):
 def test_deepfashion_pipeline_refuses_phoenix_data(phoenix_root, tmp_path):
     pipe = make_tiny_pipeline(tmp_path / "sd2", height=64, width=48)
     pipe.save_pretrained(tmp_path / "pipeline")
-    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", "--preset=phoenix", f"--dataset_root={phoenix_root}",
+    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
              f"--pipeline={tmp_path / 'pipeline'}", f"--out_dir={tmp_path / 'C1'}")
     assert r.returncode != 0
     assert "trained on openpose18 poses" in r.stderr and "has wholebody133 poses" in r.stderr
@@ -221,7 +219,8 @@ def test_pipeline_draws_133_point_keypoints_as_b2(phoenix_pipeline, phoenix_root
     expected = np.asarray(Image.fromarray(canvas).resize((48, 64), Image.BICUBIC), dtype=np.int16)
     # the scaling round trip (260 -> 64 -> 260 px) can move a truncated pixel coordinate by one
     assert drawn.sum() > 0 and np.abs(drawn - expected).mean() < 1.0
-    assert np.abs(drawn - np.asarray(stage2_pose(kp_frame, (64, 48)), dtype=np.int16)).mean() < 1.0
+    assert np.abs(drawn - np.asarray(WHOLEBODY133.stage2_pose(kp_frame, (64, 48), (260, 210)),
+                                     dtype=np.int16)).mean() < 1.0
     # what a pipeline of the 18-point format draws of the same points is something else entirely
     openpose_render = FPDMPipeline.render_target_pose(_with_pose_format("openpose18"), kp_out[:18], 64, 48)
     openpose = np.asarray(resize(openpose_render, (64, 48)), dtype=np.int16)

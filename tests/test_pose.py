@@ -124,3 +124,90 @@ def test_renderer_draws_a_sample_file_at_the_photo_size(samples_root):
     assert np.abs(img[c[1], c[0]].astype(float) - expected_rgb).max() <= 60
     assert img.shape == (1101, 750, 3) and img.dtype == np.uint8
     assert cv2.countNonZero(img.sum(2).astype(np.uint8)) > 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# one renderer per keypoint format (src.pose.render)
+
+
+def _resized(canvas: np.ndarray, draw_size, size):
+    """The stage-2 step the per-dataset functions shared: the canvas as an image, resized bicubic
+    (``src.util.images.resize``) unless it already is ``size``."""
+    from PIL import Image
+
+    from src.util.images import resize
+
+    image = Image.fromarray(canvas)
+    return image if tuple(draw_size) == tuple(size) else resize(image, size)
+
+
+def _wholebody_stick(draw_size):
+    from src.pose import wholebody133
+
+    return max(1, round(wholebody133.STICK_WIDTH * draw_size[0] / wholebody133.FRAME_SIZE[0]))
+
+
+SIZES = [((512, 352), (550, 375)), ((256, 176), (550, 375)), ((128, 88), (256, 176)), ((80, 64), (260, 210)),
+         ((64, 48), (64, 48)), ((320, 256), (130, 105))]
+
+
+def test_each_format_renders_as_the_per_dataset_functions_it_replaced(samples_root, tmp_path):
+    """``PoseFormat`` gives the images that deepfashion.py's and phoenix_datasets.py's
+    target_pose_image / draw_pose_resized / stage2_pose / drawn_pose gave; those are written out
+    here as they were, from the renderers' primitives."""
+    from src.data import load_pairs, pose_image_path, pose_path
+    from src.pose import wholebody133
+    from src.pose.render import OPENPOSE18, WHOLEBODY133, pose_format
+
+    assert pose_format("openpose18") is OPENPOSE18 and pose_format("wholebody133") is WHOLEBODY133
+    with pytest.raises(ValueError, match="pose_format='coco17': expected one of openpose18, wholebody133"):
+        pose_format("coco17")
+    same = lambda a, b: np.array_equal(np.asarray(a), np.asarray(b))  # noqa: E731
+
+    # DeepFashion: 18 points in the annotation frame, on the shared samples
+    rel = load_pairs(samples_root, "test_pairs_data.json")[0]["target_image"]
+    kp_frame = read_keypoints(pose_path(samples_root, rel))
+    for size, draw in SIZES:
+        kp_draw = frame_to_pixels(kp_frame, *draw)
+        old_draw = _resized(draw_pose(kp_draw, *draw), draw, size)
+        assert same(OPENPOSE18.draw(kp_draw, draw, size), old_draw)
+        assert same(OPENPOSE18.stage2_pose(kp_frame, size, draw), old_draw)
+        assert same(OPENPOSE18.drawn_pose(pose_path(samples_root, rel), size, draw), old_draw)
+        no_render = tmp_path / "none.jpg"
+        assert same(OPENPOSE18.target_pose_image(no_render, pose_path(samples_root, rel), size),
+                    draw_pose_from_frame(kp_frame, *size))
+    assert not pose_image_path(samples_root, rel).exists()
+
+    # PHOENIX-2014T: 133 points in pixels of the 260x210 frame, some missing
+    rng = np.random.default_rng(1)
+    kp = np.stack([rng.uniform(0, 210, 133), rng.uniform(0, 260, 133)], axis=1)
+    kp[[5, 40, 120]] = np.nan
+    file = tmp_path / "images0001.txt"
+    wholebody133.write_keypoints(file, kp)
+    kp = wholebody133.read_keypoints(file)
+    frame = wholebody133.FRAME_SIZE
+    for size, draw in SIZES:
+        kp_draw = resize_keypoints(kp, frame, draw)
+        old_draw = _resized(wholebody133.draw_pose(kp_draw, *draw, _wholebody_stick(draw)), draw, size)
+        assert same(WHOLEBODY133.draw(kp_draw, draw, size), old_draw)
+        assert same(WHOLEBODY133.stage2_pose(kp, size, draw), old_draw)
+        assert same(WHOLEBODY133.drawn_pose(file, size, draw), old_draw)
+        at_photo = wholebody133.draw_pose(resize_keypoints(kp, frame, size), *size, _wholebody_stick(size))
+        assert same(WHOLEBODY133.target_pose_image(tmp_path / "none.jpg", file, size), at_photo)
+        # a photo of another size than the frame: its own pixels (how stage 2 reads a target)
+        np.testing.assert_array_equal(WHOLEBODY133.to_pixels(kp, draw, (130, 105)),
+                                      resize_keypoints(kp, (130, 105), draw))
+
+
+def test_the_pipeline_depends_on_models_and_poses_only():
+    """Importing the pipeline imports no dataset module: it finds its renderer in src.pose."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys, src.pipeline; print(sorted(m for m in sys.modules if m == 'src.data' "
+            "or m.startswith('src.data.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

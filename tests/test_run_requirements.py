@@ -245,16 +245,23 @@ def b2_values(*argv) -> tuple[dict, object]:
 
 
 def test_the_256x176_config_is_the_512x352_recipe_at_half_size():
-    paper, _ = b2_values()
-    cfg, b2 = b2_values(f"--config={CONFIG_256}")  # every name is one of B2's
+    paper, b2_paper = b2_values(f"--config={ROOT / 'configs' / 'deepfashion_512x352.py'}")
+    b2_paper.take_dataset_values(paper)
+    cfg, b2 = b2_values(f"--config={CONFIG_256}")
+    b2.take_dataset_values(cfg)
     assert cfg["target_size"] == (256, 176) and cfg["source_size"] == 256
+    assert paper["target_size"] == (512, 352) and paper["pose_draw_size"] == (550, 375)
     assert [2 * s for s in cfg["target_size"]] == list(paper["target_size"])
     assert cfg["source_size"] * 2 == paper["source_size"]
     for c in (paper, cfg):  # the source at half and at full resolution, never above the encoder's input
         assert max(c["source_scales"]) == c["source_size"] and min(c["source_scales"]) == c["source_size"] // 2
     assert cfg["pose_draw_size"] == paper["pose_draw_size"] and cfg["fusion_size"] == paper["fusion_size"]
-    assert cfg["out_dir"] != paper["out_dir"]  # the two settings do not share checkpoints
+    assert (cfg["jitter_sigma"], cfg["flip_prob"]) == (paper["jitter_sigma"], paper["flip_prob"]) == (1.0, 0.5)
     b2.check_source_scales()
+    # under tiny, the setting's sizes win over tiny's: tiny models at the setting's size
+    tiny, b2_tiny = b2_values("--preset=tiny", f"--config={CONFIG_256}")
+    b2_tiny.take_dataset_values(tiny)
+    assert (tiny["target_size"], tiny["pose_draw_size"], tiny["pretrained_model"]) == ((256, 176), (550, 375), "tiny")
 
 
 def test_b2_refuses_source_scales_above_the_source_size(samples_root, tmp_path):

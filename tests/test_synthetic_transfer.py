@@ -118,8 +118,8 @@ def test_an_ablation_is_the_pipelines_samples_with_that_condition_zeroed(samples
 
     synthetic_transfer.generate_variant(pipe, samples_root, str(tmp_path / "pairs.json"), tmp_path / "no_pose",
                                         ("pose",))
-    common = dict(size=size, eval_size=size, draw_size=synthetic_transfer.pose_draw_size, num_inference_steps=2,
-                  seed=synthetic_transfer.seed, show_progress=False)
+    common = dict(size=size, eval_size=size, draw_size=synthetic_transfer.pose_draw_size, dataset="deepfashion",
+                  num_inference_steps=2, seed=synthetic_transfer.seed, show_progress=False)
     generate_pairs(pipe, samples_root, pairs, tmp_path / "expected", drop_conditions=("pose",), **common)
     generate_pairs(pipe, samples_root, pairs, tmp_path / "full", **common)
     assert [m["target_image"] for m in json.loads((tmp_path / "no_pose" / "manifest.json").read_text())] == [

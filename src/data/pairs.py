@@ -1,9 +1,13 @@
-"""What every dataset shares: pair files, the problems-list errors and the checks that report
-every problem at once.
+"""What every dataset shares: the layout under its root, pair files, the problems-list errors and
+the checks that report every problem at once.
+
+Layout under a dataset root::
+
+    img/<rel>.<ext>   pose/<rel>.txt   pose_img/<rel>.jpg   {train,test}_pairs_data.json
 
 A pair file is a JSON list of {"source_image": "./img/<rel>.<ext>", "target_image": ...}; the
-``<rel>`` without extension (``relative_stem``) names the files of that image in the dataset
-module's other folders.
+``<rel>`` without extension (``relative_stem``) names the image's keypoint file (``pose_path``, in
+the dataset's keypoint format) and A1's render of it (``pose_image_path``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ def relative_stem(image_rel: str) -> Path:
 
 def image_path(root: str | Path, image_rel: str) -> Path:
     return Path(root) / image_rel
+
+
+def pose_path(root: str | Path, image_rel: str) -> Path:
+    return Path(root) / "pose" / relative_stem(image_rel).with_suffix(".txt")
+
+
+def pose_image_path(root: str | Path, image_rel: str) -> Path:
+    return Path(root) / "pose_img" / relative_stem(image_rel).with_suffix(".jpg")
 
 
 def read_pair_file(path: str | Path) -> tuple[list[dict], list[str]]:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import DatasetError, pose_path
+from .pairs import DatasetError, pose_path
 from ..util.fileio import atomic_save_image, atomic_write_json
 from ..pose.wholebody133 import FRAME_SIZE as FRAME_SIZE_133
 from ..pose.openpose18 import FRAME_OFFSET_X, NUM_JOINTS, draw_pose_from_frame, read_keypoints, write_keypoints

@@ -1,5 +1,5 @@
-"""The Datasets of both stages, for any dataset: each dataset module subclasses them with its
-layout, keypoint format and renderer.
+"""The Datasets of both stages, for any dataset: each dataset module subclasses them, naming
+itself in ``dataset``; its ``DatasetSpec`` gives the keypoint format, the renderer and the defaults.
 
 ``FusionTriplets`` (stage 1): (source, target pose, target) as the fusion model sees them.
 ``DiffusionPairs`` (stage 2): target image and its rendered pose at ``target_size`` (height,
@@ -22,18 +22,27 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..util.images import load_rgb, resize, to_tensor
+from ..models.views import fusion_input, pose_views, source_views
 from ..pose.keypoints import hflip_keypoints, jitter_keypoints
-from .fusion_views import fusion_input, pose_views, source_views
+from ..util.images import load_rgb, resize, to_tensor
 from .pairs import image_path, load_pairs
 
 
-class FusionTriplets(Dataset):
-    """Stage 1's items: source and target through CLIP's crop, the pose render squashed
-    (``fusion_input``). A dataset sets ``pose_image(root, image_rel, (height, width))``, its
-    target pose render."""
+class DeclaredDataset:
+    """A Dataset of a declared dataset: ``dataset`` names it in ``src.data.DATASETS``."""
 
-    pose_image = None
+    dataset: str = ""
+
+    @property
+    def spec(self):
+        from . import dataset_spec
+
+        return dataset_spec(self.dataset)
+
+
+class FusionTriplets(DeclaredDataset, Dataset):
+    """Stage 1's items: source and target through CLIP's crop, the pose render
+    (``DatasetSpec.target_pose_image``) squashed (``fusion_input``)."""
 
     def __init__(self, dataset_root: str | Path, pair_file: str, image_size: int = 224):
         self.root = Path(dataset_root)
@@ -47,7 +56,7 @@ class FusionTriplets(Dataset):
         pair = self.pairs[index]
         source = load_rgb(image_path(self.root, pair["source_image"]))
         target = load_rgb(image_path(self.root, pair["target_image"]))
-        pose = type(self).pose_image(self.root, pair["target_image"], (target.height, target.width))
+        pose = self.spec.target_pose_image(self.root, pair["target_image"], (target.height, target.width))
         s = self.image_size
         return {
             "source": fusion_input(source, s, "stage1_photo"),
@@ -57,31 +66,24 @@ class FusionTriplets(Dataset):
         }
 
 
-class DiffusionPairs(Dataset):
-    """Stage 2's items (see the module docstring). A dataset sets ``DEFAULTS`` (its
-    ``target_size``, ``pose_draw_size``, ``jitter_sigma``, ``flip_prob``), ``FLIP_PERMUTATION``
-    (its left/right swap), ``keypoints_at(root, image_rel, photo_size, draw_size)`` (the
-    target's keypoints in pixels of the drawing canvas) and ``draw(kp, draw_size, size)``."""
-
-    DEFAULTS: dict = {}
-    FLIP_PERMUTATION = None
-    keypoints_at = None
-    draw = None
+class DiffusionPairs(DeclaredDataset, Dataset):
+    """Stage 2's items (see the module docstring); the sizes, ``jitter_sigma`` and ``flip_prob``
+    left at None are the dataset's (its ``DatasetSpec``)."""
 
     def __init__(self, dataset_root: str | Path, pair_file: str, target_size=None, source_size: int = 512,
                  fusion_size: int = 224, pose_draw_size=None, train: bool = True, jitter_sigma: float | None = None,
                  flip_prob: float | None = None, identity_prob: float = 0.05, source_scales=(256, 512),
                  seed: int = 0):
-        defaults = self.DEFAULTS
+        spec = self.spec
         self.root = Path(dataset_root)
         self.pairs = load_pairs(self.root, pair_file)
-        self.target_size = tuple(target_size or defaults["target_size"])
+        self.target_size = tuple(target_size or spec.model_size)
         self.source_size = source_size
         self.fusion_size = fusion_size
-        self.pose_draw_size = tuple(pose_draw_size or defaults["pose_draw_size"])
+        self.pose_draw_size = tuple(pose_draw_size or spec.pose_draw_size)
         self.train = train
-        self.jitter_sigma = defaults["jitter_sigma"] if jitter_sigma is None else jitter_sigma
-        self.flip_prob = defaults["flip_prob"] if flip_prob is None else flip_prob
+        self.jitter_sigma = spec.jitter_sigma if jitter_sigma is None else jitter_sigma
+        self.flip_prob = spec.flip_prob if flip_prob is None else flip_prob
         self.identity_prob = identity_prob
         self.source_scales = tuple(source_scales)
         self.seed = seed
@@ -103,16 +105,16 @@ class DiffusionPairs(Dataset):
             source_rel = pair["target_image"]
         source = load_rgb(image_path(self.root, source_rel))
         target = load_rgb(image_path(self.root, pair["target_image"]))
-        kind = type(self)
-        kp_draw = kind.keypoints_at(self.root, pair["target_image"], (target.height, target.width),
-                                    self.pose_draw_size)
+        renderer = self.spec.renderer
+        kp_draw = renderer.to_pixels(self.spec.keypoints(self.root, pair["target_image"]), self.pose_draw_size,
+                                     (target.height, target.width))
         if train and rng.random() < self.flip_prob:
             source = source.transpose(Image.FLIP_LEFT_RIGHT)
             target = target.transpose(Image.FLIP_LEFT_RIGHT)
-            kp_draw = hflip_keypoints(kp_draw, self.pose_draw_size[1], self.FLIP_PERMUTATION)
+            kp_draw = hflip_keypoints(kp_draw, self.pose_draw_size[1], renderer.flip_permutation)
         if train and self.jitter_sigma > 0:
             kp_draw = jitter_keypoints(kp_draw, self.jitter_sigma, rng)
-        render = kind.draw(kp_draw, self.pose_draw_size, self.pose_draw_size)
+        render = renderer.draw(kp_draw, self.pose_draw_size, self.pose_draw_size)
         scale = int(rng.choice(self.source_scales)) if train and len(self.source_scales) > 1 else None
         src, fusion_source = source_views(source, self.source_size, self.fusion_size, scale)
         pose, fusion_pose = pose_views(render, self.target_size, self.fusion_size)

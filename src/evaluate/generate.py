@@ -9,7 +9,7 @@ interrupted run is finished by running it again.
 
 Pairs are generated grouped by source, and each source is encoded once (``EncodedSource``)
 for all its pairs: on PHOENIX-2014T a test video's first frame is the source of every frame,
-so a video costs one source encoding, not one per frame. ``dataset`` names the dataset's module
+so a video costs one source encoding, not one per frame. ``dataset`` names the dataset
 (``src.data.DATASETS``): its keypoint files and renderer give the test poses. For a dataset
 whose test pairs are videos, ``write_videos`` then writes each video's MP4 and GIF.
 """
@@ -26,9 +26,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..config import changed_values
-from ..data import EVAL_SIZE, MODEL_SIZE, POSE_DRAW_SIZE, dataset_module, image_path
+from ..data import DatasetSpec, dataset_spec, image_path
 from ..util.fileio import atomic_save_image, atomic_write_json
-from .handoff import frame_number, output_name, size_name, video_name
+from .handoff import check_output_names, frame_number, output_name, size_name, video_name
 from ..util.images import comparison_grid, load_rgb, resize
 from ..util.weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
@@ -54,12 +54,13 @@ def load_pipeline(name: str, dtype: torch.dtype, device):
         raise weights_not_found("FPDM pipeline", name, "pipeline", reason=str(e)) from None
 
 
-def pipeline_geometry(config, size=None, pose_draw_size=None) -> tuple[tuple[int, int], tuple[int, int]]:
+def pipeline_geometry(config, spec: DatasetSpec, size=None,
+                      pose_draw_size=None) -> tuple[tuple[int, int], tuple[int, int]]:
     """(output size, pose drawing size), both (height, width): the values given, else the
     pipeline ``config``'s (``height`` x ``width``; ``pose_draw_size``, where B2 drew its target
-    poses, or B2's default ``POSE_DRAW_SIZE`` for a pipeline saved before the config recorded it)."""
+    poses, or the dataset's for a pipeline saved before the config recorded it: B2 drew there)."""
     size = tuple(size) if size else (config.height, config.width)
-    draw = tuple(pose_draw_size or config.pose_draw_size or POSE_DRAW_SIZE)
+    draw = tuple(pose_draw_size or config.pose_draw_size or spec.pose_draw_size)
     return size, draw
 
 
@@ -74,31 +75,31 @@ def pair_seed(seed: int, pair: dict) -> int:
 TEST_POSES = ("pose_img", "draw")
 
 
-def test_pose_render(root: Path, image_rel: str, draw_size: tuple[int, int], mode: str = "pose_img",
-                     dataset: str = "deepfashion") -> Image.Image:
+def test_pose_render(root: Path, image_rel: str, draw_size: tuple[int, int], mode: str = "pose_img", *,
+                     dataset: str) -> Image.Image:
     """The full render of a test image's target pose, per ``mode`` (A1's render at the photo's size,
     or drawn at ``draw_size``): the pipeline resizes each network's view from it, as training does."""
-    data = dataset_module(dataset)
+    spec = dataset_spec(dataset)
     if mode == "pose_img":
         with Image.open(image_path(root, image_rel)) as im:
             width, height = im.size
-        return data.target_pose_image(root, image_rel, (height, width))
+        return spec.target_pose_image(root, image_rel, (height, width))
     if mode == "draw":
-        return data.drawn_pose(root, image_rel, tuple(draw_size), tuple(draw_size))
+        return spec.drawn_pose(root, image_rel, tuple(draw_size), tuple(draw_size))
     raise ValueError(f"test_pose={mode!r}: choose one of {', '.join(TEST_POSES)}")
 
 
 def test_pose(root: Path, image_rel: str, size: tuple[int, int], draw_size: tuple[int, int],
-              mode: str = "pose_img", dataset: str = "deepfashion") -> Image.Image:
+              mode: str = "pose_img", *, dataset: str) -> Image.Image:
     """The target pose of a test image as the pose encoder sees it, at the model ``size``."""
-    return resize(test_pose_render(root, image_rel, draw_size, mode, dataset), tuple(size))
+    return resize(test_pose_render(root, image_rel, draw_size, mode, dataset=dataset), tuple(size))
 
 
-def pair_inputs(root: Path, pair: dict, draw_size: tuple[int, int], pose_mode: str = "pose_img",
-                dataset: str = "deepfashion") -> tuple[Image.Image, Image.Image]:
+def pair_inputs(root: Path, pair: dict, draw_size: tuple[int, int], pose_mode: str = "pose_img", *,
+                dataset: str) -> tuple[Image.Image, Image.Image]:
     """(source photo, full target pose render): what C1 gives the pipeline for a pair."""
     source = load_rgb(image_path(root, pair["source_image"]))
-    return source, test_pose_render(root, pair["target_image"], draw_size, pose_mode, dataset)
+    return source, test_pose_render(root, pair["target_image"], draw_size, pose_mode, dataset=dataset)
 
 
 def grouped_by_source(pairs: list[dict]) -> list[dict]:
@@ -196,10 +197,10 @@ def check_run_record(out_dir: Path, record: dict, sizes: list[tuple[int, int]], 
 
 
 def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Path, *,
-                   size=MODEL_SIZE, eval_size=EVAL_SIZE, draw_size=POSE_DRAW_SIZE, batch_size: int = 16,
-                   seed: int = 7, num_inference_steps: int = 20, guidance_scale: float = 2.0,
-                   scheduler: str = "ddpm", pose_mode: str = "pose_img", dataset: str = "deepfashion",
-                   show_progress: bool = True, drop_conditions: tuple[str, ...] = (), overwrite: bool = False) -> dict:
+                   size, eval_size, draw_size, dataset: str, batch_size: int = 16, seed: int = 7,
+                   num_inference_steps: int = 20, guidance_scale: float = 2.0, scheduler: str = "ddpm",
+                   pose_mode: str = "pose_img", show_progress: bool = True, drop_conditions: tuple[str, ...] = (),
+                   overwrite: bool = False) -> dict:
     """Generate the pairs missing under ``out_dir``, each written at ``eval_size`` (resized) and
     at the model ``size``, once when the two are the same; returns counts, ``sources_encoded``
     among them. ``drop_conditions`` is the pipeline's (ablations: a condition zeroed). Images of
@@ -208,7 +209,9 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
     size, eval_size = tuple(size), tuple(eval_size)
     sizes = list(dict.fromkeys([eval_size, size]))
     record = run_record(pipe, size=size, eval_size=eval_size, pose_draw_size=tuple(draw_size), test_pose=pose_mode,
-                        dataset=dataset, seed=seed, num_inference_steps=num_inference_steps,
+    check_output_names(pairs)
+    # file_names: images written under an earlier naming are another run's, not resumed
+                        dataset=dataset, file_names="authors", seed=seed, num_inference_steps=num_inference_steps,
                         guidance_scale=guidance_scale, scheduler=scheduler, drop_conditions=list(drop_conditions))
     check_run_record(out_dir, record, sizes, overwrite)
     todo = [p for p in grouped_by_source(pairs)
@@ -220,7 +223,8 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
         batch = todo[start:start + batch_size]
         images = pipe(
             source_image=sources.batch(batch),
-            target_pose=[test_pose_render(root, p["target_image"], draw_size, pose_mode, dataset) for p in batch],
+            target_pose=[test_pose_render(root, p["target_image"], draw_size, pose_mode, dataset=dataset)
+                         for p in batch],
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             scheduler=scheduler,
@@ -241,11 +245,10 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
             "sources_encoded": sources.encoded}
 
 
-def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=MODEL_SIZE,
-                draw_size=POSE_DRAW_SIZE, num_grids: int = 2, rows: int = 4, pose_mode: str = "pose_img",
-                dataset: str = "deepfashion", cell=EVAL_SIZE) -> list[Path]:
+def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size, draw_size, num_grids: int = 2,
+                rows: int = 4, pose_mode: str = "pose_img", *, dataset: str) -> list[Path]:
     """A few PNG grids (source | target pose | ground truth | generated) of the first pairs, in
-    ``cell`` (height, width) cells."""
+    cells of the dataset's evaluation size."""
     root, out_dir = Path(root), Path(out_dir)
     paths = []
     for g in range(num_grids):
@@ -254,11 +257,12 @@ def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size=M
             break
         grid_rows = []
         for p in chunk:
-            source, pose = pair_inputs(root, p, draw_size, pose_mode, dataset)
+            source, pose = pair_inputs(root, p, draw_size, pose_mode, dataset=dataset)
             truth = load_rgb(image_path(root, p["target_image"]))
             generated = Image.open(out_dir / size_name(size) / output_name(p))
             grid_rows.append([source, pose, truth, generated])
-        paths.append(atomic_save_image(out_dir / "grids" / f"grid_{g:03d}.png", comparison_grid(grid_rows, cell)))
+        grid = comparison_grid(grid_rows, dataset_spec(dataset).eval_size)
+        paths.append(atomic_save_image(out_dir / "grids" / f"grid_{g:03d}.png", grid))
     return paths
 
 
@@ -285,7 +289,7 @@ VIDEO_FILES = (".mp4", ".gif", "_generated.mp4", "_generated.gif")
 
 
 def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, size, eval_size, draw_size,
-                 pose_mode: str = "pose_img", dataset: str = "phoenix", fps: float = 25.0,
+                 dataset: str, pose_mode: str = "pose_img", fps: float = 25.0,
                  show_progress: bool = True) -> list[Path]:
     """For each test video, from the frames generated at ``eval_size``: ``videos/<split>/<video>``
     + ``.mp4`` and ``.gif`` (each frame ``source | pose | ground truth | generated``, panels of
@@ -306,7 +310,7 @@ def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, si
         if all(f.is_file() for f in files):
             continue
         source = load_rgb(image_path(root, group[0]["source_image"]))
-        poses = [test_pose(root, p["target_image"], (h, w), draw_size, pose_mode, dataset) for p in group]
+        poses = [test_pose(root, p["target_image"], (h, w), draw_size, pose_mode, dataset=dataset) for p in group]
         truths = [load_rgb(image_path(root, p["target_image"])) for p in group]
         generated = [load_rgb(out_dir / size_name(eval_size) / output_name(p)) for p in group]
         panels = panel_frames(source, poses, truths, generated, eval_size)

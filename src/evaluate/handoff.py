@@ -8,13 +8,13 @@ C1 writes, under its output folder OUT::
          "generated_<h>x<w>": "<h>x<w>/<name>.png",   the evaluation-size image
          "source_image": "./img/...", "target_image": "./img/..."}
 
-where <source> and <target> are the pair's image paths after ``./img`` with ``/`` -> ``-`` and
-no extension (``flat_name``). When the evaluation size is the model size, both keys name the
-same file.
+with the FPDM authors' C1 names: <source> and <target> are the pair's image paths after ``./img``
+with every ``/`` removed, extension kept (``authors_name``, ``output_name``). When the evaluation
+size is the model size, both keys name the same file.
 
 C2 reads that manifest (``naming="manifest"``) or, in a folder without one (``naming="names"``),
-finds the image of every test pair by its file name: as the FPDM authors' C1 names it
-(``authors_name``) or as PIDM's test script does (``pidm_name``). ``generated_entries`` does
+finds the image of every test pair by its file name: the authors' C1 name, as C1 writes it, or
+PIDM's test script's (``pidm_name``), to score others' outputs. ``generated_entries`` does
 either and checks every generated image and its ground truth; sizes are written ``HxW``
 (``parse_size``, ``size_name``). Without sizes asked for, C2 scores the sizes every generated
 image comes in (``held_sizes``: C1's model size and evaluation size), and ``image_sources`` says
@@ -41,7 +41,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from ..data import EVAL_SIZE, MODEL_SIZE, ProblemsError, read_pair_file
+from ..data import ProblemsError, read_pair_file
 from ..util.fileio import atomic_write_json
 
 NAMINGS = ("auto", "manifest", "names")
@@ -61,12 +61,14 @@ class ManifestError(ProblemsError):
 # sizes
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x176' -> (256, 176): height x width (evaluation sizes, and any other size given as text)."""
+def parse_size(text) -> tuple[int, int]:
+    """'256x176' or (256, 176) -> (256, 176): height x width (evaluation sizes, and any other size
+    given as text)."""
     try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH (e.g. 256x176)") from None
+        parts = text if isinstance(text, (tuple, list)) else str(text).lower().split("x")
+        h, w = (int(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"size {text!r} is neither (height, width) nor HEIGHTxWIDTH (e.g. (256, 176))") from None
     if h <= 0 or w <= 0:
         raise ValueError(f"size {text!r}: height and width must be positive")
     return h, w
@@ -91,22 +93,29 @@ def _img_parts(image_rel: str) -> tuple[str, ...]:
     return parts[1:]
 
 
-def flat_name(image_rel: str) -> str:
-    """C1's name of an image path: the path after ``./img``, no extension, ``/`` -> ``-``
-    ('./img/MEN/Tees_Tanks/id_1/01_1_front.jpg' -> 'MEN-Tees_Tanks-id_1-01_1_front')."""
-    return PurePosixPath(*_img_parts(image_rel)).with_suffix("").as_posix().replace("/", "-")
-
-
-def output_name(pair: dict) -> str:
-    """C1's file name of a (source, target) pair: '<source>_2_<target>.png' with ``flat_name``."""
-    return f"{flat_name(pair['source_image'])}_2_{flat_name(pair['target_image'])}.png"
-
-
 def authors_name(image_rel: str) -> str:
     """The FPDM authors' C1 name of an image path: the path after ``./img`` with every ``/``
     removed, extension kept ('./img/MEN/Tees_Tanks/id_00007301/04_7_additional.jpg' ->
     'MENTees_Tanksid_0000730104_7_additional.jpg')."""
     return "".join(_img_parts(image_rel))
+
+
+def output_name(pair: dict) -> str:
+    """C1's file name of a (source, target) pair, the FPDM authors' C1's: '<source>_2_<target>.png'
+    with ``authors_name``."""
+    return f"{authors_name(pair['source_image'])}_2_{authors_name(pair['target_image'])}.png"
+
+
+def check_output_names(pairs: list[dict]) -> None:
+    """Raise ValueError when two different pairs get one ``output_name`` (removing the ``/`` of two
+    paths can make them equal): one image would overwrite the other."""
+    seen: dict[str, tuple] = {}
+    for p in pairs:
+        key = (p["source_image"], p["target_image"])
+        other = seen.setdefault(output_name(p), key)
+        if other != key:
+            raise ValueError(f"pairs {other[0]} -> {other[1]} and {key[0]} -> {key[1]} get one file name "
+                             f"{output_name(p)}; rename one of the images")
 
 
 def pidm_name(image_rel: str) -> str | None:
@@ -124,9 +133,9 @@ def pidm_name(image_rel: str) -> str | None:
 
 def expected_names(pair: dict) -> dict:
     """File names under which a generated image of ``pair`` is accepted without a manifest:
-    {"authors": '<source>_2_<target>.png' with authors_name (the FPDM authors' C1),
+    {"authors": ``output_name`` (the FPDM authors' C1, and this one),
     "pidm": '<source>_2_<target>_vis.png' with pidm_name (PIDM's test script), when defined}."""
-    names = {"authors": f"{authors_name(pair['source_image'])}_2_{authors_name(pair['target_image'])}.png"}
+    names = {"authors": output_name(pair)}
     src, tgt = pidm_name(pair["source_image"]), pidm_name(pair["target_image"])
     if src is not None and tgt is not None:
         names["pidm"] = f"{src}_2_{tgt}_vis.png"
@@ -137,7 +146,7 @@ def expected_names(pair: dict) -> dict:
 # C1's side
 
 
-def write_manifest(out_dir: str | Path, pairs: list[dict], size=MODEL_SIZE, eval_size=EVAL_SIZE) -> Path:
+def write_manifest(out_dir: str | Path, pairs: list[dict], size: tuple[int, int], eval_size: tuple[int, int]) -> Path:
     """``<out_dir>/manifest.json``: one entry per pair with ``generated`` (relative to ``out_dir``,
     at the model ``size``), ``generated_<eval size>``, and the pair's ``source_image`` /
     ``target_image``. With ``eval_size == size`` both keys name the one file."""
@@ -218,7 +227,7 @@ def held_sizes(entries: list[EvalEntry], workers: int = 8) -> tuple[list[str], l
         return _sizes_by_area(held or []), []
     listed = ", ".join(f"{s} ({n} of {len(entries)})" for s, n in found.most_common(6))
     return [], [f"eval_sizes=None: the generated images share no size ({listed}); give the sizes to score, "
-                f"e.g. --eval_sizes=['256x176']"]
+                f"e.g. --eval_sizes=[(256, 176)]"]
 
 
 def resize_note(resized_from: list[dict], count: int, size: str) -> str:
@@ -531,7 +540,8 @@ def video_problems(videos: list[EvalVideo], dataset_root: str | Path) -> list[st
 
 __all__ = [
     "EvalEntry", "EvalVideo", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "TEMPORAL_MODES", "assign_sizes",
-    "authors_name", "expected_names", "flat_name", "frame_number", "generated_entries", "group_videos", "held_sizes",
+    "authors_name", "check_output_names", "expected_names", "frame_number", "generated_entries", "group_videos",
+    "held_sizes",
     "image_size", "image_sources", "output_name", "parse_size", "pidm_name", "pixel_sizes", "resolve_naming",
     "resize_note", "resolve_temporal", "scored_sizes", "size_name", "video_name", "video_problems", "write_manifest",
 ]

@@ -470,8 +470,8 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
     estimator is a problem too. With ``temporal`` "on" the pairs must form videos
     (``src.evaluate.handoff.resolve_temporal``), and whenever videos are scored each must be whole
     (``src.evaluate.handoff.video_problems``); ``fvd`` "on" needs videos too. ``eval_sizes``: a list of
-    HxW (or one HxW, or comma-separated), or None / "auto" for the sizes every generated image comes
-    in (``src.evaluate.handoff.held_sizes``); the entries hold the sizes chosen
+    (height, width) or HxW (or one HxW, or comma-separated), or None / "auto" for the sizes every
+    generated image comes in (``src.evaluate.handoff.held_sizes``); the entries hold the sizes chosen
     (``src.evaluate.handoff.scored_sizes``). Returns (entries, reference paths) or raises ManifestError
     listing every problem. Images are resized bicubically at evaluation time."""
     problems = []
@@ -497,7 +497,7 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
     small = [s for s in scored_sizes(entries) if min(parse_size(s)) < SSIM_WINDOW]
     if small:
         problems.append(f"eval size {', '.join(small)} is smaller than SSIM's {SSIM_WINDOW}-pixel window: "
-                        f"ask for larger sizes with eval_sizes (e.g. ['256x176'])")
+                        f"ask for larger sizes with eval_sizes (e.g. [(256, 176)])")
 
     reference: list[Path] = []
     if fid_reference in FID_REFERENCES:

@@ -115,7 +115,7 @@ def pck(preds, targets, height: int, width: int, thresholds=PCK_THRESHOLDS) -> t
 
 def target_keypoints(dataset_root: str | Path, target_image: str, size: tuple[int, int]) -> np.ndarray:
     """The target's 18 keypoints (``<dataset_root>/pose/<rel>.txt``) in pixels of ``size`` (H, W)."""
-    from ..data.deepfashion import pose_path
+    from ..data.pairs import pose_path
     from ..pose.openpose18 import frame_to_pixels, read_keypoints
 
     return frame_to_pixels(read_keypoints(pose_path(dataset_root, target_image)), *size)
@@ -123,7 +123,7 @@ def target_keypoints(dataset_root: str | Path, target_image: str, size: tuple[in
 
 def check_pose_files(entries, dataset_root: str | Path, limit: int = 20) -> list[str]:
     """Problems with the target keypoint files of C2's entries (missing, unreadable), capped."""
-    from ..data.deepfashion import pose_path
+    from ..data.pairs import pose_path
     from ..pose.keypoints import PoseFileError
     from ..pose.openpose18 import read_keypoints
 

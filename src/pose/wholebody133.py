@@ -163,6 +163,12 @@ POINT_RADIUS = 2
 STICK_WIDTH = 1
 
 
+def stick_width_at(draw_size: tuple[int, int]) -> int:
+    """``STICK_WIDTH`` scaled from the frame's height to a canvas ``draw_size`` high, so a line
+    keeps its width relative to the signer on any canvas."""
+    return max(1, round(STICK_WIDTH * draw_size[0] / FRAME_SIZE[0]))
+
+
 def palette_bgr() -> np.ndarray:
     """(133, 3) int colours, B,G,R, equal to ``np.random.seed(777); np.random.choice(
     np.arange(256), 399).reshape(133, 3)`` without touching the global RNG."""

@@ -2,8 +2,9 @@
 synthetic signing set written in the official release's layout with MSKA-format keypoint
 pickles: release -> A1 (PHOENIX mode) -> B1 -> B2 -> C1 (per-video MP4/GIF) -> C2 (per-frame
 metrics and the temporal figures). Each step runs the numbered script exactly as a researcher
-runs it on the real release, with the tiny and phoenix presets; a step whose result is there is
-skipped (delete logs/demo_phoenix to start over).
+runs it on the real release, with the tiny preset and configs/phoenix.py (tiny's PHOENIX sizes:
+a quarter of the model size); a step whose result is there is skipped (delete logs/demo_phoenix
+to start over).
 
 The networks are tiny and start from random weights, and train for a minute: the videos show
 that every stage runs on signing video and hands its result to the next (frames, 133-point
@@ -19,19 +20,17 @@ from pathlib import Path
 from .demo import step
 from .signing import write_synthetic_signing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "logs" / "demo_phoenix"
 RELEASE = RUN / "PHOENIX-2014-T"
 DATA = RUN / "data"
 B1_OUT, B2_OUT, C1_OUT = RUN / "B1", RUN / "B2", RUN / "C1"
 VIDEOS = {"train": 12, "test": 3}
 FRAMES = (12, 20)
-# The phoenix model size (320x256) scaled by 1/4: the same 1.25 aspect, a latent of 10x8.
-MODEL_SIZE = (80, 64)
 TRAIN_PAIRS = 500
 B1_STEPS = 150
 B2_STEPS = 100
-PRESETS = ("--preset=tiny", "--preset=phoenix")
+PRESETS = ("--preset=tiny", f"--config={ROOT / 'configs' / 'phoenix.py'}")
 TEMPORAL_FIGURES = ("warping_error", "warping_error_real", "temporal_consistency_difference", "fvd")
 
 
@@ -47,8 +46,7 @@ def main() -> None:
     step("B1 fusion model", B1_OUT / "fusion_model", "B1.train_Fusion_model.py", *PRESETS, data,
          f"--out_dir={B1_OUT}", f"--max_steps={B1_STEPS}", "--eval_max_pairs=100")
     step("B2 diffusion model", B2_OUT / "pipeline", "B2.train_Diffusion_model.py", *PRESETS, data,
-         f"--fusion_model={B1_OUT / 'fusion_model'}", f"--out_dir={B2_OUT}", f"--max_steps={B2_STEPS}",
-         f"--target_size={MODEL_SIZE}")
+         f"--fusion_model={B1_OUT / 'fusion_model'}", f"--out_dir={B2_OUT}", f"--max_steps={B2_STEPS}")
     step("C1 generate the test videos", None, "C1.test_Diffusion_model.py", *PRESETS, data,
          f"--pipeline={B2_OUT / 'pipeline'}", f"--out_dir={C1_OUT}")
     step("C2 metrics", None, "C2.eval.caculate_metrics.py", *PRESETS, data, f"--generated={C1_OUT}")

@@ -23,10 +23,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..data.deepfashion import drawn_pose
+from ..data.pairs import pose_path
 from ..util.fileio import atomic_save_image, atomic_write_json
 from ..util.images import comparison_grid, load_rgb, resize
 from ..pose import NUM_JOINTS, pixels_to_frame, write_keypoints
+from ..pose.render import OPENPOSE18
 from ..evaluate.pose_accuracy import target_keypoints
 
 BACKGROUND = (238, 238, 238)
@@ -349,7 +350,7 @@ def pair_grid(root: str | Path, pairs: list[dict], columns: dict[str, Path], siz
     body_rows = []
     for p in pairs[:: max(1, len(pairs) // rows)][:rows]:
         row = [load_rgb(Path(root) / p["source_image"]),
-               drawn_pose(Path(root), p["target_image"], size, pose_draw_size),
+               OPENPOSE18.drawn_pose(pose_path(root, p["target_image"]), size, pose_draw_size),
                load_rgb(Path(root) / p["target_image"])]
         row += [load_rgb(folder / size_name(size) / output_name(p)) for folder in columns.values()]
         body_rows.append(row)
