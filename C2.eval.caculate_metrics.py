@@ -16,7 +16,6 @@ MENTees_Tanksid_0000730104_1_front.jpg.png), or PIDM's fashion<...>_2_fashion<..
 of any size are resized bicubically to each evaluation size. Evaluation sizes (eval_sizes): None
 scores the sizes every generated image comes in (from C1: its model size and its evaluation size;
 without a manifest: the images' own size), a list scores those sizes. The protocol block of each
-dataset = "deepfashion"                   # "deepfashion" or "phoenix" (src.data.DATASETS): its pose format decides PCK
 size ("generated_images", "resized_from") and its row in the printed table say when its images are
 resizes of another size's: C1's evaluation-size images of a model of another size, or C2's own
 resize of images not of the size. Every input is checked first (all problems listed at once:
@@ -53,32 +52,14 @@ temporal_consistency_difference; kept in metrics.json, no second file) and their
 are read one at a time (num_workers workers compute their flows, ~25 ms a frame on a CPU core).
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
-def pose_accuracy_mode() -> str:
-    """``pose_accuracy``, except on a dataset whose keypoints are not the estimator's 18 body points:
-    there "on" is a config error and "auto" is off, with a line saying why."""
-    from src.data import dataset_spec
-
-    try:
-        pose_format = dataset_spec(dataset).pose_format
-    except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
-    if pose_format == PCK_POSE_FORMAT or pose_accuracy == "off":
-        return pose_accuracy
-    why = f"dataset={dataset!r} has {pose_format} keypoints, PCK compares {PCK_POSE_FORMAT} ones"
-    if pose_accuracy == "on":
-        raise SystemExit(f"config error: pose_accuracy='on' but {why}; pass --pose_accuracy=off")
-    print(f"pose_accuracy: off ({why})")
-    return "off"
-
-
 generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images
+dataset = "deepfashion"                   # "deepfashion" or "phoenix" (src.data.DATASETS): its pose format decides PCK
 naming = "auto"                           # auto: manifest.json if present, else names; manifest; names (see above)
 test_pairs = "test_pairs_data.json"       # naming "names": the pairs whose images <generated> must hold
 dataset_root = "data/deepfashion"         # ground truth: <dataset_root>/<target_image>
 eval_sizes = None                         # None: the sizes every generated image comes in (C1: model and evaluation
                                           # size); or a list of (height, width), e.g. [(256, 176), (512, 352)] (a
                                           # size the images lack is made by resizing them bicubically, and says so)
-    cfg["pose_accuracy"] = pck = pose_accuracy_mode()
 fid_reference = "train"                   # train: all train_pairs images (PIDM/CFLD/PCDMs); test: the evaluated pairs' ground truth (FPDM script)
 train_pairs = "train_pairs_data.json"
 fid_backbone = "torchvision"              # torchvision (peers' tables) or pytorch-fid
@@ -109,6 +90,24 @@ from pathlib import Path  # noqa: E402
 from src.config import configure, save_config  # noqa: E402
 
 
+def pose_accuracy_mode() -> str:
+    """``pose_accuracy``, except on a dataset whose keypoints are not the estimator's 18 body points:
+    there "on" is a config error and "auto" is off, with a line saying why."""
+    from src.data import dataset_spec
+
+    try:
+        pose_format = dataset_spec(dataset).pose_format
+    except ValueError as e:
+        raise SystemExit(f"config error: {e}") from None
+    if pose_format == PCK_POSE_FORMAT or pose_accuracy == "off":
+        return pose_accuracy
+    why = f"dataset={dataset!r} has {pose_format} keypoints, PCK compares {PCK_POSE_FORMAT} ones"
+    if pose_accuracy == "on":
+        raise SystemExit(f"config error: pose_accuracy='on' but {why}; pass --pose_accuracy=off")
+    print(f"pose_accuracy: off ({why})")
+    return "off"
+
+
 def main(cfg: dict) -> None:
     # Imported here, after configure(): --help and config errors answer at once, without the
     # seconds that importing torch, LPIPS and scikit-image takes.
@@ -116,6 +115,7 @@ def main(cfg: dict) -> None:
     from src.evaluate.handoff import parse_size, resolve_naming, scored_sizes
     from src.evaluate.metrics import check_generated, markdown_table, score_generated, unmet_requests
 
+    cfg["pose_accuracy"] = pck = pose_accuracy_mode()
     out_path = Path(out) if out else Path(generated) / "metrics.json"
     entries, reference = check_generated(generated, dataset_root, eval_sizes, fid_reference=fid_reference,
                                          train_pairs=train_pairs, fid_backbone=fid_backbone,

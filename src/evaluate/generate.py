@@ -208,9 +208,9 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
     root, out_dir = Path(root), Path(out_dir)
     size, eval_size = tuple(size), tuple(eval_size)
     sizes = list(dict.fromkeys([eval_size, size]))
-    record = run_record(pipe, size=size, eval_size=eval_size, pose_draw_size=tuple(draw_size), test_pose=pose_mode,
     check_output_names(pairs)
     # file_names: images written under an earlier naming are another run's, not resumed
+    record = run_record(pipe, size=size, eval_size=eval_size, pose_draw_size=tuple(draw_size), test_pose=pose_mode,
                         dataset=dataset, file_names="authors", seed=seed, num_inference_steps=num_inference_steps,
                         guidance_scale=guidance_scale, scheduler=scheduler, drop_conditions=list(drop_conditions))
     check_run_record(out_dir, record, sizes, overwrite)
