@@ -58,8 +58,9 @@ naming = "auto"                           # auto: manifest.json if present, else
 test_pairs = "test_pairs_data.json"       # naming "names": the pairs whose images <generated> must hold
 dataset_root = "data/deepfashion"         # ground truth: <dataset_root>/<target_image>
 eval_sizes = None                         # None: the sizes every generated image comes in (C1: model and evaluation
-                                          # size); or a list of (height, width), e.g. [(256, 176), (512, 352)] (a
-                                          # size the images lack is made by resizing them bicubically, and says so)
+                                          # size); "dataset": the dataset's evaluation size; or a list of (height,
+                                          # width), e.g. [(256, 176), (512, 352)] (a size the images lack is made by
+                                          # resizing them bicubically, and says so)
 fid_reference = "train"                   # train: all train_pairs images (PIDM/CFLD/PCDMs); test: the evaluated pairs' ground truth (FPDM script)
 train_pairs = "train_pairs_data.json"
 fid_backbone = "torchvision"              # torchvision (peers' tables) or pytorch-fid
@@ -77,7 +78,7 @@ fvd = "auto"                              # auto: where the I3D weights are (els
 method = "FPDM"                           # name in the Markdown row
 out = ""                                  # default <generated>/metrics.json
 # -----------------------------------------------------------------------------------------------
-PRESETS = {"tiny": {"eval_sizes": [(256, 176)], "fid_reference": "test", "fid_backbone": "pytorch-fid",
+PRESETS = {"tiny": {"eval_sizes": "dataset", "fid_reference": "test", "fid_backbone": "pytorch-fid",
                     "lpips_backbone_random": True, "batch_size": 4, "num_workers": 0, "fid_cache": "",
                     # the tiny preset's synthetic stick figures are no people for the pose estimator
                     "pose_accuracy": "off"}}
@@ -90,15 +91,19 @@ from pathlib import Path  # noqa: E402
 from src.config import configure, save_config  # noqa: E402
 
 
-def pose_accuracy_mode() -> str:
-    """``pose_accuracy``, except on a dataset whose keypoints are not the estimator's 18 body points:
-    there "on" is a config error and "auto" is off, with a line saying why."""
+def data_spec():
+    """The chosen dataset's declaration: its evaluation size and keypoint format."""
     from src.data import dataset_spec
 
     try:
-        pose_format = dataset_spec(dataset).pose_format
+        return dataset_spec(dataset)
     except ValueError as e:
         raise SystemExit(f"config error: {e}") from None
+
+
+def pose_accuracy_mode(pose_format: str) -> str:
+    """``pose_accuracy``, except on a dataset whose keypoints are not the estimator's 18 body points:
+    there "on" is a config error and "auto" is off, with a line saying why."""
     if pose_format == PCK_POSE_FORMAT or pose_accuracy == "off":
         return pose_accuracy
     why = f"dataset={dataset!r} has {pose_format} keypoints, PCK compares {PCK_POSE_FORMAT} ones"
@@ -115,9 +120,11 @@ def main(cfg: dict) -> None:
     from src.evaluate.handoff import parse_size, resolve_naming, scored_sizes
     from src.evaluate.metrics import check_generated, markdown_table, score_generated, unmet_requests
 
-    cfg["pose_accuracy"] = pck = pose_accuracy_mode()
+    spec = data_spec()
+    cfg["pose_accuracy"] = pck = pose_accuracy_mode(spec.pose_format)
+    asked = [spec.eval_size] if eval_sizes == "dataset" else eval_sizes
     out_path = Path(out) if out else Path(generated) / "metrics.json"
-    entries, reference = check_generated(generated, dataset_root, eval_sizes, fid_reference=fid_reference,
+    entries, reference = check_generated(generated, dataset_root, asked, fid_reference=fid_reference,
                                          train_pairs=train_pairs, fid_backbone=fid_backbone,
                                          check_images=check_images, expected_count=expected_count,
                                          workers=max(2, num_workers), naming=naming, test_pairs=test_pairs,

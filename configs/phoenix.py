@@ -13,8 +13,8 @@ rest is C2's protocol for videos.
 """
 dataset = "phoenix"
 dataset_root = "data/phoenix"
-# C2 scores the frames' own size, which C1 writes beside the model size.
-eval_sizes = [(260, 210)]
+# C2 scores the frames' own size (the dataset's evaluation size), which C1 writes beside the model size.
+eval_sizes = "dataset"
 # The 827k training frames (13 times the 64,627 test frames) are no practical FID reference;
 # the protocol block names the reference used.
 fid_reference = "test"

@@ -159,17 +159,19 @@ def test_videos_group_by_source_in_frame_number_order():
 def test_phoenix_config_and_dataset():
     module, cfg = load_c2([PHOENIX_CONFIG])
     assert (module.temporal, module.i3d) == ("on", "weights/i3d")
-    assert cfg["eval_sizes"] == [EVAL] and cfg["dataset_root"] == "data/phoenix" and cfg["dataset"] == "phoenix"
+    assert cfg["eval_sizes"] == "dataset" and cfg["dataset_root"] == "data/phoenix" and cfg["dataset"] == "phoenix"
+    assert module.data_spec().eval_size == EVAL
     assert cfg["fid_reference"] == "test" and cfg["pose_accuracy"] == "off"
     # C2 takes the dataset like A1-C1 (it was an unknown name): PCK needs 18-point targets
     module, cfg = load_c2(["--dataset=phoenix"])
-    assert cfg["dataset"] == "phoenix" and module.pose_accuracy_mode() == "off"
+    assert cfg["dataset"] == "phoenix" and module.pose_accuracy_mode("wholebody133") == "off"
+    assert module.pose_accuracy_mode("openpose18") == "auto"
     module, cfg = load_c2(["--dataset=phoenix", "--pose_accuracy=on"])
     with pytest.raises(SystemExit, match="pose_accuracy='on' but dataset='phoenix' has wholebody133 keypoints"):
-        module.pose_accuracy_mode()
+        module.pose_accuracy_mode("wholebody133")
     module, cfg = load_c2(["--dataset=mnist"])
     with pytest.raises(SystemExit, match="config error: dataset='mnist'"):
-        module.pose_accuracy_mode()
+        module.data_spec()
     default, _ = load_c2([])
     assert (default.temporal, default.i3d) == ("auto", "weights/i3d")
 

@@ -102,7 +102,7 @@ def test_a_shared_config_file_works_for_all_five_scripts_and_a_typo_is_an_error(
     configure(vars(module), presets=module.PRESETS, argv=[f"--config={ROOT / 'configs' / 'phoenix.py'}"])
     assert "phoenix.py: for the other scripts, not used here: eval_sizes, fid_reference" in capsys.readouterr().out
     assert configure_script("C2.eval.caculate_metrics.py", f"--config={ROOT / 'configs' / 'phoenix.py'}")[0][
-        "eval_sizes"] == [(260, 210)]
+        "eval_sizes"] == "dataset"
     # a name none of the five scripts has is a typo, in every script
     typo = tmp_path / "typo.py"
     typo.write_text('dataset = "phoenix"\neval_size = (260, 210)\ntarget_sise = (80, 64)\n')
@@ -135,7 +135,7 @@ def test_tiny_composes_with_a_dataset_config_without_extra_flags():
     cfg, b2 = configure_script("B2.train_Diffusion_model.py", "--preset=tiny", phoenix, "--target_size=(64, 48)")
     assert cfg["target_size"] == (64, 48)
     cfg, _ = configure_script("C2.eval.caculate_metrics.py", "--preset=tiny", phoenix)
-    assert (cfg["eval_sizes"], cfg["fid_backbone"], cfg["temporal"]) == ([(260, 210)], "pytorch-fid", "on")
+    assert (cfg["eval_sizes"], cfg["fid_backbone"], cfg["temporal"]) == ("dataset", "pytorch-fid", "on")
 
 
 def test_a_preset_value_per_dataset_needs_the_runs_dataset():
