@@ -6,7 +6,7 @@ class embedding), ``scheduler``, ``pose_encoder``, ``source_mlp``, ``fusion_mlp`
 ``source_encoder`` and ``fusion_model`` (stage 1). The config records the geometry: output
 ``height`` x ``width``, ``source_size`` (the square source the source encoder sees, 512) and
 ``fusion_size`` (the fusion model's square inputs, 224), ``pose_draw_size`` (where B2
-drew its target poses before resizing them to the output size, 550x375) and ``pose_format``
+drew its target poses before resizing them to the output size: its dataset's canvas) and ``pose_format``
 (the keypoint format of its dataset: "openpose18" for DeepFashion, "wholebody133" for
 PHOENIX-2014T), so keypoint targets are drawn as B2 drew them; ``sampling`` the default steps,
 guidance and sampler (a converted authors' model records theirs).
@@ -260,10 +260,15 @@ class FPDMPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "source_encoder->fusion_model->pose_encoder->source_mlp->fusion_mlp->unet->vae"
 
     def __init__(self, vae, unet, scheduler, pose_encoder, source_mlp, fusion_mlp, source_encoder, fusion_model,
-                 source_size: int = 512, fusion_size: int = 224, height: int = 512, width: int = 352,
+                 source_size: int = 512, fusion_size: int = 224, height: int | None = None,
+                 width: int | None = None,
                  pose_draw_size: tuple | list | None = None, pose_format: str = "openpose18",
                  sampling: dict | None = None):
         super().__init__()
+        # Defaults for diffusers only (it takes an argument without one for a component); the output
+        # size is the dataset's or the user's, never assumed.
+        if not height or not width:
+            raise ValueError(f"height={height!r}, width={width!r}: give the output size")
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder,
                               source_mlp=source_mlp, fusion_mlp=fusion_mlp, source_encoder=source_encoder,
                               fusion_model=fusion_model)
