@@ -41,7 +41,7 @@ PRESETS = {"tiny": {"workers": 2}}
 
 from pathlib import Path  # noqa: E402
 
-from src.config import configure, save_config  # noqa: E402
+from src.config import as_config_error, configure, save_config  # noqa: E402
 
 # The project's modules (torch, OpenCV) are imported inside main(), after configure(): --help and
 # a bad option answer at once instead of after seconds of imports.
@@ -65,10 +65,7 @@ def main_phoenix(cfg):
 def main(cfg):
     from src.data import dataset_spec
 
-    try:
-        spec = dataset_spec(dataset)
-    except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
+    spec = as_config_error(dataset_spec, dataset)
     if dataset == "phoenix":
         return main_phoenix(cfg)
     from src.data.preprocess import convert_patn, pose_jobs, render_pose_images

@@ -62,7 +62,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from src.config import configure, save_config  # noqa: E402
+from src.config import as_config_error, configure, save_config  # noqa: E402
 
 # torch and the project's models are imported inside the functions, after configure(): --help and
 # a bad option answer at once instead of after seconds of imports.
@@ -72,10 +72,7 @@ def data_spec():
     """The chosen dataset's declaration: its FusionDataset and check_dataset."""
     from src.data import dataset_spec
 
-    try:
-        return dataset_spec(dataset)
-    except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
+    return as_config_error(dataset_spec, dataset)
 
 
 def make_dataset(pairs_file, max_pairs=-1):

@@ -48,7 +48,7 @@ PRESETS = {"tiny": {"batch_size": 8, "num_grids": 1}}
 
 from pathlib import Path  # noqa: E402
 
-from src.config import configure, save_config  # noqa: E402
+from src.config import as_config_error, configure, save_config  # noqa: E402
 
 
 def main(cfg: dict) -> None:
@@ -71,10 +71,7 @@ def main(cfg: dict) -> None:
 
     if scheduler.lower() not in SCHEDULERS:
         raise SystemExit(f"error: scheduler={scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    try:
-        spec = dataset_spec(dataset)
-    except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
+    spec = as_config_error(dataset_spec, dataset)
     state = PartialState()
     if state.is_main_process and (note := cpu_threads_note(state.num_processes)):
         print(note)

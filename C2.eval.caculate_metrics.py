@@ -88,17 +88,14 @@ PCK_POSE_FORMAT = "openpose18"
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from src.config import configure, save_config  # noqa: E402
+from src.config import as_config_error, configure, save_config  # noqa: E402
 
 
 def data_spec():
     """The chosen dataset's declaration: its evaluation size and keypoint format."""
     from src.data import dataset_spec
 
-    try:
-        return dataset_spec(dataset)
-    except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
+    return as_config_error(dataset_spec, dataset)
 
 
 def pose_accuracy_mode(pose_format: str) -> str:

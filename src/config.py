@@ -48,6 +48,15 @@ class ConfigError(SystemExit):
         super().__init__(f"config error: {message}")
 
 
+def as_config_error(function, *args, **kwargs):
+    """``function(*args, **kwargs)``, its ValueError (a library's word on a bad value, e.g. an
+    unknown dataset name) becoming a ConfigError: the script's one-line exit."""
+    try:
+        return function(*args, **kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def header_names(namespace: dict) -> list[str]:
     """Names of the plain hyperparameters defined so far in a script's namespace."""
     return [
