@@ -89,7 +89,7 @@ def retrieval_metrics_of(accelerator, model, ds):
     import torch
     from torch.utils.data import DataLoader
 
-    from src.models.fusion import evaluate_retrieval
+    from src.train.stage1 import evaluate_retrieval
 
     loader = accelerator.prepare(DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                             generator=torch.Generator()))  # leaves the global RNG alone
@@ -105,7 +105,8 @@ def main(cfg):
     from src.train import common as training
     from src.util.devices import cpu_threads_note
     from src.util.fileio import atomic_write_json
-    from src.models.fusion import FusionModel, fusion_loss
+    from src.models.fusion import FusionModel
+    from src.train.stage1 import fusion_loss
 
     out = Path(out_dir)
     accelerator = training.make_accelerator(out, mixed_precision, gradient_accumulation_steps)
@@ -233,7 +234,7 @@ if __name__ == "__main__":
     from src.util.weights import exit_on_missing_weights
 
     cfg = configure(globals(), presets=PRESETS)
-    with exit_on_missing_weights():
+    with exit_on_missing_weights({"clip_encoder": "encoder", "open_clip": "pretrained"}):
         try:
             main(cfg)
         except NonFiniteLossError as e:

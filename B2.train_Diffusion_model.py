@@ -251,8 +251,7 @@ def validation_loss_and_grid(accelerator, pipe, denoiser, val_set, step, out):
     from src.util.images import to_pil
     from src.util.fileio import atomic_save_image
     from src.util.images import comparison_grid
-    from src.models.conditioning import diffusion_loss
-    from src.train.stage2 import frozen_conditions
+    from src.train.stage2 import diffusion_loss, frozen_conditions
 
     device = accelerator.device
     model = accelerator.unwrap_model(denoiser)
@@ -306,6 +305,7 @@ def main(cfg, user_set: set = frozenset()):
     from src.util.devices import cpu_threads_note, enable_tf32
     from src.util.fileio import atomic_dir
     from src.models.sd2 import make_tiny_sd2
+    from src.train.flops import training_mfu
     from src.train.stage2 import (
         Geometry, Heads, build_pipeline, disk_footprint, load_pipeline_to_train, training_loss,
     )
@@ -387,6 +387,8 @@ def main(cfg, user_set: set = frozenset()):
     accelerator.print(f"prediction type {pipe.scheduler.config.prediction_type}; {sum(p.numel() for p in trained):,} "
                       f"trained parameters; {training.plural(total_steps, 'step')} ({why}) of {batch_size} x "
                       f"{gradient_accumulation_steps} x {accelerator.num_processes} pairs")
+    mfu = training_mfu(pipe, device, accelerator.num_processes, rates, noise_offset)
+    accelerator.print(mfu.note)
     state = training.TrainState()
     if last_checkpoint:
         has_ema = any(Path(last_checkpoint).glob("custom_checkpoint_*"))
@@ -418,7 +420,7 @@ def main(cfg, user_set: set = frozenset()):
             training.set_learning_rate(optimizer, lr_of_epoch(state.epoch))  # a function of the epoch: resumes exactly
             for batch in training.epoch_batches(accelerator, loader, state):
                 with accelerator.accumulate(denoiser):
-                    with accelerator.autocast():
+                    with accelerator.autocast():  # the whole loss: src/train/stage2.py, training_loss
                         loss = training_loss(pipe, denoiser, batch, device, rates, noise_offset)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and max_grad_norm > 0:
@@ -436,9 +438,13 @@ def main(cfg, user_set: set = frozenset()):
                 loss_value = accelerator.reduce(loss.detach().float(), "mean").item()
                 training.check_finite(loss_value, state.global_step, last_checkpoint)
                 if state.global_step % log_every == 0 or state.global_step == 1:
+                    utilisation = mfu.of(meter.rate)
                     accelerator.log({"train/loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
-                                     "images_per_s": meter.rate, "epoch": state.epoch}, step=state.global_step)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", img_s=training.format_rate(meter.rate))
+                                     "images_per_s": meter.rate, "epoch": state.epoch,
+                                     **({"mfu": utilisation} if utilisation is not None else {})},
+                                    step=state.global_step)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", img_s=training.format_rate(meter.rate),
+                                    **({"mfu": f"{utilisation:.1%}"} if utilisation is not None else {}))
                 stopping = stop.should_stop(accelerator)
                 if state.global_step % checkpointing_steps == 0 or stopping:
                     last_checkpoint = training.save_checkpoint(accelerator, out, state, checkpoints_total_limit)
@@ -477,7 +483,9 @@ def cli(argv=None):
 
     cfg = configure(globals(), presets=PRESETS, argv=argv)
     user_set = names_set_by_user(cfg, GEOMETRY_NAMES, argv) if init_pipeline else set()
-    with exit_on_missing_weights():
+    options = {"sd2": "pretrained_model", "source_encoder": "source_encoder", "fusion_model": "fusion_model",
+               "pipeline": "init_pipeline"}
+    with exit_on_missing_weights(options):
         try:
             main(cfg, user_set)
         except NonFiniteLossError as e:

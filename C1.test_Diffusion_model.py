@@ -87,7 +87,7 @@ def main(cfg: dict) -> None:
         check_output_names(pairs)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    with exit_on_missing_weights():
+    with exit_on_missing_weights({"pipeline": "pipeline"}):
         pipe = generate.load_pipeline(pipeline, torch_dtype, state.device)
     if compile:
         pipe.unet = torch.compile(pipe.unet)

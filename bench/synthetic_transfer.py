@@ -9,7 +9,7 @@ whose answer is known is the evidence that the method is implemented right, not 
 Steps; every numbered script runs as a subprocess, as a researcher runs it:
   1. data   src.synthetic.figures: a few hundred identities at image_size x image_size, split by identity
   2. A1     pose images
-  3. VAE    src.models.tiny_autoencoder trains the tiny preset's VAE on the training images and
+  3. VAE    src.synthetic.autoencoder trains the tiny preset's VAE on the training images and
             writes an SD2-layout folder (trained vae/, tiny unet/ and scheduler/): OUT/sd2
   4. B1     tiny preset (+ sizes): OUT/B1/fusion_model
   5. B2     tiny preset + sizes, --pretrained_model=OUT/sd2: OUT/B2/pipeline (and, with
@@ -40,7 +40,7 @@ data_seed = 0
 pairs_per_test_identity = 3              # benchmark pairs per test identity
 pose_draw_size = (128, 128)              # B2/C1 draw the target pose at this size, then resize
 vae_channels = (16, 32, 32)              # tiny VAE blocks: 3 = latents 1/4 of the image; (16, 16, 32, 32) = the tiny preset's 1/8
-vae_steps = 1600                         # small batches, many steps: what keeps colours (src.models.tiny_autoencoder)
+vae_steps = 1600                         # small batches, many steps: what keeps colours (src.synthetic.autoencoder)
 vae_batch_size = 8
 vae_lr = 2e-3
 vae_kl_weight = 1e-6
@@ -127,7 +127,7 @@ def benchmark_pairs(data: Path) -> list[dict]:
 def train_vae(data: Path, sd2: Path) -> dict:
     """The tiny VAE trained on the training images, in the SD2 folder ``sd2``; its stats add the
     mean garment-colour error of its reconstructions of the test images."""
-    from src.models.tiny_autoencoder import load_images, pair_file_images, reconstruct, to_uint8, train_on_dataset
+    from src.synthetic.autoencoder import load_images, pair_file_images, reconstruct, to_uint8, train_on_dataset
     from src.synthetic.figures import clothing_colour_error
 
     vae, stats = train_on_dataset(data, sd2, (image_size, image_size), steps=vae_steps, batch_size=vae_batch_size,
@@ -172,7 +172,7 @@ def write_answers(out: Path, pairs: list[dict], images) -> None:
 def vae_ceiling(sd2: Path, data: Path, pairs: list[dict]):
     """The autoencoder's reconstructions of the pairs' targets (uint8 arrays at image_size)."""
     from src.models.sd2 import load_vae
-    from src.models.tiny_autoencoder import load_images, reconstruct, to_uint8
+    from src.synthetic.autoencoder import load_images, reconstruct, to_uint8
 
     targets = load_images([data / p["target_image"] for p in pairs], (image_size, image_size))
     return to_uint8(reconstruct(load_vae(str(sd2)), targets))

@@ -272,7 +272,8 @@ def build_stage2(ckpt: Checkpoint, configs: Configs) -> tuple[dict, dict]:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from .models.conditioning import FusionMLP, PoseEncoder, SourceMLP
+    from .models.heads import FusionMLP, SourceMLP
+    from .models.pose_encoder import PoseEncoder
     from .models.source_encoder import SourceEncoder
 
     hp = ckpt.hyper_parameters

@@ -64,12 +64,14 @@ from .pose.keypoints import resize_keypoints
 from .pose import render as pose_render
 from .util.images import resize
 # The custom components' modules are imported here on purpose: a saved pipeline records each
-# component under its full module path (e.g. "src.models.conditioning"), and diffusers only
+# component under its full module path (e.g. "src.models.pose_encoder"), and diffusers only
 # resolves such names from modules already imported (it never imports what a folder names).
-from .models.conditioning import (  # noqa: F401
-    CONDITIONS, Conditions, FPDMDenoiser, FusionMLP, PoseEncoder, SourceMLP, time_embedding_dim,
-)
+# src.models.conditioning is the path that folders saved before the model split record.
+from .models import conditioning  # noqa: F401
+from .models.denoiser import CONDITIONS, Conditions, FPDMDenoiser
 from .models.fusion import FusionModel  # noqa: F401
+from .models.heads import FusionMLP, SourceMLP, time_embedding_dim  # noqa: F401
+from .models.pose_encoder import PoseEncoder  # noqa: F401
 from .models.source_encoder import SourceEncoder  # noqa: F401
 
 # The authors' sampling: 20 DDPM steps at guidance 2.0 (a pipeline's config ``sampling`` overrides).

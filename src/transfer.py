@@ -220,6 +220,8 @@ def main(argv=None) -> int:
         written = save_results(results, args.out)
     except (PoseFileError, NoPersonError, EstimatorNotInstalled, WeightsNotFoundError, FileNotFoundError,
             ValueError) as e:
+        if isinstance(e, WeightsNotFoundError):
+            e.option = "pipeline"  # the only weights this command loads
         print(f"error: {e}", file=sys.stderr)
         return 1
     for r, (image_path, strip_path) in zip(results, output_paths(args.out, len(results))):

@@ -9,12 +9,12 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from src.models.conditioning import (
-    Conditions, FPDMDenoiser, FusionMLP, PoseEncoder, SourceMLP, diffusion_loss, drop_masks, prediction_target,
-)
+from src.models.denoiser import Conditions, FPDMDenoiser
+from src.models.heads import FusionMLP, SourceMLP
+from src.models.pose_encoder import PoseEncoder
 from src.models.sd2 import DEFAULT_SD2, load_scheduler, load_sd2, load_unet, make_tiny_sd2
 from src.models.source_encoder import BACKENDS, SourceEncoder, tiny_model_config
-from src.train.stage2 import make_tiny_pipeline
+from src.train.stage2 import diffusion_loss, drop_masks, make_tiny_pipeline, prediction_target
 from src.util.weights import WeightsNotFoundError
 
 FUSION_DIM = 32  # the tiny fusion model's embedding width
@@ -126,7 +126,8 @@ def test_missing_sd2_folder_gives_the_clear_message(tmp_path):
     with pytest.raises(WeightsNotFoundError) as e:
         load_sd2(str(tmp_path / "absent"))
     msg = str(e.value)
-    assert "does not exist" in msg and f"hf download {DEFAULT_SD2}" in msg and "--pretrained_model=" in msg
+    assert "does not exist" in msg and f"hf download {DEFAULT_SD2}" in msg and "--pretrained_model" not in msg
+    assert e.value.weights == "sd2"  # B2 names its option for these (test_b2_missing_weights_...)
     # a folder without the hub layout
     (tmp_path / "partial" / "vae").mkdir(parents=True)
     with pytest.raises(WeightsNotFoundError, match="unet/"):
@@ -182,7 +183,7 @@ def test_source_encoder_loads_a_transformers_folder_with_its_normalisation(backe
 def test_source_encoder_missing_weights_message(tmp_path):
     with pytest.raises(WeightsNotFoundError) as e:
         SourceEncoder.load(str(tmp_path / "dinov2"))
-    assert "hf download facebook/dinov2-large" in str(e.value) and "--source_encoder=" in str(e.value)
+    assert "hf download facebook/dinov2-large" in str(e.value) and e.value.weights == "source_encoder"
     with pytest.raises(WeightsNotFoundError, match="facebook/dinov2-large"):
         SourceEncoder.load("facebook/dinov2-large")
 
@@ -562,6 +563,7 @@ def test_b2_missing_weights_end_with_a_message_not_a_traceback(synthetic_root, t
     r = run_b2("--preset=tiny", f"--dataset_root={synthetic_root}", f"--out_dir={tmp_path / 'o'}",
                f"--fusion_model={tmp_path / 'B1' / 'fusion_model'}")
     assert r.returncode == 1 and "Traceback" not in r.stderr and "B1.train_Fusion_model.py" in r.stderr
+    assert "then pass its export: --fusion_model=logs/B1/fusion_model" in r.stderr
 
 
 @pytest.mark.slow

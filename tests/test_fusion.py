@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from src.models.clip_encoder import (
     OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_encoder, clip_resize, load_encoder, tiny_encoder_config,
 )
-from src.models.fusion import (
-    Combiner, FusionModel, embed_dataset, fusion_logits, fusion_loss, retrieval_metrics, retrieval_ranks,
-)
+from src.models.fusion import Combiner, FusionModel
+from src.train.stage1 import embed_dataset, fusion_logits, fusion_loss, retrieval_metrics, retrieval_ranks
 from src.util.weights import WeightsNotFoundError, exit_on_missing_weights
 
 BACKENDS = ("transformers", "open_clip")
@@ -300,7 +299,10 @@ def test_missing_transformers_hub_id_offline(monkeypatch):
     msg = str(e.value)
     assert "weights not found: 'openai/clip-vit-large-patch14'" in msg
     assert "hf download openai/clip-vit-large-patch14 --local-dir" in msg
-    assert "--encoder=" in msg
+    # the library names no option; the script that catches the error adds its own
+    assert msg.endswith("then pass the local copy: weights/clip-vit-large-patch14") and "--encoder" not in msg
+    e.value.option = "encoder"
+    assert str(e.value).endswith("then pass the local copy: --encoder=weights/clip-vit-large-patch14")
 
 
 def test_missing_transformers_folder(tmp_path):
@@ -322,7 +324,7 @@ def test_missing_open_clip_weights(monkeypatch, tmp_path):
         FusionModel.from_clip("ViT-L-14", backend="open_clip", pretrained="openai")
     msg = str(e.value)
     assert "OpenCLIP ViT-L-14" in msg and "hf download timm/vit_large_patch14_clip_224.openai" in msg
-    assert "--pretrained=" in msg
+    assert e.value.weights == "open_clip" and "--pretrained" not in msg
     with pytest.raises(WeightsNotFoundError, match="not a checkpoint file nor a known tag"):
         FusionModel.from_clip("ViT-L-14", backend="open_clip", pretrained=str(tmp_path / "x.bin"))
 
@@ -439,6 +441,7 @@ def test_b1_missing_encoder_weights_is_one_clear_message(samples_root, tmp_path)
     assert r.returncode == 1
     assert "weights not found: 'weights/not-downloaded-clip'" in r.stderr
     assert "hf download openai/clip-vit-large-patch14" in r.stderr
+    assert "then pass the local copy: --encoder=" in r.stderr  # B1 names its own option
     assert "Traceback" not in r.stderr
 
 

@@ -141,6 +141,7 @@ def test_incomplete_or_mismatched_folder_stops_before_writing(samples_root, init
         assert "Traceback" not in message and str(folder) in message
         missing = message.split("missing: ")[1].splitlines()[0]
         assert missing == ("model_index.json" if damage == "no model_index.json" else "unet/")
+        assert message.rstrip().endswith("pass a complete pipeline folder: --init_pipeline=PATH")
     assert not out.exists()  # nothing written
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src.models.conditioning import Conditions
+from src.models.denoiser import Conditions
 from src.pipeline import SCHEDULERS, FPDMPipeline, combine_guidance, guidance_conditions, make_scheduler
 from src.train.stage2 import build_pipeline, make_tiny_pipeline
 from src.pose import draw_pose
@@ -273,6 +273,25 @@ def test_save_load_round_trip_gives_the_same_image(sd2_dir, tmp_path):
     after = loaded(src, pose, **kw).images
     assert np.array_equal(before, after)
     for name in ("unet", "pose_encoder", "source_mlp", "fusion_mlp", "source_encoder", "fusion_model", "vae"):
+        a, b = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_folder_saved_before_the_model_split_still_loads(sd2_dir, tmp_path):
+    """Folders saved (or converted) before the pose encoder and the two MLPs got their own modules
+    name src.models.conditioning in model_index.json; they load to the same weights."""
+    pipe = tiny_pipe(sd2_dir)
+    folder = tmp_path / "pipeline"
+    pipe.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["pose_encoder"] == ["src.models.pose_encoder", "PoseEncoder"]
+    assert index["source_mlp"] == ["src.models.heads", "SourceMLP"]
+    for name in ("pose_encoder", "source_mlp", "fusion_mlp"):
+        index[name] = ["src.models.conditioning", index[name][1]]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    loaded = FPDMPipeline.from_pretrained(folder)
+    for name in ("pose_encoder", "source_mlp", "fusion_mlp"):
+        assert type(getattr(loaded, name)) is type(getattr(pipe, name))
         a, b = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 

@@ -19,10 +19,8 @@ from src.data import load_pairs
 from src.evaluate.generate import generate_pairs
 from src.util.images import load_rgb
 from src.models.sd2 import load_vae
-from src.models.tiny_autoencoder import (
-    latent_scaling_factor, load_images, pair_file_images, reconstruct, save_tiny_sd2, tiny_vae, to_uint8,
-    train_tiny_vae,
-)
+from src.models.tiny_autoencoder import latent_scaling_factor, save_tiny_sd2, tiny_vae
+from src.synthetic.autoencoder import load_images, pair_file_images, reconstruct, to_uint8, train_tiny_vae
 from src.train.stage2 import make_tiny_pipeline
 from src.synthetic.figures import clothing_colour_error, make_synthetic_dataset
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..config import changed_values
 from ..data import DatasetSpec, dataset_spec, image_path
 from ..util.fileio import atomic_save_image, atomic_write_json
-from .handoff import check_output_names, frame_number, output_name, size_name, video_name
+from .handoff import check_output_names, group_videos, output_name, size_name
 from ..util.images import comparison_grid, load_rgb, resize
 from ..util.weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
@@ -42,10 +42,11 @@ def load_pipeline(name: str, dtype: torch.dtype, device):
         if folder.is_file() and folder.suffix == ".ckpt":
             raise WeightsNotFoundError(f"{name}: a Lightning checkpoint, not a pipeline folder; convert the authors' "
                                        f"stage-2 file first: python -m src.convert_authors --checkpoint={name} "
-                                       "--out=weights/fpdm_pipeline, then pass --pipeline=weights/fpdm_pipeline")
+                                       "--out=weights/fpdm_pipeline", "pipeline", "weights/fpdm_pipeline",
+                                       "then pass the converted folder")
         if not (folder / "model_index.json").is_file():
-            raise WeightsNotFoundError(f"{name}: not an FPDM pipeline folder (no model_index.json); "
-                                       "pass --pipeline=OUT/pipeline, the folder B2 writes")
+            raise WeightsNotFoundError(f"{name}: not an FPDM pipeline folder (no model_index.json)", "pipeline",
+                                       "OUT/pipeline", "pass the folder B2 writes")
     try:
         return FPDMPipeline.from_pretrained(name, dtype=dtype).to(device)
     except (OSError, ValueError) as e:
@@ -274,17 +275,6 @@ def split_for_process(pairs: list[dict], index: int, count: int) -> list[dict]:
 
 
 
-def videos_of(pairs: list[dict]) -> dict[str, list[dict]]:
-    """Test pairs as videos, as C2 groups them (``src.evaluate.handoff.group_videos``): the pairs of one
-    source (its video's first frame), keyed by the video's name '<split>/<video>', frames in
-    frame-number order."""
-    groups: dict[str, list[dict]] = {}
-    for p in grouped_by_source(pairs):
-        groups.setdefault(p["source_image"], []).append(p)
-    return {video_name(group[0]["target_image"]): sorted(group, key=lambda p: frame_number(p["target_image"]) or 0)
-            for group in groups.values()}
-
-
 VIDEO_FILES = (".mp4", ".gif", "_generated.mp4", "_generated.gif")
 
 
@@ -302,9 +292,10 @@ def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, si
     eval_size = tuple(eval_size)
     h, w = eval_size
     written = []
-    videos = videos_of(pairs)
-    for name, group in tqdm(videos.items(), desc="videos", unit="video", disable=not show_progress):
-        base = out_dir / "videos" / name
+    videos, _ = group_videos(pairs)  # as C2 groups them; written as asked even where C2 would not score them
+    for video in tqdm(videos, desc="videos", unit="video", disable=not show_progress):
+        group = video.entries
+        base = out_dir / "videos" / video.name
         files = [base.with_name(base.name + suffix) for suffix in VIDEO_FILES]
         written.append(files[0])
         if all(f.is_file() for f in files):

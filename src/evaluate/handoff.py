@@ -439,7 +439,7 @@ class EvalVideo:
     """The pairs of one source image whose targets are the frames of one video, in frame order."""
     name: str                 # the targets' folder below img: '<split>/<video>'
     source_image: str
-    entries: list[EvalEntry]  # one per frame, ordered by frame number
+    entries: list             # one pair per frame, ordered by frame number: C2's EvalEntry, C1's pair dicts
 
 
 def frame_number(image_rel: str) -> int | None:
@@ -463,31 +463,39 @@ def _examples(items: list, limit: int = 3) -> str:
     return ", ".join(str(i) for i in items[:limit]) + (", ..." if len(items) > limit else "")
 
 
-def group_videos(entries: list[EvalEntry]) -> tuple[list[EvalVideo], list[str]]:
-    """(videos, reasons): the pairs grouped by source image, in order of first appearance, each
-    group's frames sorted by ``frame_number``. ``reasons`` says why the pairs do not form videos
-    (empty when they do): no source image with several targets, a source whose targets lie in
-    several folders, or targets whose file stem does not end in a frame number. DeepFashion's test
-    pairs give reasons (its file names end in a view, '01_1_front'); PHOENIX's give none."""
-    groups: dict[str, list[EvalEntry]] = {}
-    for e in entries:
-        groups.setdefault(e.source_image, []).append(e)
+def _pair_images(pair) -> tuple[str, str]:
+    """(source image, target image) of a pair: C2's ``EvalEntry`` or a pair file's dict (C1)."""
+    if isinstance(pair, dict):
+        return pair["source_image"], pair["target_image"]
+    return pair.source_image, pair.target_image
+
+
+def group_videos(pairs: list) -> tuple[list[EvalVideo], list[str]]:
+    """(videos, reasons): the pairs (C2's ``EvalEntry``s or C1's pair dicts) grouped by source
+    image, in order of first appearance, each group's frames sorted by ``frame_number`` (a target
+    without one first). ``reasons`` says why the pairs do not form videos (empty when they do): no
+    source image with several targets, a source whose targets lie in several folders, or targets
+    whose file stem does not end in a frame number. DeepFashion's test pairs give reasons (its file
+    names end in a view, '01_1_front'); PHOENIX's give none. C2 scores videos only without reasons
+    (``resolve_temporal``); C1 writes the groups it is asked to write either way."""
+    groups: dict[str, list] = {}
+    for p in pairs:
+        groups.setdefault(_pair_images(p)[0], []).append(p)
+    targets = {s: [_pair_images(p)[1] for p in g] for s, g in groups.items()}
     reasons = []
     if groups and max(len(g) for g in groups.values()) < 2:
         reasons.append("no source image has more than one target")
-    folders = {s: {video_name(e.target_image) for e in g} for s, g in groups.items()}
+    folders = {s: {video_name(t) for t in ts} for s, ts in targets.items()}
     spread = [f"{s} ({len(f)} folders)" for s, f in folders.items() if len(f) > 1]
     if spread:
         reasons.append(f"{len(spread)} source image(s) have targets in several folders: {_examples(spread)}")
-    unnumbered = [e.target_image for e in entries if frame_number(e.target_image) is None]
+    unnumbered = [t for ts in targets.values() for t in ts if frame_number(t) is None]
     if unnumbered:
         reasons.append(f"{len(unnumbered)} target(s) have no frame number ending the file name: "
                        f"{_examples(unnumbered)}")
-    if reasons:
-        return [], reasons
-    videos = [EvalVideo(video_name(g[0].target_image), s, sorted(g, key=lambda e: frame_number(e.target_image)))
+    videos = [EvalVideo(video_name(targets[s][0]), s, sorted(g, key=lambda p: frame_number(_pair_images(p)[1]) or 0))
               for s, g in groups.items()]
-    return videos, []
+    return videos, reasons
 
 
 def resolve_temporal(temporal: str, entries: list[EvalEntry]) -> tuple[list[EvalVideo], str | None, list[str]]:

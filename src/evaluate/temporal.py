@@ -76,6 +76,7 @@ from tqdm import tqdm
 
 from ..util.devices import without_tf32
 from ..util.videos import to_rgb_array
+from ..util.errors import first_line
 from ..util.weights import WeightsNotFoundError
 
 FARNEBACK_PARAMS = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
@@ -363,11 +364,6 @@ def fvd_from_features(generated: np.ndarray, real: np.ndarray) -> float:
 # all figures, one video at a time
 
 
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 class VideoFigures(Dataset):
     """Item i: (name, ``video_figures``, generated frames, real frames) of video i, its frames read
     by ``load`` when the item is made (in a DataLoader worker, so reading and the flow figures run
@@ -426,7 +422,7 @@ def video_metrics(videos: Sequence, i3d=None, *, load: Callable = as_video, occl
         generated_clips = ClipFeatures(model.to(dev), clip_length, batch_size, dev)
         real_clips = ClipFeatures(model, clip_length, batch_size, dev)
     except (WeightsNotFoundError, RuntimeError, OSError) as e:
-        null_reasons["fvd"] = _reason(e)
+        null_reasons["fvd"] = first_line(e)
 
     dataset = VideoFigures(videos, load, occlusion, keep_frames=generated_clips is not None)
     # spawned workers: a forked one inherits OpenCV's thread pool without its threads and can hang
@@ -442,7 +438,7 @@ def video_metrics(videos: Sequence, i3d=None, *, load: Callable = as_video, occl
                 generated_clips.add(g.numpy())
                 real_clips.add(r.numpy())
             except RuntimeError as e:  # the network refuses the clips: FVD null, the rest goes on
-                null_reasons["fvd"] = _reason(e)
+                null_reasons["fvd"] = first_line(e)
                 generated_clips = real_clips = None
 
     means = {}
@@ -462,7 +458,7 @@ def video_metrics(videos: Sequence, i3d=None, *, load: Callable = as_video, occl
             if not np.isfinite(fvd):
                 null_reasons["fvd"], fvd = "non-finite Frechet distance", None
         except (ValueError, RuntimeError) as e:
-            null_reasons["fvd"], fvd = _reason(e), None
+            null_reasons["fvd"], fvd = first_line(e), None
 
     return {
         **means,

@@ -152,12 +152,12 @@ class HFCLIPEncoder(ImageEncoder):
             self.model.gradient_checkpointing_disable()
 
 
-def load_hf_encoder(name: str, option: str = "encoder") -> HFCLIPEncoder:
+def load_hf_encoder(name: str) -> HFCLIPEncoder:
     from transformers import CLIPVisionModelWithProjection
 
     what = "CLIP image encoder (transformers)"
     if looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
-        raise weights_not_found(what, name, option, hub_id=DEFAULT_HUB_ID)
+        raise weights_not_found(what, name, "clip_encoder", hub_id=DEFAULT_HUB_ID)
     from transformers.utils import logging as transformers_logging
 
     name = os.path.expanduser(name)
@@ -166,14 +166,14 @@ def load_hf_encoder(name: str, option: str = "encoder") -> HFCLIPEncoder:
     try:
         model, info = CLIPVisionModelWithProjection.from_pretrained(name, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:  # missing repo/folder/files, hub offline, wrong shapes
-        raise weights_not_found(what, name, option, hub_id=DEFAULT_HUB_ID if looks_like_path(name) else None,
+        raise weights_not_found(what, name, "clip_encoder", hub_id=DEFAULT_HUB_ID if looks_like_path(name) else None,
                                 reason=str(e), default_hub_id=DEFAULT_HUB_ID) from None
     finally:
         transformers_logging.set_verbosity(level)
     if info.get("missing_keys"):
         missing = info["missing_keys"]
-        raise weights_not_found(what, name, option, reason=f"not a CLIP vision tower: {len(missing)} of its tensors "
-                                                           f"are missing, e.g. {missing[0]}")
+        raise weights_not_found(what, name, "clip_encoder", reason=f"not a CLIP vision tower: {len(missing)} of "
+                                                                   f"its tensors are missing, e.g. {missing[0]}")
     unused = info.get("unexpected_keys") or []
     if unused:
         parts = ", ".join(sorted({k.split(".")[0] for k in unused}))
@@ -240,7 +240,7 @@ def _open_clip_download(model_name: str, tag: str | None) -> tuple[str | None, s
     return f"hf download {hf} --local-dir {local}", f"{local}/open_clip_pytorch_model.bin"
 
 
-def load_open_clip_encoder(model_name: str, pretrained: str | None, option: str = "pretrained") -> OpenCLIPEncoder:
+def load_open_clip_encoder(model_name: str, pretrained: str | None) -> OpenCLIPEncoder:
     import open_clip
 
     what = f"CLIP image encoder (OpenCLIP {model_name})"
@@ -252,7 +252,7 @@ def load_open_clip_encoder(model_name: str, pretrained: str | None, option: str 
     if pretrained and not tag_cfg and not is_file:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         download, local = _open_clip_download(model_name, None)
-        raise weights_not_found(what, pretrained, option, download=download, local=local,
+        raise weights_not_found(what, pretrained, "open_clip", download=download, local=local,
                                 reason=f"not a checkpoint file nor a known tag (tags: {', '.join(tags)})")
     quick_gelu = bool(model_cfg.get("quick_gelu", False) or tag_cfg.get("quick_gelu", False))
     try:
@@ -264,7 +264,7 @@ def load_open_clip_encoder(model_name: str, pretrained: str | None, option: str 
                 force_quick_gelu=quick_gelu, require_pretrained=bool(pretrained))
     except (RuntimeError, OSError) as e:  # tag download failed (offline), unreadable file
         download, local = _open_clip_download(model_name, pretrained if tag_cfg else None)
-        raise weights_not_found(what, f"{model_name} pretrained={pretrained}", option,
+        raise weights_not_found(what, f"{model_name} pretrained={pretrained}", "open_clip",
                                 download=download, local=local, reason=str(e)) from None
     finally:
         logging.disable(logging.NOTSET)
@@ -317,17 +317,17 @@ def build_encoder(config: dict) -> ImageEncoder:
     raise ValueError(f"unknown encoder backend {backend!r}; choose one of {BACKENDS}")
 
 
-def load_encoder(name: str = DEFAULT_HUB_ID, backend: str = "transformers", pretrained: str | None = None,
-                 option: str = "encoder", pretrained_option: str = "pretrained") -> ImageEncoder:
+def load_encoder(name: str = DEFAULT_HUB_ID, backend: str = "transformers", pretrained: str | None = None
+                 ) -> ImageEncoder:
     """Real weights. transformers: ``name`` is a hub id or folder. open_clip: ``name`` is a model
     name (``ViT-L-14``) and ``pretrained`` a tag (``openai``) or a checkpoint file.
     ``name="tiny"`` gives the tiny random-weight encoder of either backend."""
     if name == "tiny":
         return build_encoder(tiny_encoder_config(backend))
     if backend == "transformers":
-        return load_hf_encoder(name, option=option)
+        return load_hf_encoder(name)
     if backend == "open_clip":
-        return load_open_clip_encoder(name, pretrained, option=pretrained_option)
+        return load_open_clip_encoder(name, pretrained)
     raise ValueError(f"unknown encoder backend {backend!r}; choose one of {BACKENDS}")
 
 

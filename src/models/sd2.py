@@ -6,7 +6,7 @@
 (``epsilon`` or ``v_prediction``) decides the training target and how samplers step.
 
 The fusion embedding reaches the UNet's timestep embedding through the fusion MLP (a pipeline
-component of its own, ``src.models.conditioning.FusionMLP``), whose output the UNet takes as
+component of its own, ``src.models.heads.FusionMLP``), whose output the UNet takes as
 ``class_labels`` with diffusers' identity class embedding (``class_embed_type="identity"``:
 added to the timestep embedding as is). A pretrained SD2 UNet has no class embedding, so
 ``with_identity_class_embedding`` builds the same UNet with that config and assigns every
@@ -50,22 +50,22 @@ class SD2Components:
 # loading
 
 
-def _missing(name: str, option: str, reason: str | None = None) -> WeightsNotFoundError:
-    return weights_not_found(WHAT, name, option, hub_id=DEFAULT_SD2 if looks_like_path(name) else None,
+def _missing(name: str, reason: str | None = None) -> WeightsNotFoundError:
+    return weights_not_found(WHAT, name, "sd2", hub_id=DEFAULT_SD2 if looks_like_path(name) else None,
                              reason=reason, default_hub_id=DEFAULT_SD2)
 
 
-def _resolve(name: str, option: str) -> str:
+def _resolve(name: str) -> str:
     """A local folder (checked for the three subfolders) or a hub id, unchanged."""
     path = os.path.expanduser(str(name))
     if os.path.isdir(path):
         absent = [s for s in SUBFOLDERS if not os.path.isfile(os.path.join(path, s, _config_file(s)))]
         if absent:
-            raise _missing(str(name), option, reason=f"the folder lacks {', '.join(s + '/' for s in absent)} "
+            raise _missing(str(name), reason=f"the folder lacks {', '.join(s + '/' for s in absent)} "
                                                       "(expected the hub layout of an SD2 repository)")
         return path
     if looks_like_path(str(name)):
-        raise _missing(str(name), option)
+        raise _missing(str(name))
     return str(name)
 
 
@@ -73,44 +73,44 @@ def _config_file(subfolder: str) -> str:
     return "scheduler_config.json" if subfolder == "scheduler" else "config.json"
 
 
-def _load(loader, name: str, subfolder: str, option: str, **kwargs):
+def _load(loader, name: str, subfolder: str, **kwargs):
     try:
         return loader(name, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as e:  # missing folder/files/repo, hub offline, bad checkpoint
-        raise _missing(name, option, reason=f"{subfolder}/: {e}") from None
+        raise _missing(name, reason=f"{subfolder}/: {e}") from None
 
 
-def load_scheduler(name: str = DEFAULT_SD2, option: str = "pretrained_model") -> DDPMScheduler:
+def load_scheduler(name: str = DEFAULT_SD2) -> DDPMScheduler:
     """The training scheduler: a DDPMScheduler from the folder's scheduler config (SD2's
     scheduler folder may name another class; its betas and prediction type carry over)."""
-    name = _resolve(name, option)
-    config = _load(DDPMScheduler.load_config, name, "scheduler", option)
+    name = _resolve(name)
+    config = _load(DDPMScheduler.load_config, name, "scheduler")
     return DDPMScheduler.from_config(config)
 
 
-def load_vae(name: str = DEFAULT_SD2, option: str = "pretrained_model", dtype=None) -> AutoencoderKL:
+def load_vae(name: str = DEFAULT_SD2, dtype=None) -> AutoencoderKL:
     """The frozen VAE (``requires_grad`` off, eval mode)."""
-    name = _resolve(name, option)
-    vae = _load(AutoencoderKL.from_pretrained, name, "vae", option, dtype=dtype)
+    name = _resolve(name)
+    vae = _load(AutoencoderKL.from_pretrained, name, "vae", dtype=dtype)
     vae.requires_grad_(False).eval()
     return vae
 
 
-def load_unet(name: str = DEFAULT_SD2, option: str = "pretrained_model", dtype=None) -> UNet2DConditionModel:
+def load_unet(name: str = DEFAULT_SD2, dtype=None) -> UNet2DConditionModel:
     """The pretrained UNet with the identity class embedding (see ``with_identity_class_embedding``);
     a trained FPDM UNet, which has it already, is returned as saved."""
-    name = _resolve(name, option)
-    unet = _load(UNet2DConditionModel.from_pretrained, name, "unet", option, dtype=dtype)
+    name = _resolve(name)
+    unet = _load(UNet2DConditionModel.from_pretrained, name, "unet", dtype=dtype)
     return with_identity_class_embedding(unet)
 
 
-def load_sd2(name: str = DEFAULT_SD2, option: str = "pretrained_model", dtype=None) -> SD2Components:
+def load_sd2(name: str = DEFAULT_SD2, dtype=None) -> SD2Components:
     """VAE (frozen), UNet with the identity class embedding, DDPM scheduler of an SD2-family
     folder or hub id. Missing weights raise ``WeightsNotFoundError`` with a one-line fix."""
     return SD2Components(
-        vae=load_vae(name, option, dtype=dtype),
-        unet=load_unet(name, option, dtype=dtype),
-        scheduler=load_scheduler(name, option),
+        vae=load_vae(name, dtype=dtype),
+        unet=load_unet(name, dtype=dtype),
+        scheduler=load_scheduler(name),
     )
 
 
@@ -168,7 +168,7 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
                   seed: int = 0, overwrite: bool = False, vae: AutoencoderKL | None = None) -> Path:
     """Write a tiny random SD2-style folder (``unet/``, ``vae/``, ``scheduler/``, safetensors)
     in the hub layout; an existing complete folder is kept unless ``overwrite``. ``vae``: a
-    trained VAE to save instead of the random one (``src.models.tiny_autoencoder``); the UNet is the same
+    trained VAE to save instead of the random one (``src.synthetic.autoencoder``); the UNet is the same
     random tiny UNet either way."""
     from ..util.fileio import atomic_dir
 
@@ -186,7 +186,7 @@ def make_tiny_sd2(folder: str | Path, prediction_type: str = "epsilon", cross_at
         (vae if trained else random_vae).save_pretrained(tmp / "vae")
         unet.save_pretrained(tmp / "unet")
         scheduler.save_pretrained(tmp / "scheduler")
-        what = "VAE trained (src.models.tiny_autoencoder), UNet random" if trained else "not trained"
+        what = "VAE trained (src.synthetic.autoencoder), UNet random" if trained else "not trained"
         (tmp / "README.md").write_text(f"Tiny SD2-style model (FPDM tests and tiny preset); {what}.\n")
         (tmp / "tiny_sd2.json").write_text(json.dumps({"prediction_type": prediction_type, "seed": seed,
                                                        "trained_vae": trained}) + "\n")

@@ -205,7 +205,7 @@ class SourceEncoder(ModelMixin, ConfigMixin):
 
     @classmethod
     def load(cls, name: str = DEFAULT_SOURCE_ENCODER, backend: str | None = None, image_size: int = 512,
-             option: str = "source_encoder", position_grid: str = "scale_factor") -> "SourceEncoder":
+             position_grid: str = "scale_factor") -> "SourceEncoder":
         """Real weights from a hub id or local folder (``"tiny"``: the tiny random encoder).
         ``backend`` defaults to what the checkpoint's config says (dinov2 or clip)."""
         _check_position_grid(position_grid)
@@ -215,13 +215,13 @@ class SourceEncoder(ModelMixin, ConfigMixin):
         default = DEFAULT_HUB_IDS.get(backend or "dinov2", DEFAULT_SOURCE_ENCODER)
         path = os.path.expanduser(name)
         if looks_like_path(name) and not os.path.exists(path):
-            raise weights_not_found(what, name, option, hub_id=default)
+            raise weights_not_found(what, name, "source_encoder", hub_id=default)
         from transformers import AutoConfig
 
         try:
             hf_config = AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as e:
-            raise weights_not_found(what, name, option, hub_id=default if looks_like_path(name) else None,
+            raise weights_not_found(what, name, "source_encoder", hub_id=default if looks_like_path(name) else None,
                                     reason=str(e), default_hub_id=default) from None
         found = {"dinov2": "dinov2", "clip": "clip", "clip_vision_model": "clip"}.get(hf_config.model_type)
         if found is None:
@@ -233,7 +233,7 @@ class SourceEncoder(ModelMixin, ConfigMixin):
         try:
             network = _model_class(backend).from_pretrained(path)
         except (OSError, ValueError) as e:
-            raise weights_not_found(what, name, option, hub_id=default if looks_like_path(name) else None,
+            raise weights_not_found(what, name, "source_encoder", hub_id=default if looks_like_path(name) else None,
                                     reason=str(e), default_hub_id=default) from None
         norm = read_normalisation(path)
         mean = norm.get("image_mean", DEFAULT_NORMALISATION[backend][0])

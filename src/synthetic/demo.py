@@ -9,7 +9,7 @@ the run folder, logs/demo, to start over).
 
 No pretrained SD2, CLIP or DINOv2 reaches this project's machines, so every network starts from
 random weights and the budget is a few CPU minutes. What makes that enough: plain-coloured
-figures at 64x64, an autoencoder trained on them first (``src.models.tiny_autoencoder``: the
+figures at 64x64, an autoencoder trained on them first (``src.synthetic.autoencoder``: the
 tiny preset's random VAE decodes nothing recognisable), and most of the time given to B2. The
 generated figures stand in the target pose; their clothing colours are only roughly right. The
 demo ends by scoring pose against the known answer (``src.synthetic.figures.TransferScorer``: pose IoU,
@@ -103,9 +103,9 @@ def main(run: str | Path = out_dir) -> dict:
     if (sd2 / "vae_training.json").is_file():
         print(f"\n=== tiny autoencoder: already done ({shown(sd2)}), skipped", flush=True)
     else:
-        from ..models.tiny_autoencoder import train_on_dataset
+        from .autoencoder import train_on_dataset
 
-        print("\n=== tiny autoencoder (src.models.tiny_autoencoder)", flush=True)
+        print("\n=== tiny autoencoder (src.synthetic.autoencoder)", flush=True)
         t = time.time()
         train_on_dataset(data, sd2, SIZE, steps=VAE_STEPS, block_out_channels=VAE_CHANNELS)
         print(f"=== tiny autoencoder done in {time.time() - t:.0f}s", flush=True)

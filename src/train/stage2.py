@@ -1,4 +1,10 @@
-"""Stage 2 training: building an FPDMPipeline to train, the frozen inputs of a batch and B2's loss.
+"""Stage 2 training: building an FPDMPipeline to train, and B2's loss, all of it in this module.
+
+The loss (``training_loss``, read top to bottom in the "B2's loss" section): the frozen inputs
+of a batch (``frozen_conditions``), per-item condition dropout (``drop_masks``), then
+``diffusion_loss``: noise, a timestep per item, MSE between the denoiser's prediction
+(``src.models.denoiser.FPDMDenoiser``: the conditions in, the UNet's prediction out) and the
+scheduler's target (``prediction_target``: epsilon or v).
 
 ``build_pipeline`` assembles the pipeline B2 starts from: the pretrained SD2 folder (its UNet
 given the identity class embedding), the frozen source encoder and stage-1 fusion model, and the
@@ -23,11 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
 
-from ..models.conditioning import FusionMLP, PoseEncoder, SourceMLP, diffusion_loss, drop_masks, time_embedding_dim
+from ..models.denoiser import CONDITIONS
 from ..models.fusion import FusionModel
+from ..models.heads import FusionMLP, SourceMLP, time_embedding_dim
+from ..models.pose_encoder import PoseEncoder
 from ..models.source_encoder import SourceEncoder
 from ..pipeline import FPDMPipeline
+from ..util.errors import first_line
 from ..util.weights import WeightsNotFoundError
 
 
@@ -61,7 +72,7 @@ class Heads:
 TINY_HEADS = Heads(pose_channels=(8, 8, 16, 16), mlp_hidden_dim=32)
 
 
-def load_fusion_model(fusion_model, option: str = "fusion_model") -> FusionModel:
+def load_fusion_model(fusion_model) -> FusionModel:
     """The frozen stage-1 model: a FusionModel, the folder B1 exports, or ``"tiny"``/None."""
     if fusion_model is None or fusion_model == "tiny":
         fusion_model = FusionModel.tiny()
@@ -70,31 +81,27 @@ def load_fusion_model(fusion_model, option: str = "fusion_model") -> FusionModel
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise WeightsNotFoundError(
                 f"stage-1 fusion model not found: {fusion_model!r} has no config.json\n"
-                f"  train stage 1 first: accelerate launch B1.train_Fusion_model.py --out_dir=logs/B1\n"
-                f"  then pass its export: --{option}=logs/B1/fusion_model")
+                f"  train stage 1 first: accelerate launch B1.train_Fusion_model.py --out_dir=logs/B1",
+                "fusion_model", "logs/B1/fusion_model", "then pass its export")
         fusion_model = FusionModel.from_pretrained(folder)
     return fusion_model.requires_grad_(False).eval()
 
 
 def build_pipeline(pretrained_model: str, source_encoder="facebook/dinov2-large", fusion_model=None, *,
                    geometry: Geometry = Geometry(), heads: Heads = Heads(), source_backend: str | None = None,
-                   options: tuple[str, str, str] = ("pretrained_model", "source_encoder", "fusion_model"),
                    ) -> FPDMPipeline:
     """A pipeline ready to train: the SD2 folder or hub id ``pretrained_model``, the frozen
     source encoder (hub id, folder, ``"tiny"`` or a SourceEncoder) fed the ``source_size``
     square source, the stage-1 fusion model (``load_fusion_model``) and new parts sized by
-    ``heads``. ``options`` name the script options of the three models in missing-weights
-    messages."""
+    ``heads``."""
     from ..models.sd2 import load_sd2
 
-    sd2_option, source_option, fusion_option = options
-    fusion_model = load_fusion_model(fusion_model, fusion_option)
+    fusion_model = load_fusion_model(fusion_model)
     if isinstance(source_encoder, str):
-        source_encoder = SourceEncoder.load(source_encoder, backend=source_backend, image_size=geometry.source_size,
-                                            option=source_option)
+        source_encoder = SourceEncoder.load(source_encoder, backend=source_backend, image_size=geometry.source_size)
     elif source_encoder.config.image_size != geometry.source_size:
         source_encoder.register_to_config(image_size=geometry.source_size)
-    sd2 = load_sd2(pretrained_model, option=sd2_option)
+    sd2 = load_sd2(pretrained_model)
     c = sd2.unet.config
     pose_encoder = PoseEncoder(out_channels=c.block_out_channels[0], block_out_channels=tuple(heads.pose_channels))
     source_mlp = SourceMLP(in_dim=source_encoder.width, hidden_dim=heads.mlp_hidden_dim, out_dim=c.cross_attention_dim,
@@ -114,7 +121,7 @@ TRAINED_COMPONENTS = ("unet", "pose_encoder", "source_mlp", "fusion_mlp")
 FROZEN_COMPONENTS = ("vae", "source_encoder", "fusion_model")
 
 
-def check_pipeline_folder(folder, option: str = "init_pipeline") -> dict:
+def check_pipeline_folder(folder) -> dict:
     """The config (``model_index.json``) of a complete FPDM pipeline folder, or
     ``WeightsNotFoundError`` naming the folder and everything it lacks: model_index.json, a
     component's subfolder, its config or its weights. Reads only small JSON files."""
@@ -146,11 +153,12 @@ def check_pipeline_folder(folder, option: str = "init_pipeline") -> dict:
     if missing:
         sd2_like = (path / "unet").is_dir() and not (path / "pose_encoder").is_dir()
         raise WeightsNotFoundError(
-            f"FPDM pipeline to fine-tune (--{option}): {str(folder)!r} is not a complete pipeline folder; "
+            f"FPDM pipeline to fine-tune: {str(folder)!r} is not a complete pipeline folder; "
             f"missing: {', '.join(missing)}\n"
             f"  expected what FPDMPipeline.save_pretrained writes (B2's OUT/pipeline): model_index.json and "
             f"{', '.join(c + '/' for c in PIPELINE_COMPONENTS)}"
-            + (f"\n  (an SD2 folder goes to --pretrained_model, with --{option}=\"\")" if sd2_like else ""))
+            + ("\n  (it is an SD2 folder: a model to build a new pipeline on, not a pipeline to fine-tune)"
+               if sd2_like else ""), "pipeline", hint="pass a complete pipeline folder")
     return config
 
 
@@ -166,7 +174,7 @@ def folder_geometry(config: dict) -> Geometry:
                     pose_format=config.get("pose_format", default.pose_format))
 
 
-def load_pipeline_to_train(folder, geometry: Geometry | None = None, option: str = "init_pipeline") -> FPDMPipeline:
+def load_pipeline_to_train(folder, geometry: Geometry | None = None) -> FPDMPipeline:
     """A pipeline ready to train from a complete FPDM pipeline folder (``check_pipeline_folder``),
     in fp32: its UNet, pose encoder, source MLP and fusion MLP (their dropout as saved) to train
     on, its VAE, source encoder and fusion model frozen, a DDPMScheduler from its scheduler
@@ -178,7 +186,7 @@ def load_pipeline_to_train(folder, geometry: Geometry | None = None, option: str
 
     from ..models.sd2 import with_identity_class_embedding
 
-    config = check_pipeline_folder(folder, option)
+    config = check_pipeline_folder(folder)
     saved_geometry = folder_geometry(config)
     geometry = geometry or saved_geometry
     if geometry.pose_format != saved_geometry.pose_format:
@@ -187,9 +195,9 @@ def load_pipeline_to_train(folder, geometry: Geometry | None = None, option: str
     try:
         saved = FPDMPipeline.from_pretrained(os.path.expanduser(str(folder)), dtype=torch.float32)
     except (OSError, ValueError) as e:  # unreadable weights or configs
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsNotFoundError(f"FPDM pipeline to fine-tune (--{option}): {str(folder)!r} could not be "
-                                   f"loaded: {first[:300]}") from None
+        raise WeightsNotFoundError(f"FPDM pipeline to fine-tune: {str(folder)!r} could not be loaded: "
+                                   f"{first_line(e)[:300]}",
+                                   "pipeline", hint="pass a complete pipeline folder") from None
     source_encoder = saved.source_encoder
     if source_encoder.config.image_size != geometry.source_size:
         source_encoder.register_to_config(image_size=geometry.source_size)
@@ -202,32 +210,6 @@ def load_pipeline_to_train(folder, geometry: Geometry | None = None, option: str
                         fusion_size=geometry.fusion_size, height=geometry.height, width=geometry.width,
                         pose_draw_size=geometry.pose_draw_size, pose_format=geometry.pose_format,
                         sampling=saved.config.get("sampling"))
-
-
-def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
-    """B2's frozen inputs of a batch (no gradients): VAE latents of ``batch["target"]`` (scaled;
-    drawn from the latent distribution, or its mean with sample=False so validation leaves the
-    global RNG alone), source-encoder tokens of ``batch["source"]`` and fusion embeddings of
-    ``batch["fusion_source"]``, ``batch["fusion_pose"]``."""
-    with torch.no_grad():
-        target = batch["target"].to(device, pipe.vae.dtype)
-        dist = pipe.vae.encode(target).latent_dist
-        latents = (dist.sample() if sample else dist.mean) * pipe.vae.config.scaling_factor
-        tokens = pipe.source_encoder(batch["source"].to(device))
-        fusion = pipe.fusion_embedding(batch["fusion_source"].to(device), batch["fusion_pose"].to(device))
-    return latents.float(), tokens, fusion
-
-
-def training_loss(pipe: FPDMPipeline, denoiser, batch: dict, device, rates: dict | float, noise_offset: float = 0.0,
-                  features: tuple | None = None) -> torch.Tensor:
-    """B2's loss on one batch: the frozen conditions (``frozen_conditions``), independent
-    per-item condition dropout at ``rates`` and ``diffusion_loss`` on ``batch["target_pose"]``.
-    ``features``: precomputed ``(latents, tokens, fusion)`` used instead of running the frozen
-    models (the cached-features variant of the benchmarks)."""
-    latents, tokens, fusion = frozen_conditions(pipe, batch, device) if features is None else features
-    drop = drop_masks(latents.shape[0], rates, device=device)
-    return diffusion_loss(denoiser, pipe.scheduler, latents, batch["target_pose"].to(device), tokens, fusion,
-                          noise_offset=noise_offset, drop=drop)
 
 
 def disk_footprint(pipe: FPDMPipeline, ema: bool = False) -> tuple:
@@ -272,8 +254,89 @@ def make_tiny_pipeline(folder, fusion_model=None, prediction_type: str = "epsilo
                               fusion_model or FusionModel.tiny(), geometry=geometry, heads=TINY_HEADS)
 
 
+# ---------------------------------------------------------------------------------------------
+# B2's loss
+
+
+def frozen_conditions(pipe: FPDMPipeline, batch: dict, device, sample: bool = True):
+    """B2's frozen inputs of a batch (no gradients): VAE latents of ``batch["target"]`` (scaled;
+    drawn from the latent distribution, or its mean with sample=False so validation leaves the
+    global RNG alone), source-encoder tokens of ``batch["source"]`` and fusion embeddings of
+    ``batch["fusion_source"]``, ``batch["fusion_pose"]``."""
+    with torch.no_grad():
+        target = batch["target"].to(device, pipe.vae.dtype)
+        dist = pipe.vae.encode(target).latent_dist
+        latents = (dist.sample() if sample else dist.mean) * pipe.vae.config.scaling_factor
+        tokens = pipe.source_encoder(batch["source"].to(device))
+        fusion = pipe.fusion_embedding(batch["fusion_source"].to(device), batch["fusion_pose"].to(device))
+    return latents.float(), tokens, fusion
+
+
+def drop_masks(batch: int, rates: dict | float, generator: torch.Generator | None = None,
+               device=None) -> dict:
+    """Independent per-item drop masks {"pose", "source", "fusion"} -> (B,) bool; ``rates`` is
+    one probability for all three or a dict of them."""
+    if not isinstance(rates, dict):
+        rates = dict.fromkeys(CONDITIONS, float(rates))
+    gen_device = generator.device if generator is not None else "cpu"
+    masks = {k: torch.rand(batch, generator=generator, device=gen_device) < float(rates.get(k, 0.0))
+             for k in CONDITIONS}
+    return {k: m.to(device or gen_device) for k, m in masks.items()}
+
+
+def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict, from the scheduler's ``prediction_type``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind!r} (epsilon or v_prediction)")
+
+
+def diffusion_loss(denoiser, scheduler, latents: torch.Tensor, pose_images: torch.Tensor,
+                   source_tokens: torch.Tensor, fusion_emb: torch.Tensor, *, noise: torch.Tensor | None = None,
+                   timesteps: torch.Tensor | None = None, noise_offset: float = 0.0, drop=None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """MSE between the denoiser's prediction and the scheduler's target (epsilon or v).
+
+    latents: VAE latents already multiplied by the scaling factor. ``noise``/``timesteps`` are
+    drawn when not given; ``noise_offset`` adds ``offset * N(0, 1)`` per (item, channel) to the
+    noise. ``drop``: dict of (B,) drop masks (see ``drop_masks``) or None.
+    """
+    b = latents.shape[0]
+    if noise is None:
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        if noise_offset:
+            noise = noise + noise_offset * randn_tensor((b, latents.shape[1], 1, 1), generator=generator,
+                                                        device=latents.device, dtype=latents.dtype)
+    if timesteps is None:
+        gen_device = generator.device if generator is not None else latents.device
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator,
+                                  device=gen_device).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    target = prediction_target(scheduler, latents, noise, timesteps)
+    drop = drop or {}
+    pred = denoiser(noisy, timesteps, pose_images, source_tokens, fusion_emb, drop_pose=drop.get("pose"),
+                    drop_source=drop.get("source"), drop_fusion=drop.get("fusion"))
+    return F.mse_loss(pred.float(), target.float())
+
+
+def training_loss(pipe: FPDMPipeline, denoiser, batch: dict, device, rates: dict | float, noise_offset: float = 0.0,
+                  features: tuple | None = None) -> torch.Tensor:
+    """B2's loss on one batch: the frozen inputs, each condition dropped per item at ``rates``
+    (zeroed where it enters the UNet), then ``diffusion_loss`` with ``noise_offset`` on
+    ``batch["target_pose"]``. ``features``: precomputed ``(latents, tokens, fusion)`` used instead
+    of running the frozen models (the cached-features variant of the benchmarks)."""
+    latents, tokens, fusion = frozen_conditions(pipe, batch, device) if features is None else features
+    drop = drop_masks(latents.shape[0], rates, device=device)
+    return diffusion_loss(denoiser, pipe.scheduler, latents, batch["target_pose"].to(device), tokens, fusion,
+                          noise_offset=noise_offset, drop=drop)
+
+
 __all__ = [
     "FROZEN_COMPONENTS", "Geometry", "Heads", "PIPELINE_COMPONENTS", "TINY_HEADS", "TRAINED_COMPONENTS",
-    "build_pipeline", "check_pipeline_folder", "describe_disk_footprint", "disk_footprint", "folder_geometry",
-    "frozen_conditions", "load_fusion_model", "load_pipeline_to_train", "make_tiny_pipeline", "training_loss",
+    "build_pipeline", "check_pipeline_folder", "describe_disk_footprint", "diffusion_loss", "disk_footprint",
+    "drop_masks", "folder_geometry", "frozen_conditions", "load_fusion_model", "load_pipeline_to_train",
+    "make_tiny_pipeline", "prediction_target", "training_loss",
 ]

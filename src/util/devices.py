@@ -9,6 +9,8 @@
   off; ``without_tf32()`` turns both off for a block (feature extraction for FID).
 - ``cpu_threads_note(num_processes)``: the one-line warning the scripts print when ``accelerate
   launch`` left them one CPU thread on a machine without a GPU.
+- ``device_name(device)`` and ``peak_bf16_flops(name)``: the dense bf16 peak FLOP/s that MFU is
+  measured against, for the GPUs in ``PEAK_BF16_FLOPS``; none for the CPU or other devices.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
           # torch's own names, as users write them (torch.bfloat16 -> "bfloat16")
           "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Dense (no sparsity) bf16 tensor-core peak in FLOP/s; the first name found in the device name
+# wins, so the PCIe and NVL variants come before the H100 SXM.
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),   # SXM
+    ("H200", 989e12),
+    ("A100", 312e12),
+)
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -46,6 +58,25 @@ def enable_tf32(enable: bool = True) -> None:
     """TF32 for matrix products and cuDNN convolutions (Ampere and later GPUs), both on or both off."""
     torch.backends.cuda.matmul.allow_tf32 = enable
     torch.backends.cudnn.allow_tf32 = enable
+
+
+def device_name(device) -> str:
+    """The GPU's name ('NVIDIA H100 80GB HBM3'), or 'CPU (<processor>)'."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def peak_bf16_flops(name: str) -> tuple[float | None, str]:
+    """(dense bf16 peak FLOP/s, where it comes from) of a device name (``device_name``); (None,
+    why) for a device missing from ``PEAK_BF16_FLOPS``, the CPU included."""
+    for key, value in PEAK_BF16_FLOPS:
+        if key.lower() in name.lower():
+            return value, f"table: {key}"
+    return None, f"no dense bf16 peak known for {name}"
 
 
 @contextmanager

@@ -6,13 +6,15 @@ helpers:
 
 - ``weights_not_found``: a Hugging Face hub id, an OpenCLIP tag, a local folder or file. The
   message says what is missing, the command that downloads it on a machine with internet
-  access, and which option takes the local copy.
+  access, and what to pass instead.
 - ``checkpoint_not_found`` (and ``require_checkpoint``): a file that torch and torchvision
   look up in torch's hub checkpoint folder (C2's LPIPS and FID backbones). The one-line message
   names the file, where to put it and, when known, its download URL.
 
-Scripts run their body under ``exit_on_missing_weights()`` so the user sees that message and
-no stack trace.
+Scripts run their body under ``exit_on_missing_weights(options)`` so the user sees that message
+and no stack trace; ``options`` names the script's own option for each kind of weights, which the
+message's last line then shows (``--pretrained_model=weights/stable-diffusion-2-1``). The loaders
+know no option names.
 """
 
 from __future__ import annotations
@@ -25,7 +27,24 @@ from pathlib import Path
 
 
 class WeightsNotFoundError(RuntimeError):
-    """Pretrained weights that could not be found or fetched; the message says how to get them."""
+    """Pretrained weights that could not be found or fetched; the message says how to get them.
+
+    ``weights`` says which weights ("sd2", "source_encoder", "fusion_model", "pipeline",
+    "clip_encoder", "open_clip"); with it, the last line says what to pass instead (``local``,
+    after ``hint``), and a script that catches the error sets ``option`` to its own option for
+    those weights so that the line names it."""
+
+    def __init__(self, message: str, weights: str | None = None, local: str | None = None,
+                 hint: str = "pass a local copy"):
+        super().__init__(message)
+        self.message, self.weights, self.local, self.hint = message, weights, local, hint
+        self.option: str | None = None
+
+    def __str__(self) -> str:
+        if self.weights is None:
+            return self.message
+        value = self.local or "PATH"
+        return f"{self.message}\n  {self.hint}: {f'--{self.option}={value}' if self.option else value}"
 
 
 def looks_like_path(name: str) -> bool:
@@ -42,17 +61,17 @@ def offline_mode() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def weights_not_found(what: str, name: str, option: str, *, hub_id: str | None = None,
+def weights_not_found(what: str, name: str, weights: str, *, hub_id: str | None = None,
                       download: str | None = None, local: str | None = None,
                       reason: str | None = None, default_hub_id: str | None = None) -> WeightsNotFoundError:
     """Build the error for missing weights.
 
     what:     what the weights are for ("CLIP image encoder (transformers)").
     name:     what was asked for (hub id, tag or path).
-    option:   the script option that takes a local copy (e.g. "encoder").
+    weights:  which weights (``WeightsNotFoundError.weights``), for the script's option.
     hub_id:   the hub repository to download, when ``name`` is a missing local path.
     download: a full download command, replacing the default ``hf download`` line.
-    local:    what to pass to ``--option`` after that download (default: the download folder).
+    local:    what to pass after that download (default: the download folder).
     reason:   the underlying error, shortened to its first line.
     default_hub_id: the project's usual repository, named as well when it is not the one above.
     """
@@ -60,7 +79,6 @@ def weights_not_found(what: str, name: str, option: str, *, hub_id: str | None =
     if download is None and repo is not None:
         local = local or f"weights/{repo.split('/')[-1]}"
         download = f"hf download {repo} --local-dir {local}"
-    local = local or "PATH"
     lines = [f"{what}: weights not found: {name!r}"]
     if reason:
         first = str(reason).strip().splitlines()[0] if str(reason).strip() else ""
@@ -76,13 +94,11 @@ def weights_not_found(what: str, name: str, option: str, *, hub_id: str | None =
     if download:
         lines.append("  get them on a machine with internet access:")
         lines.append(f"    {download}")
-        lines.append(f"  then pass the local copy: --{option}={local}")
-    else:
-        lines.append(f"  pass a local copy with --{option}=PATH")
     if default_hub_id and default_hub_id != repo:
         lines.append(f"  the project's default is {default_hub_id}: "
                      f"hf download {default_hub_id} --local-dir weights/{default_hub_id.split('/')[-1]}")
-    return WeightsNotFoundError("\n".join(lines))
+    return WeightsNotFoundError("\n".join(lines), weights, local,
+                                "then pass the local copy" if download else "pass a local copy")
 
 
 def read_normalisation(name: str) -> dict:
@@ -139,10 +155,12 @@ def require_checkpoint(filename: str, what: str, url: str | None = None) -> Path
 
 
 @contextmanager
-def exit_on_missing_weights():
-    """Turn a WeightsNotFoundError into a clean exit (status 1) with its message on stderr."""
+def exit_on_missing_weights(options: dict | None = None):
+    """Turn a WeightsNotFoundError into a clean exit (status 1) with its message on stderr;
+    ``options`` maps the error's ``weights`` to the script option that takes them."""
     try:
         yield
     except WeightsNotFoundError as e:
+        e.option = (options or {}).get(e.weights)
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
