@@ -9,7 +9,8 @@ Writes OUT/fusion_model/ (FusionModel.save_pretrained, what B2 loads), OUT/metri
 and validation retrieval top-1, top-5, mean rank and loss, before and after training),
 OUT/checkpoints/checkpoint-<step>/ (rotated), OUT/tensorboard/ and OUT/B1_config.json.
 SIGTERM or Ctrl-C saves a checkpoint and exits; --resume=latest continues exactly where it stopped.
-batch_size is per process; the contrastive negatives are those of the process's own batch.
+Loss: the source-enhanced InfoNCE of src/train/stage1.py (fusion_loss); batch_size is per
+process, and the contrastive negatives are those of the process's own batch.
 Before the first step B1 prints the disk the run needs (checkpoints: weights + AdamW's two moments,
 up to checkpoints_total_limit + 1 at once; the export) and stops with one line when out_dir's disk
 lacks it. Without a GPU, `accelerate launch` gives each process one CPU thread (OMP_NUM_THREADS=1):

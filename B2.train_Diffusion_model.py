@@ -9,7 +9,8 @@
 Trains the UNet, the pose encoder, the source MLP and the fusion MLP; the VAE, the source encoder
 (DINOv2) and the stage-1 fusion model stay frozen. Loss: MSE on the scheduler's prediction
 target (epsilon or v, from the SD2 folder's scheduler config), with noise offset and each
-condition dropped independently (zeroed where it enters the UNet).
+condition dropped independently (zeroed where it enters the UNet): all of it in
+src/train/stage2.py (training_loss). Logs images/s and, on a GPU of known peak, MFU.
 
 Writes OUT/pipeline/ (FPDMPipeline.save_pretrained: what C1 loads; EMA weights when use_ema),
 OUT/validation/step-<N>.png (source | target pose | ground truth | generated),
