@@ -98,6 +98,81 @@ def check_type(name: str, value, default, source: str):
     )
 
 
+# What a name means is the same in every script, so its valid values are declared once here and
+# checked before a script does any work. The choice lists repeat names whose home imports torch
+# or diffusers (the samplers of src.pipeline, the dtypes of src.util.devices), so that a bad value
+# answers at once; a test keeps them equal.
+SCHEDULER_NAMES = ("ddpm", "ddim", "dpm++", "unipc")
+DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16", "float32", "bfloat16", "float16")
+MIXED_PRECISIONS = ("auto", "no", "fp32", "bf16", "fp16")
+
+
+def _choice(*choices):
+    return lambda v: None if str(v).lower() in choices else f"choose one of {', '.join(choices)}"
+
+
+def _above(low, inclusive=False):
+    def check(v):
+        ok = v is None or (v >= low if inclusive else v > low)
+        return None if ok else f"must be {'at least' if inclusive else 'above'} {low}"
+    return check
+
+
+def _fraction(v):
+    return None if v is None or 0 <= v <= 1 else "must be between 0 and 1"
+
+
+def _size(multiple=1):
+    def check(v):
+        if v is None:
+            return None
+        if len(v) != 2 or not all(isinstance(x, int) and x > 0 for x in v):
+            return "must be (height, width), two positive integers"
+        if multiple > 1 and any(x % multiple for x in v):
+            return f"both sides must be multiples of {multiple} (the VAE's downsampling)"
+        return None
+    return check
+
+
+def _device(v):
+    v = str(v)
+    head, _, index = v.partition(":")
+    ok = v in ("auto", "cpu", "mps") or (head == "cuda" and (not index or index.isdigit()))
+    return None if ok else "choose auto, cpu, cuda, cuda:N or mps"
+
+
+OPTION_RULES = {
+    **dict.fromkeys(("batch_size", "epochs", "gradient_accumulation_steps", "num_inference_steps",
+                     "validation_inference_steps", "checkpointing_steps", "checkpoints_total_limit",
+                     "log_every", "val_every_epochs", "validation_pairs", "validation_loss_pairs", "workers",
+                     "image_size", "source_size", "fusion_size", "projection_dim", "hidden_dim",
+                     "mlp_hidden_dim", "lr", "temperature", "fps", "adam_epsilon"), _above(0)),
+    **dict.fromkeys(("num_workers", "num_grids", "validation_steps", "max_grad_norm", "weight_decay",
+                     "noise_offset", "l1_weight", "guidance_scale", "validation_guidance_scale",
+                     "jitter_sigma", "jpeg_quality"), _above(0, inclusive=True)),
+    **dict.fromkeys(("identity_prob", "flip_prob", "drop_pose", "drop_source", "drop_fusion", "dropout",
+                     "mlp_dropout", "ema_decay"), _fraction),
+    **dict.fromkeys(("target_size", "size"), _size(8)),
+    **dict.fromkeys(("eval_size", "pose_draw_size"), _size()),
+    "mixed_precision": _choice(*MIXED_PRECISIONS),
+    "scheduler": _choice(*SCHEDULER_NAMES),
+    "validation_scheduler": _choice(*SCHEDULER_NAMES),
+    "dtype": _choice(*DTYPE_NAMES),
+    "device": _device,
+}
+
+
+def value_problems(config: dict) -> list[str]:
+    """``name=value: why`` for every value of ``config`` that ``OPTION_RULES`` refuses."""
+    problems = []
+    for name, value in config.items():
+        rule = OPTION_RULES.get(name)
+        why = rule(value) if rule else None
+        if why:
+            problems.append(f"{name}={value!r} {why}" if why.startswith("must") else f"{name}={value!r}: {why}")
+    return problems
+
+
 def read_config_file(path: str) -> dict:
     """Assignments of a config file (``name = value`` lines, Python literals only)."""
     p = Path(path)
@@ -212,6 +287,8 @@ def configure(namespace: dict, presets: dict | None = None, argv: list[str] | No
                                   f"(it has {', '.join(map(repr, value))})")
             value = value[dataset]
         config[key] = check_type(key, value, defaults[key], source)
+    if problems := value_problems(config):
+        raise ConfigError("; ".join(problems))
     namespace.update(config)
     config["preset"] = ",".join(preset_names) or None
     if not quiet:

@@ -145,3 +145,62 @@ def test_a_preset_value_per_dataset_needs_the_runs_dataset():
     assert configure(dict(ns), presets, argv=["--preset=tiny", "--dataset=phoenix"], quiet=True)["size"] == (80, 64)
     with pytest.raises(ConfigError, match="preset tiny: size has no value for dataset='other'"):
         configure(dict(ns), presets, argv=["--preset=tiny", "--dataset=other"], quiet=True)
+
+
+def test_bad_values_are_one_error_listing_each_before_any_work():
+    ns = {"batch_size": 48, "target_size": None, "mixed_precision": "auto", "scheduler": "ddpm", "device": "auto",
+          "drop_pose": 0.2, "lr": 1e-4}
+    with pytest.raises(ConfigError) as e:
+        configure(ns, argv=["--batch_size=0", "--target_size=(100,88)", "--mixed_precision=bf17",
+                            "--scheduler=euler", "--device=tpu", "--drop_pose=1.5", "--lr=-1"], quiet=True)
+    message = str(e.value.code)
+    assert "\n" not in message
+    for part in ("batch_size=0 must be above 0", "target_size=(100, 88): both sides must be multiples of 8",
+                 "mixed_precision='bf17': choose one of", "scheduler='euler': choose one of", "device='tpu'",
+                 "drop_pose=1.5 must be between 0 and 1", "lr=-1.0 must be above 0"):
+        assert part in message, (part, message)
+    assert ns["batch_size"] == 48  # nothing applied
+    cfg = configure(dict(ns), argv=["--device=cuda:1", "--scheduler=DPM++", "--target_size=(256,176)",
+                                    "--mixed_precision=bf16"], quiet=True)
+    assert cfg["device"] == "cuda:1" and cfg["target_size"] == (256, 176)
+
+
+def test_value_rules_name_real_options_and_mirror_their_homes():
+    """Each rule's name is a header name of some numbered script (a misspelt rule would check
+    nothing); every script's defaults, its tiny preset and each shipped config pass the rules; the
+    choice lists equal the samplers, dtypes and mixed-precision modes the code accepts."""
+    import runpy
+    from pathlib import Path
+
+    from src.config import (DTYPE_NAMES, MIXED_PRECISIONS, OPTION_RULES, SCHEDULER_NAMES, SCRIPTS, read_config_file,
+                            shared_names, value_problems)
+    from src.pipeline import SCHEDULERS
+    from src.train.common import resolve_mixed_precision
+    from src.util.devices import DTYPES
+
+    assert set(OPTION_RULES) <= shared_names(), set(OPTION_RULES) - shared_names()
+    assert set(SCHEDULER_NAMES) == set(SCHEDULERS)
+    assert set(DTYPE_NAMES) == {"auto", *DTYPES}
+    for mode in MIXED_PRECISIONS:
+        resolve_mixed_precision(mode)
+    root = Path(__file__).resolve().parents[1]
+    configs = [read_config_file(str(f)) for f in sorted((root / "configs").glob("*.py"))]
+    for script in SCRIPTS:
+        ns = runpy.run_path(str(root / script), run_name="header_only")
+        assert not value_problems({k: ns[k] for k in ns if k in OPTION_RULES}), script
+        for values in [*ns["PRESETS"].values(), *configs]:
+            flat = {k: v for k, v in values.items() if not isinstance(v, dict)}
+            assert not value_problems(flat), (script, values)
+
+
+def test_a_bad_option_is_one_line_without_a_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "B2.train_Diffusion_model.py", "--mixed_precision=bf17"], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["config error: mixed_precision='bf17': choose one of auto, no, fp32, "
+                                             "bf16, fp16"]
