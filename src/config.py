@@ -144,10 +144,12 @@ def _device(v):
 OPTION_RULES = {
     **dict.fromkeys(("batch_size", "epochs", "gradient_accumulation_steps", "num_inference_steps",
                      "validation_inference_steps", "checkpointing_steps", "checkpoints_total_limit",
-                     "log_every", "val_every_epochs", "validation_pairs", "validation_loss_pairs", "workers",
+                     "log_every", "val_every_epochs", "validation_loss_pairs", "workers",
                      "image_size", "source_size", "fusion_size", "projection_dim", "hidden_dim",
                      "mlp_hidden_dim", "lr", "temperature", "fps", "adam_epsilon"), _above(0)),
-    **dict.fromkeys(("num_workers", "num_grids", "validation_steps", "max_grad_norm", "weight_decay",
+    # validation_pairs 0: no validation grid (B2 skips it), as many tests and smoke runs ask
+    **dict.fromkeys(("num_workers", "num_grids", "validation_steps", "validation_pairs", "max_grad_norm",
+                     "weight_decay",
                      "noise_offset", "l1_weight", "guidance_scale", "validation_guidance_scale",
                      "jitter_sigma", "jpeg_quality"), _above(0, inclusive=True)),
     **dict.fromkeys(("identity_prob", "flip_prob", "drop_pose", "drop_source", "drop_fusion", "dropout",
