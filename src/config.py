@@ -137,8 +137,8 @@ def _size(multiple=1):
 def _device(v):
     v = str(v)
     head, _, index = v.partition(":")
-    ok = v in ("auto", "cpu", "mps") or (head == "cuda" and (not index or index.isdigit()))
-    return None if ok else "choose auto, cpu, cuda, cuda:N or mps"
+    ok = v in ("auto", "cpu", "mps", "meta") or (head == "cuda" and (not index or index.isdigit()))
+    return None if ok else "choose auto, cpu, cuda, cuda:N, mps or meta (shapes only: the FLOP count)"
 
 
 OPTION_RULES = {
@@ -146,9 +146,9 @@ OPTION_RULES = {
                      "validation_inference_steps", "checkpointing_steps", "checkpoints_total_limit",
                      "log_every", "val_every_epochs", "validation_loss_pairs", "workers",
                      "image_size", "source_size", "fusion_size", "projection_dim", "hidden_dim",
-                     "mlp_hidden_dim", "lr", "temperature", "fps", "adam_epsilon"), _above(0)),
-    # validation_pairs 0: no validation grid (B2 skips it), as many tests and smoke runs ask
-    **dict.fromkeys(("num_workers", "num_grids", "validation_steps", "validation_pairs", "max_grad_norm",
+                     "mlp_hidden_dim", "temperature", "fps", "adam_epsilon"), _above(0)),
+    # validation_pairs 0: no validation grid (B2 skips it); lr 0: the weights stay (tests of what trains)
+    **dict.fromkeys(("num_workers", "num_grids", "validation_steps", "validation_pairs", "lr", "max_grad_norm",
                      "weight_decay",
                      "noise_offset", "l1_weight", "guidance_scale", "validation_guidance_scale",
                      "jitter_sigma", "jpeg_quality"), _above(0, inclusive=True)),
