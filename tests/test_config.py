@@ -157,7 +157,7 @@ def test_bad_values_are_one_error_listing_each_before_any_work():
     assert "\n" not in message
     for part in ("batch_size=0 must be above 0", "target_size=(100, 88): both sides must be multiples of 8",
                  "mixed_precision='bf17': choose one of", "scheduler='euler': choose one of", "device='tpu'",
-                 "drop_pose=1.5 must be between 0 and 1", "lr=-1.0 must be above 0"):
+                 "drop_pose=1.5 must be between 0 and 1", "lr=-1.0 must be at least 0"):
         assert part in message, (part, message)
     assert ns["batch_size"] == 48  # nothing applied
     cfg = configure(dict(ns), argv=["--device=cuda:1", "--scheduler=DPM++", "--target_size=(256,176)",
