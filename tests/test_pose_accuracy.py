@@ -133,11 +133,12 @@ def test_c2_truth_as_generated_reaches_the_ceiling(tmp_path, samples_root):
     if not est_mod.estimator_available():
         pytest.skip("mediapipe not installed (pip install --no-deps -r requirements-pose.txt): no pose accuracy")
     gen = truth_as_generated(tmp_path, samples_root)
-    # FID weights missing (empty TORCH_HOME): FID null, fast; pose accuracy "auto" (the default)
+    # FID weights missing (empty TORCH_HOME): fast, and C2 ends with status 1 naming them after writing
+    # the rest; pose accuracy "auto" (the default)
     r = run_c2(f"--generated={gen}", f"--dataset_root={samples_root}", "--eval_sizes=['256x176','512x352']",
                "--fid_backbone=torchvision", "--fid_reference=test", "--lpips_backbone_random=True",
                "--batch_size=5", "--num_workers=0", "--fid_cache=", torch_home=tmp_path / "empty_torch_home")
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1 and "fid" in r.stderr.strip().splitlines()[-1], r.stderr[-3000:]
     res = json.loads((gen / "metrics.json").read_text())
     n_pairs = len(json.loads((samples_root / "test_pairs_data.json").read_text()))
     for name, block in res.items():
@@ -148,7 +149,7 @@ def test_c2_truth_as_generated_reaches_the_ceiling(tmp_path, samples_root):
         p = block["protocol"]
         assert p["pose_accuracy"] == pa.PCK_PROTOCOL
         assert not any(k.startswith("pck") for k in p["null_reasons"])
-        assert f"| {name} |" in r.stdout and "PCK@0.1 (GT)" in r.stdout
+        assert f"| FPDM | {name} (downscaled by C2 from 1101x750) |" in r.stdout and "PCK@0.1 (GT)" in r.stdout
         assert f"{block['pck_0.1']:.3f} ({block['pck_0.1_truth']:.3f})" in r.stdout
 
 
