@@ -254,12 +254,12 @@ def test_c1_dtype_takes_torch_names_and_bad_options_are_one_line_before_any_work
            f"--out_dir={tmp_path / 'out'}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: dtype='float64': choose auto, fp32")
+    assert proc.stderr.strip().splitlines()[-1].startswith("config error: dtype='float64': choose one of auto, fp32")
     assert "nowhere" not in proc.stderr and not (tmp_path / "out").exists()  # stopped before the dataset check
     proc = subprocess.run(cmd[:2] + ["--scheduler=euler"] + cmd[3:], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
-        "error: scheduler='euler'; choose one of ddpm, ddim, dpm++, unipc")
+        "config error: scheduler='euler': choose one of ddpm, ddim, dpm++, unipc")
 
 
 def test_c1_gives_the_pipeline_the_full_render_and_shows_one_bar(pipeline_dir, samples_root, tmp_path, capsys):
