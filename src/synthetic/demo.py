@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = (64, 64)                 # (height, width) of every image, model and evaluation alike
 POSE_DRAW_SIZE = (128, 128)     # target poses drawn here, then resized: lines thick enough at 64 px
 IDENTITIES, TEST_IDENTITIES, POSES = 60, 2, 4
