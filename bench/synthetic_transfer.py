@@ -6,7 +6,8 @@ whose answer is known is the evidence that the method is implemented right, not 
     python bench/synthetic_transfer.py --preset=test   # the smaller budget of tests/test_synthetic_transfer.py
     make bench-synthetic
 
-Steps; every numbered script runs as a subprocess, as a researcher runs it:
+Steps; every numbered script runs its command line as a researcher runs it (in this process,
+src.util.scripts: a subprocess per step would repeat the imports):
   1. data   src.synthetic.figures: a few hundred identities at image_size x image_size, split by identity
   2. A1     pose images
   3. VAE    src.synthetic.autoencoder trains the tiny preset's VAE on the training images and
@@ -76,7 +77,6 @@ PRESETS = {
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -96,16 +96,16 @@ REFERENCES = ("copy_source", "vae_ceiling")  # answers that are no sample of the
 
 
 def run(name: str, script: str, *args: str) -> float:
-    """Run a numbered script as a subprocess (output shown), stop on failure; returns seconds."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    if threads > 0:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, str(ROOT / script), *args]
-    print(f"\n=== {name}: python {script} {' '.join(args)}", flush=True)
+    """Run a numbered script's command line in this process (output shown), stop on failure;
+    returns seconds."""
+    from src.util.scripts import run_script
+
+    command = f"python {script} {' '.join(args)}"
+    print(f"\n=== {name}: {command}", flush=True)
     start = time.time()
-    result = subprocess.run(command, cwd=ROOT, env=env)
+    result = run_script(script, *args)
     if result.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {result.returncode}): {' '.join(command)}")
+        raise SystemExit(f"{name} failed (exit {result.returncode}): {command}")
     seconds = time.time() - start
     print(f"=== {name} done in {seconds:.0f}s", flush=True)
     return seconds
@@ -245,6 +245,8 @@ def update_readme(path: Path, section: str) -> None:
 def main() -> dict:
     import platform
 
+    # before the first import of huggingface_hub, which reads them once: every weight is local
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     import torch
 
     from src.util.fileio import atomic_save_image, atomic_write_json

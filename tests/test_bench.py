@@ -2,7 +2,6 @@
 analytic ones, the tiny accounting, the GPU benchmark's smoke path (summary keys, MFU, errors,
 time budget), and the rehearsal's measurements and its tiny run of the five scripts."""
 
-import importlib.util
 import json
 import math
 import os
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from bench import perf
-from src.config import configure
+from src.util.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = ["device", "torch", "train_images_per_s", "train_mfu", "baseline_train_images_per_s",
@@ -22,10 +21,7 @@ REQUIRED = ["device", "torch", "train_images_per_s", "train_mfu", "baseline_trai
 
 def load_script(name: str, argv: list[str]):
     """A bench script as a module, its header configured from ``argv`` (as on the command line)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.cfg = configure(vars(module), presets=module.PRESETS, argv=argv, quiet=True)
+    module, module.cfg = load_script(f"bench/{name}.py", argv)
     return module
 
 

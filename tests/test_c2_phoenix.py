@@ -3,7 +3,6 @@ figures in metrics.json, through the script's own main() on a synthetic signing 
 videos of 16 frames (one FVD clip each: FVD needs two) written by A1's PHOENIX mode, with generated
 folders laid out as C1 writes them (manifest, 320x256 model size, 260x210 evaluation size)."""
 
-import importlib.util
 import json
 import shutil
 import warnings
@@ -19,6 +18,7 @@ from src.evaluate import temporal as tm
 from src.evaluate.handoff import EvalEntry
 from src.data.preprocess import preprocess_phoenix
 from src.synthetic.signing import write_synthetic_signing
+from src.util.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "C2.eval.caculate_metrics.py"
@@ -30,12 +30,7 @@ FLICKER = 40
 
 def load_c2(argv: list[str]):
     """The C2 script as a fresh module, configured by ``argv``: (module, cfg)."""
-    from src.config import configure
-
-    spec = importlib.util.spec_from_file_location("c2_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, configure(module.__dict__, presets=module.PRESETS, argv=argv, quiet=True)
+    return load_script(SCRIPT.name, argv)
 
 
 def run_c2(root: Path, generated: Path, *args: str) -> dict:

@@ -6,7 +6,6 @@ sample pairs, with offline weights (pytorch-fid's converted from fid-helper-pyto
 LPIPS backbone)."""
 
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from src.evaluate import fid_weights, handoff, metrics
+from src.util.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "C2.eval.caculate_metrics.py"
@@ -24,14 +24,9 @@ OFFLINE = ["--fid_backbone=pytorch-fid", "--fid_reference=test", "--lpips_backbo
 
 def run_c2(argv: list[str]) -> tuple[str, str, SystemExit | None]:
     """The C2 script as a fresh module, run with ``argv``: (stdout, stderr, its SystemExit or None)."""
-    from src.config import configure
-
-    spec = importlib.util.spec_from_file_location("c2_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out, err, exit_ = io.StringIO(), io.StringIO(), None
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        cfg = configure(module.__dict__, presets=module.PRESETS, argv=argv, quiet=True)
+        module, cfg = load_script(SCRIPT.name, argv)
         try:
             module.main(cfg)
         except SystemExit as e:

@@ -1,8 +1,5 @@
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +16,8 @@ from src.util.images import comparison_grid, load_rgb, resize, to_pil, to_tensor
 from src.pose.openpose18 import COLORS_BGR, draw_pose_from_frame, read_keypoints
 from src.data.preprocess import convert_patn, unflatten_name
 from src.synthetic.figures import make_synthetic_dataset
+from src.util.scripts import run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]
 
 
@@ -136,8 +133,8 @@ def test_load_rgb_converts_modes(tmp_path):
 
 
 def test_a1_renders_and_skips_then_refuses_bad_data_before_writing(samples_copy):
-    cmd = [sys.executable, "A1.pose_data_preprocessing.py", f"--dataset_root={samples_copy}", "--workers=2"]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    args = ["A1.pose_data_preprocessing.py", f"--dataset_root={samples_copy}", "--workers=2"]
+    run = run_script(*args, capture=True)
     assert run.returncode == 0, run.stderr
     outs = sorted((samples_copy / "pose_img").rglob("*.jpg"))
     assert len(outs) == len(list((samples_copy / "pose").rglob("*.txt")))
@@ -150,13 +147,13 @@ def test_a1_renders_and_skips_then_refuses_bad_data_before_writing(samples_copy)
     mse = ((np.asarray(Image.open(one), dtype=float) - ref) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 30
     mtime = one.stat().st_mtime_ns
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    run = run_script(*args, capture=True)
     assert "'rendered': 0" in run.stdout and one.stat().st_mtime_ns == mtime
 
     shutil.rmtree(samples_copy / "pose_img")
     bad = sorted((samples_copy / "pose").rglob("*.txt"))[0]
     bad.write_text("1 2\n")
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    run = run_script(*args, capture=True)
     assert run.returncode != 0
     assert f"{bad}: expected 18 rows" in run.stderr
     assert not (samples_copy / "pose_img").exists()

@@ -2,20 +2,16 @@
 the target pose better than copying the source does (pose IoU on its test pairs)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from src.util.scripts import run_script
 
 
 @pytest.mark.slow
 def test_demo_beats_copy_source_on_pose_iou(tmp_path):
     run = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "src.synthetic.demo", f"--out_dir={run}"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=900)
+    r = run_script("src.synthetic.demo", f"--out_dir={run}", capture=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     scores = json.loads((run / "scores.json").read_text())
     iou = scores["pose_iou"]

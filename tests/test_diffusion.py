@@ -527,14 +527,10 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
-def run_b2(*args, timeout=600):
-    import os
-    import subprocess
-    import sys
+def run_b2(*args):
+    from src.util.scripts import run_script
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "B2.train_Diffusion_model.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_script("B2.train_Diffusion_model.py", *args, capture=True)
 
 
 def test_b2_tiny_trains_validates_checkpoints_and_exports(synthetic_root, tmp_path):

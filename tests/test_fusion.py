@@ -19,6 +19,7 @@ from src.models.clip_encoder import (
 )
 from src.models.fusion import Combiner, FusionModel
 from src.train.stage1 import embed_dataset, fusion_logits, fusion_loss, retrieval_metrics, retrieval_ranks
+from src.util.scripts import run_script
 from src.util.weights import WeightsNotFoundError, exit_on_missing_weights
 
 BACKENDS = ("transformers", "open_clip")
@@ -370,9 +371,8 @@ def b1_env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
 
 
-def run_b1(samples_root, out_dir, *extra, timeout=300):
-    return subprocess.run([sys.executable, str(B1), *b1_args(samples_root, out_dir, *extra)], cwd=ROOT,
-                          env=b1_env(), capture_output=True, text=True, timeout=timeout)
+def run_b1(samples_root, out_dir, *extra):
+    return run_script(B1.name, *b1_args(samples_root, out_dir, *extra), capture=True)
 
 
 def safetensors_weights(folder):

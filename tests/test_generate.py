@@ -1,4 +1,5 @@
-"""C1: per-pair seeds, resumable generation, manifest and grids, through the script itself."""
+"""C1: per-pair seeds, resumable generation, manifest and grids, through the script itself (in
+this process; one test runs the real command line for its exit status)."""
 
 import json
 import subprocess
@@ -13,8 +14,10 @@ from PIL import Image
 from src.evaluate import generate, handoff
 from src.data import load_pairs
 from src.train.stage2 import make_tiny_pipeline
+from src.util.scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
+C1 = "C1.test_Diffusion_model.py"
 SIZE, EVAL = (64, 48), (32, 24)
 COMMON = [f"--size={SIZE}", f"--eval_size={EVAL}", "--pose_draw_size=(256, 176)", "--num_inference_steps=3",
           "--num_grids=1"]
@@ -33,9 +36,8 @@ def pipeline_dir(tmp_path_factory):
 
 
 def run_c1(pipeline_dir, samples_root, out, *extra):
-    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={pipeline_dir}",
-           f"--dataset_root={samples_root}", f"--out_dir={out}", *COMMON, *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script(C1, f"--pipeline={pipeline_dir}", f"--dataset_root={samples_root}", f"--out_dir={out}", *COMMON,
+                      *extra, capture=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc.stdout
 
@@ -138,9 +140,8 @@ def test_c1_takes_its_sizes_from_the_pipeline(samples_root, tmp_path):
     make_tiny_pipeline(tmp_path / "sd2", height=size[0], width=size[1], pose_draw_size=draw).save_pretrained(
         tmp_path / "pipeline")
     out = tmp_path / "out"
-    cmd = [sys.executable, "C1.test_Diffusion_model.py", "--preset=tiny", f"--pipeline={tmp_path / 'pipeline'}",
-           f"--dataset_root={samples_root}", f"--out_dir={out}", "--num_inference_steps=2", "--test_pose=draw"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script(C1, "--preset=tiny", f"--pipeline={tmp_path / 'pipeline'}", f"--dataset_root={samples_root}",
+                      f"--out_dir={out}", "--num_inference_steps=2", "--test_pose=draw", capture=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     pairs = load_pairs(samples_root, "test_pairs_data.json")
@@ -172,9 +173,8 @@ def test_c1_refuses_a_bad_pair_file_before_loading_the_model(samples_root, tmp_p
     for name in ("img", "pose"):
         (root / name).symlink_to(Path(samples_root) / name)
     (root / "test_pairs_data.json").write_text("[{\"source_image\": \"img/missing.jpg\"}]")
-    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={tmp_path / 'nowhere'}",
-           f"--dataset_root={root}", f"--out_dir={tmp_path / 'out'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_script(C1, f"--pipeline={tmp_path / 'nowhere'}", f"--dataset_root={root}",
+                      f"--out_dir={tmp_path / 'out'}", capture=True)
     assert proc.returncode != 0
     assert "test_pairs_data.json" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
@@ -182,7 +182,7 @@ def test_c1_refuses_a_bad_pair_file_before_loading_the_model(samples_root, tmp_p
 
 
 def test_c1_missing_pipeline_folder_is_one_clear_message(samples_root, tmp_path):
-    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={tmp_path / 'B2' / 'pipeline'}",
+    cmd = [sys.executable, C1, f"--pipeline={tmp_path / 'B2' / 'pipeline'}",
            f"--dataset_root={samples_root}", f"--out_dir={tmp_path / 'out'}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
@@ -250,14 +250,12 @@ def test_c1_dtype_takes_torch_names_and_bad_options_are_one_line_before_any_work
     from src.util.devices import resolve_dtype
 
     assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16 and resolve_dtype("float32", "cpu") is torch.float32
-    cmd = [sys.executable, "C1.test_Diffusion_model.py", "--dtype=float64", f"--dataset_root={tmp_path / 'nowhere'}",
-           f"--out_dir={tmp_path / 'out'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    args = [f"--dataset_root={tmp_path / 'nowhere'}", f"--out_dir={tmp_path / 'out'}"]
+    proc = run_script(C1, "--dtype=float64", *args, capture=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("config error: dtype='float64': choose one of auto, fp32")
     assert "nowhere" not in proc.stderr and not (tmp_path / "out").exists()  # stopped before the dataset check
-    proc = subprocess.run(cmd[:2] + ["--scheduler=euler"] + cmd[3:], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = run_script(C1, "--scheduler=euler", *args, capture=True)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
         "config error: scheduler='euler': choose one of ddpm, ddim, dpm++, unipc")
 
@@ -291,9 +289,8 @@ def test_c1_rerun_with_other_settings_stops_and_the_same_settings_resume(pipelin
     run_c1(pipeline_dir, samples_root, out, "--max_pairs=2")
     folder = out / handoff.size_name(SIZE)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--pipeline={pipeline_dir}", f"--dataset_root={samples_root}",
-           f"--out_dir={out}", *COMMON, "--max_pairs=2", "--num_inference_steps=4", "--guidance_scale=3.0"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script(C1, f"--pipeline={pipeline_dir}", f"--dataset_root={samples_root}", f"--out_dir={out}", *COMMON,
+                      "--max_pairs=2", "--num_inference_steps=4", "--guidance_scale=3.0", capture=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
     assert "num_inference_steps: 3 -> 4" in message and "guidance_scale: 2.0 -> 3.0" in message

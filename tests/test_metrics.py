@@ -17,6 +17,7 @@ from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from src.evaluate import fid_weights, handoff, metrics
+from src.util.scripts import run_script
 from src.util.weights import WeightsNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,10 +298,11 @@ def make_generated(tmp_path: Path, samples_root: Path, n: int = 3) -> Path:
     return out
 
 
-def run_c2(*args, torch_home: Path, cwd=ROOT):
-    env = dict(os.environ, TORCH_HOME=str(torch_home), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+def run_c2(*args, torch_home: Path):
+    """C2's command line in this process, with its torch hub folder (FID and LPIPS weights) in ``torch_home``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(torch_home))
+        return run_script(SCRIPT.name, *args, capture=True)
 
 
 def test_check_generated_reports_every_problem(tmp_path, samples_root):
@@ -330,9 +332,12 @@ def test_check_generated_reports_every_problem(tmp_path, samples_root):
 
 
 def test_c2_missing_file_exits_nonzero_naming_it(tmp_path, samples_root):
+    """Through the real command line: the exit status a shell sees."""
     gen = make_generated(tmp_path, samples_root)
     (gen / "512x352" / "1.png").unlink()
-    r = run_c2(f"--generated={gen}", f"--dataset_root={samples_root}", "--preset=tiny", torch_home=tmp_path / "th")
+    r = subprocess.run([sys.executable, str(SCRIPT), f"--generated={gen}", f"--dataset_root={samples_root}",
+                        "--preset=tiny"], cwd=ROOT, env=dict(os.environ, TORCH_HOME=str(tmp_path / "th")),
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode != 0
     assert "1.png" in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
     assert not (gen / "metrics.json").exists()

@@ -5,8 +5,6 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,8 @@ from src.data.phoenix import (
 from src.pose import wholebody133
 from src.data.preprocess import preprocess_phoenix
 from src.synthetic.signing import write_synthetic_signing, write_twostream_pickle
+from src.util.scripts import run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 H, W_ = wholebody133.FRAME_SIZE
 
 
@@ -297,10 +295,9 @@ def test_test_pairs_take_the_first_frame_as_source(synthetic):
 
 def test_a1_phoenix_mode_end_to_end(synthetic, tmp_path):
     out = tmp_path / "phoenix"
-    cmd = [sys.executable, "A1.pose_data_preprocessing.py", "--dataset=phoenix",
-           f"--phoenix_root={synthetic['root']}", f"--keypoints={synthetic['keypoints_dir']}",
-           f"--dataset_root={out}", "--train_pairs_count=40", "--workers=1"]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    args = ["A1.pose_data_preprocessing.py", "--dataset=phoenix", f"--phoenix_root={synthetic['root']}",
+            f"--keypoints={synthetic['keypoints_dir']}", f"--dataset_root={out}", "--train_pairs_count=40", "--workers=1"]
+    run = run_script(*args, capture=True)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert (out / "img").is_symlink() and (out / "img").resolve() == frames_dir(synthetic["root"]).resolve()
     train, test = load_pairs(out, "train_pairs_data.json"), load_pairs(out, "test_pairs_data.json")
@@ -320,5 +317,5 @@ def test_a1_phoenix_mode_end_to_end(synthetic, tmp_path):
     assert np.abs(got - expected).mean() < 2
     assert json.loads((out / "pose_img" / "A1_config.json").read_text())["dataset"] == "phoenix"
     # a rerun skips what is fresh
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = run_script(*args, capture=True)
     assert run.returncode == 0 and "'pose_files_written': 0, 'pose_images_rendered': 0" in run.stdout

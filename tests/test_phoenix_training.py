@@ -3,10 +3,7 @@ synthetic signing set, their check, the pipeline's 133-point drawing, C1's per-v
 (one source encoding a video) and B1 -> B2 -> C1 tiny runs with configs/phoenix.py end to end."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,21 +22,12 @@ from src.pipeline import FPDMPipeline
 from src.pose import wholebody133
 from src.train.stage2 import make_tiny_pipeline
 from src.synthetic.signing import write_synthetic_signing
+from src.util.scripts import run_script
 from src.util.videos import gif_info, mp4_info, read_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]
 PHOENIX_CONFIG = f"--config={ROOT / 'configs' / 'phoenix.py'}"
-
-
-def _env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2",
-            "PYTHONPATH": str(ROOT)}
-
-
-def _run(script, *args, timeout=300):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +36,9 @@ def phoenix_root(tmp_path_factory):
     base = tmp_path_factory.mktemp("phoenix_training")
     release = write_synthetic_signing(base / "release", videos={"train": 3, "test": 2}, frames=(4, 5), seed=1)
     out = base / "data"
-    r = _run("A1.pose_data_preprocessing.py", "--dataset=phoenix", f"--phoenix_root={release['root']}",
-             f"--keypoints={release['keypoints_dir']}", f"--dataset_root={out}", "--train_pairs_count=12",
-             "--workers=1", timeout=120)
+    r = run_script("A1.pose_data_preprocessing.py", "--dataset=phoenix", f"--phoenix_root={release['root']}",
+                   f"--keypoints={release['keypoints_dir']}", f"--dataset_root={out}", "--train_pairs_count=12",
+                   "--workers=1", capture=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out
 
@@ -119,16 +107,17 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     from src.pipeline import FPDMPipeline
 
     b1 = tmp_path / "B1"
-    r = _run("B1.train_Fusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
-             f"--out_dir={b1}", "--max_steps=2", "--batch_size=4", "--eval_max_pairs=4", "--eval_at_start=False")
+    r = run_script("B1.train_Fusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
+                   f"--out_dir={b1}", "--max_steps=2", "--batch_size=4", "--eval_max_pairs=4", "--eval_at_start=False",
+                   capture=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert '"dataset": "phoenix"' in (b1 / "B1_config.json").read_text()
     FusionModel.from_pretrained(b1 / "fusion_model")
 
     b2 = tmp_path / "B2"
-    r = _run("B2.train_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
-             f"--fusion_model={b1 / 'fusion_model'}", f"--out_dir={b2}", "--max_steps=2",
-             "--batch_size=2", "--validation_pairs=0", "--validation_loss_pairs=2")
+    r = run_script("B2.train_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
+                   f"--fusion_model={b1 / 'fusion_model'}", f"--out_dir={b2}", "--max_steps=2",
+                   "--batch_size=2", "--validation_pairs=0", "--validation_loss_pairs=2", capture=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     config = (b2 / "B2_config.json").read_text()
     assert '"flip_prob": 0.0' in config and '"jitter_sigma": 0.5' in config and '"dataset": "phoenix"' in config
@@ -138,8 +127,9 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     assert tuple(pipe.config.pose_draw_size) == PHOENIX.pose_draw_size and pipe.config.pose_format == "wholebody133"
 
     c1 = tmp_path / "C1"
-    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
-             f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2", "--batch_size=3")
+    r = run_script("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
+                   f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2", "--batch_size=3",
+                   capture=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     pairs = load_pairs(phoenix_root, "test_pairs_data.json")
     assert "'sources_encoded': 2" in r.stdout  # two test videos, 9 frames, batches of 3
@@ -163,8 +153,8 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     assert np.abs(panel[:, 420:630].astype(np.float32) - png).mean() > 8  # the ground truth is another image
 
     # C2 on C1's output: per-frame metrics at 260x210 and the temporal figures of both videos
-    r = _run("C2.eval.caculate_metrics.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
-             f"--generated={c1}")
+    r = run_script("C2.eval.caculate_metrics.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
+                   f"--generated={c1}", capture=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     block = json.loads((c1 / "metrics.json").read_text())["260x210"]
     assert block["count"] == len(pairs) and 0 < block["ssim"] < 1
@@ -173,8 +163,8 @@ def test_b1_and_b2_tiny_phoenix_end_to_end(phoenix_root, tmp_path):
     assert temporal["warping_error"] > temporal["warping_error_real"] >= 0
 
     # a rerun skips every frame and every video
-    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
-             f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2")
+    r = run_script("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
+                   f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2", capture=True)
     assert r.returncode == 0 and "'generated': 0" in r.stdout and "'sources_encoded': 0" in r.stdout
 
 
@@ -190,8 +180,8 @@ def release_videos(pairs):
 def test_deepfashion_pipeline_refuses_phoenix_data(phoenix_root, tmp_path):
     pipe = make_tiny_pipeline(tmp_path / "sd2", height=64, width=48)
     pipe.save_pretrained(tmp_path / "pipeline")
-    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
-             f"--pipeline={tmp_path / 'pipeline'}", f"--out_dir={tmp_path / 'C1'}")
+    r = run_script("C1.test_Diffusion_model.py", "--preset=tiny", PHOENIX_CONFIG, f"--dataset_root={phoenix_root}",
+                   f"--pipeline={tmp_path / 'pipeline'}", f"--out_dir={tmp_path / 'C1'}", capture=True)
     assert r.returncode != 0
     assert "trained on openpose18 poses" in r.stderr and "has wholebody133 poses" in r.stderr
     assert not (tmp_path / "C1" / "manifest.json").exists()

@@ -2,7 +2,6 @@
 step), the one-thread CPU processes of `accelerate launch`, the source encoder saved in the layout
 every transformers version reads, and the 256x176 configuration."""
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -11,18 +10,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from src.config import configure
+from src.util.scripts import load_script
 from test_init_pipeline import run_b2
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_256 = ROOT / "configs" / "deepfashion_256x176.py"
-
-
-def load_script(filename: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / filename)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def snapshot(folder: Path) -> dict:
@@ -87,10 +79,9 @@ def test_b2_on_a_full_disk_stops_before_the_first_step_and_loses_nothing(samples
 
 
 def test_b1_on_a_full_disk_stops_before_the_first_step(samples_root, tmp_path, monkeypatch):
-    b1 = load_script("B1.train_Fusion_model.py", "b1_script")
     out = tmp_path / "B1"
     monkeypatch.setattr(shutil, "disk_usage", small_disk(1000))
-    cfg = configure(vars(b1), presets=b1.PRESETS, quiet=True, argv=[
+    b1, cfg = load_script("B1.train_Fusion_model.py", [
         "--preset=tiny", f"--dataset_root={samples_root}", f"--out_dir={out}", "--max_steps=1"])
     with pytest.raises(SystemExit, match=rf"^error: out_dir {out} has 1 kB free on its disk, this run needs "
                                          r".*the exported fusion model"):
@@ -240,8 +231,8 @@ def test_another_transformers_version_reads_the_saved_source_encoder(tmp_path):
 
 
 def b2_values(*argv) -> tuple[dict, object]:
-    b2 = load_script("B2.train_Diffusion_model.py", "b2_values")
-    return configure(vars(b2), presets=b2.PRESETS, argv=list(argv), quiet=True), b2
+    b2, cfg = load_script("B2.train_Diffusion_model.py", list(argv))
+    return cfg, b2
 
 
 def test_the_256x176_config_is_the_512x352_recipe_at_half_size():

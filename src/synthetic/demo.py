@@ -1,8 +1,9 @@
 """`make demo`: the whole pipeline on a synthetic dataset, with the tiny preset on the CPU, trained
 long enough to learn pose transfer: synthetic data -> A1 -> tiny autoencoder -> B1 -> B2 -> C1 ->
-C2 -> pose IoU. Each numbered step runs the script exactly as a researcher would; a step whose
-result is already there is skipped, so a second `make demo` only repeats what is missing (delete
-the run folder, logs/demo, to start over).
+C2 -> pose IoU. Each numbered step runs the script's command line exactly as a researcher would
+(in this process, ``src.util.scripts``: a subprocess per step would repeat the imports); a step
+whose result is already there is skipped, so a second `make demo` only repeats what is missing
+(delete the run folder, logs/demo, to start over).
 
     python -m src.synthetic.demo                      # into logs/demo
     python -m src.synthetic.demo --out_dir=DIR        # elsewhere
@@ -23,10 +24,10 @@ out_dir = "logs/demo"
 # -----------------------------------------------------------------------------------------------
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from ..util.scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = (64, 64)                 # (height, width) of every image, model and evaluation alike
@@ -46,15 +47,16 @@ def shown(path: Path) -> str:
 
 
 def step(title: str, done: Path | None, *args: str) -> None:
-    """Run a numbered script (``args``: the script and its options) as a subprocess, unless
-    ``done`` exists."""
+    """Run a numbered script (``args``: the script and its options) in this process, as its
+    command line runs it, unless ``done`` exists."""
     command = f"python {' '.join(args)}"
     if done is not None and done.exists():
         print(f"\n=== {title}: already done ({shown(done)}), skipped: {command}", flush=True)
         return
     print(f"\n=== {title}: {command}", flush=True)
     t = time.time()
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+    if run_script(*args).returncode != 0:
+        raise SystemExit(f"{title} failed: {command}")
     print(f"=== {title} done in {time.time() - t:.0f}s", flush=True)
 
 
