@@ -2,7 +2,9 @@
 random pipeline of make_tiny_pipeline's default seed at 128x88, poses drawn at 256x176, C1's tiny
 preset. tests/data/c1_reference/ holds that run's five 128x88 outputs (random weights: this
 project's own images); they are matched by pair through C1's manifest, as C2 reads it, so a change
-of C1's file names is no failure and a changed pixel is."""
+of C1's file names is no failure and a changed image is. On the machine that made them the match is
+exact; two grey levels are allowed for another CPU's float rounding (the matrix kernels differ by
+instruction set), far below what any change of the inputs, the sampler or the saving does."""
 
 import json
 from pathlib import Path
@@ -39,4 +41,4 @@ def test_c1_on_the_shared_samples_gives_the_reference_images(samples_root, tmp_p
     for p in references:
         got, want = pixels(generated[p["source_image"], p["target_image"]]), pixels(REFERENCE / p["image"])
         assert got.shape == want.shape == (*SIZE, 3)
-        assert np.abs(got - want).max() == 0, (p["image"], np.abs(got - want).max())
+        assert np.abs(got - want).max() <= 2, (p["image"], np.abs(got - want).max())

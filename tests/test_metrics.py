@@ -222,6 +222,8 @@ def test_small_set_fid_is_the_full_dimension_computation():
         traces = np.trace(stats[1]) + np.trace(stats[3])
         assert abs(fid - full_dimension_fid(*stats)) <= 1e-6 * traces, name
         assert abs(fid - independent_fid(a, b)) <= 1e-9 * traces, name
+        # from the first set's features: its N x N matrix instead of the D x D eigenproblems
+        assert abs(metrics.frechet_distance(*stats, features1=a) - independent_fid(a, b)) <= 1e-9 * traces, name
         if name != "nearly identical sets":
             assert fid == pytest.approx(full_dimension_fid(*stats), rel=1e-6), name
 

@@ -318,7 +318,7 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
     return float(np.sqrt(lam).sum())
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, features1=None) -> float:
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)): the peers' FID, on sets of any size.
 
     When both covariances have full rank (more images than feature dimensions, as in the papers'
@@ -335,12 +335,22 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     needs only the trace of the root, so on rank-deficient sets the trace is computed exactly
     instead (``trace_sqrt_product``): the number pytorch-fid's full-dimension ``sqrtm`` gives, up
     to its rounding (1e-7 to 1e-6 of the covariance traces), real and finite for every set, and
-    fast, since the eigenproblems are no larger than the images behind them."""
+    fast, since the eigenproblems are no larger than the images behind them.
+
+    ``features1``, the (N, D) features behind (mu1, sigma1), makes a small first set cheaper still:
+    with N - 1 < D, S1 = A^T A for A = centred features / sqrt(N - 1), and S1 S2 = A^T (A S2) has
+    the nonzero eigenvalues of the N x N matrix A S2 A^T, so the root's trace comes from that
+    matrix alone, without the D x D eigenproblems (seconds each at D = 2048)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}")
     diff = mu1 - mu2
+    if features1 is not None and len(features1) - 1 < mu1.size:
+        f1 = np.asarray(features1, np.float64)
+        a = (f1 - f1.mean(axis=0)) / np.sqrt(len(f1) - 1)
+        lam, _ = _psd_eigh(a @ s2 @ a.T)
+        return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(lam).sum())
     if not (_full_rank(s1) and _full_rank(s2)):
         return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt_product(s1, s2))
 
@@ -597,12 +607,13 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
         fid = ref_info = fid_images = fid_warning = None
         if inception is not None:
             try:
-                mu_g, sigma_g = feature_statistics(np.concatenate(feats))
+                feats = np.concatenate(feats)
+                mu_g, sigma_g = feature_statistics(feats)
                 mu_r, sigma_r, ref_info = reference_statistics(reference, size, inception, cache_dir,
                                                                batch_size, num_workers, progress)
                 fid_images = {"generated": len(entries), "reference": ref_info["count"], "feature_dim": len(mu_g)}
                 fid_warning = small_set_warning(**fid_images)
-                fid = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+                fid = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, features1=feats)
             except (ValueError, RuntimeError) as e:  # too few images, unreadable reference image
                 reasons["fid"] = first_line(e)
         lpips_mean = float(np.mean(np.concatenate(dists))) if dists else None

@@ -357,7 +357,7 @@ def fvd_from_features(generated: np.ndarray, real: np.ndarray) -> float:
         raise ValueError(f"FVD needs at least 2 clips per set, got {len(generated)} generated and {len(real)} real")
     mu_g, sigma_g = feature_statistics(generated)
     mu_r, sigma_r = feature_statistics(real)
-    return frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+    return frechet_distance(mu_g, sigma_g, mu_r, sigma_r, features1=generated)
 
 
 # ---------------------------------------------------------------------------------------------
