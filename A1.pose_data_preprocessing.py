@@ -4,6 +4,8 @@
     python A1.pose_data_preprocessing.py --dataset_root=PATH --patn_dir=DIR   # full benchmark
     python A1.pose_data_preprocessing.py --config=configs/phoenix.py --phoenix_root=PHOENIX-2014-T \
         --keypoints=DIR_OR_PICKLE                                             # PHOENIX-2014T
+    python A1.pose_data_preprocessing.py --config=configs/market1501.py --market_root=Market-1501-v15.09.15 \
+        --patn_dir=DIR                                                        # Market-1501
 
 Validates the dataset (every problem listed at once, nothing written when one is found), then
 renders PATH/pose_img/<rel>.jpg for every PATH/pose/<rel>.txt at the size of PATH/img/<rel>.jpg.
@@ -14,16 +16,22 @@ PHOENIX mode (see src/data/phoenix.py): checks the release and the keypoint pick
 PATH/pose/<split>/<video>/imagesNNNN.txt (133 lines "x y" in frame pixels, "nan nan" = missing)
 and PATH/pose_img/<split>/<video>/imagesNNNN.jpg, then train_pairs_data.json (random pairs within
 training videos) and test_pairs_data.json (first frame -> every frame of each test video).
+
+Market-1501 mode (see src/data/market.py): checks the release's bounding_box_{train,test} photos
+and PATN's market-{annotation,pairs}-{train,test}.csv in one pass (every problem listed, nothing
+written), links PATH/img to the release (no copy), writes PATH/pose/bounding_box_<split>/<name>.txt
+(18 rows "x y" in photo pixels), their 128x64 renders in PATH/pose_img/ and PATN's pairs.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 dataset_root = "data/deepfashion"        # holds img/, pose/ and the pair files
 pair_files = ["train_pairs_data.json", "test_pairs_data.json"]
-patn_dir = ""                            # folder of fashion-resize-{annotation,pairs}-{train,test}.csv
+patn_dir = ""                            # folder of PATN's fashion-resize-{annotation,pairs}-{train,test}.csv
+                                         #   (Market-1501: market-{annotation,pairs}-{train,test}.csv)
 check_images = True                      # decode every image during validation
 workers = 8                              # parallel render processes
 force = False                            # re-render even when outputs are up to date
 jpeg_quality = 100
-dataset = "deepfashion"                  # "deepfashion" or "phoenix" (src.data.DATASETS)
+dataset = "deepfashion"                  # "deepfashion", "phoenix" or "market" (src.data.DATASETS)
 # PHOENIX-2014T (dataset = "phoenix")
 phoenix_root = ""                        # the release: features/fullFrame-210x260px, annotations/manual
 keypoints = ""                           # MSKA folder/pickle(s) Phoenix-2014T.{split} (comma-separated) or TwoStream-SLR pickle
@@ -36,6 +44,8 @@ train_pairs_count = 100000               # the paper's 100,000 random training p
 train_videos = 0                         # use only the first N training videos (0 = all)
 test_videos = 0                          # use only the first N test videos (0 = all: 642 videos, 64,627 pairs)
 pairs_seed = 0
+# Market-1501 (dataset = "market"; patn_dir above holds its CSV files)
+market_root = ""                         # Market-1501-v15.09.15: bounding_box_train/, bounding_box_test/
 # -----------------------------------------------------------------------------------------------
 PRESETS = {"tiny": {"workers": 2}}
 
@@ -62,12 +72,27 @@ def main_phoenix(cfg):
     print(f"PHOENIX: {stats} -> {root}")
 
 
+def main_market(cfg):
+    from src.data.preprocess import preprocess_market
+
+    if not market_root or not patn_dir:
+        raise SystemExit("config error: dataset=market needs --market_root=<Market-1501-v15.09.15> and "
+                         "--patn_dir=<folder of market-{annotation,pairs}-{train,test}.csv>")
+    root = Path(dataset_root)
+    stats = preprocess_market(market_root, patn_dir, root, check_images=check_images, workers=workers,
+                              force=force, quality=jpeg_quality)
+    save_config(cfg, root / "pose_img", "A1_config.json")
+    print(f"Market-1501: {stats} -> {root}")
+
+
 def main(cfg):
     from src.data import dataset_spec
 
     spec = as_config_error(dataset_spec, dataset)
     if dataset == "phoenix":
         return main_phoenix(cfg)
+    if dataset == "market":
+        return main_market(cfg)
     from src.data.preprocess import convert_patn, pose_jobs, render_pose_images
 
     root = Path(dataset_root)

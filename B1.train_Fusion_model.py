@@ -17,7 +17,7 @@ lacks it. Without a GPU, `accelerate launch` gives each process one CPU thread (
 B1 then says so (pass --num_cpu_threads_per_process=N to accelerate launch, or run it with python).
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
-dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS)
+dataset = "deepfashion"                    # "deepfashion", "phoenix" or "market" (src.data.DATASETS)
 dataset_root = "data/deepfashion"
 train_pairs = "train_pairs_data.json"
 val_pairs = "test_pairs_data.json"

@@ -5,6 +5,7 @@
     python B2.train_Diffusion_model.py ... --resume=latest                                 # continue a run
     accelerate launch B2.train_Diffusion_model.py --init_pipeline=logs/B2/pipeline ...      # fine-tune a pipeline
     accelerate launch B2.train_Diffusion_model.py --config=configs/phoenix.py ...                  # PHOENIX-2014T
+    accelerate launch B2.train_Diffusion_model.py --config=configs/market1501.py ...               # Market-1501
 
 Trains the UNet, the pose encoder, the source MLP and the fusion MLP; the VAE, the source encoder
 (DINOv2) and the stage-1 fusion model stay frozen. Loss: MSE on the scheduler's prediction
@@ -27,7 +28,8 @@ CPU threads: without a GPU, `accelerate launch` gives each process one thread (O
 B2 then says so: pass --num_cpu_threads_per_process=N to accelerate launch, or run it with python.
 
 The dataset's sizes and augmentations (target_size, pose_draw_size, jitter_sigma, flip_prob left
-at None) are its DatasetSpec's (src.data): PHOENIX-2014T's are in src/data/phoenix_datasets.py.
+at None) are its DatasetSpec's (src.data): PHOENIX-2014T's are in src/data/phoenix_datasets.py,
+Market-1501's in src/data/market.py (--config=configs/market1501.py).
 The 256x176 setting of the paper: --config=configs/deepfashion_256x176.py (target, source size
 and source scales at half size).
 
@@ -45,7 +47,7 @@ values used. The folder's keypoint format must be the dataset's. A resumed run m
 same folder (its frozen models come from there).
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
-dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS)
+dataset = "deepfashion"                    # "deepfashion", "phoenix" or "market" (src.data.DATASETS)
 dataset_root = "data/deepfashion"
 train_pairs = "train_pairs_data.json"
 val_pairs = "test_pairs_data.json"
@@ -105,12 +107,13 @@ num_workers = 8
 cache_dataset = False                      # keep decoded samples in memory (small datasets only)
 log_every = 10
 # -----------------------------------------------------------------------------------------------
-# tiny's sizes are per dataset: a quarter of its model size; poses drawn on a canvas small enough
-# for the CPU and large enough that the lines survive the resize (PHOENIX: its own frame).
+# tiny's sizes are per dataset: a quarter of its model size (Market-1501's 128x64: half, so the
+# latent keeps a few pixels); poses drawn on a canvas small enough for the CPU and large enough
+# that the lines survive the resize (PHOENIX, Market: their own frames).
 PRESETS = {
     "tiny": {"pretrained_model": "tiny", "source_encoder": "tiny", "fusion_model": "tiny",
-             "target_size": {"deepfashion": (128, 88), "phoenix": (80, 64)}, "source_size": 64, "fusion_size": 64,
-             "pose_draw_size": {"deepfashion": (256, 176), "phoenix": None},
+             "target_size": {"deepfashion": (128, 88), "phoenix": (80, 64), "market": (64, 32)}, "source_size": 64, "fusion_size": 64,
+             "pose_draw_size": {"deepfashion": (256, 176), "phoenix": None, "market": None},
              "source_scales": (32, 64), "pose_channels": (8, 8, 16, 16), "mlp_hidden_dim": 32,
              "lr": 1e-3, "lr_warmup_epochs": 0, "batch_size": 4, "gradient_accumulation_steps": 1, "epochs": 20,
              "checkpointing_steps": 20, "checkpoints_total_limit": 2, "validation_steps": 50,

@@ -22,7 +22,7 @@ side by side) and <video>_generated.mp4 / .gif (the generated frames alone), at 
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 pipeline = "logs/B2/pipeline"              # FPDMPipeline folder written by B2
-dataset = "deepfashion"                    # "deepfashion" or "phoenix" (src.data.DATASETS): poses and sizes
+dataset = "deepfashion"                    # "deepfashion", "phoenix" or "market" (src.data.DATASETS): poses and sizes
 dataset_root = "data/deepfashion"
 test_pairs = "test_pairs_data.json"
 out_dir = "logs/C1"

@@ -1,11 +1,13 @@
 """C2: SSIM, SSIM-256, PSNR, LPIPS and FID of a generated test set (the peers' protocol), pose
-accuracy (PCK) where the photo pose estimator is installed, and, on videos (PHOENIX-2014T), the
-temporal figures: warping error, temporal consistency difference and FVD.
+accuracy (PCK) where the photo pose estimator is installed, on videos (PHOENIX-2014T) the temporal
+figures: warping error, temporal consistency difference and FVD, and on Market-1501 SSIM and LPIPS
+inside the target pose's mask (Mask-SSIM, Mask-LPIPS).
 
     python C2.eval.caculate_metrics.py --generated=logs/C1 --dataset_root=data/deepfashion
     python C2.eval.caculate_metrics.py --generated=logs/C1 --fid_reference=test --fid_backbone=pytorch-fid
     python C2.eval.caculate_metrics.py --generated=path/to/their_outputs --dataset_root=data/deepfashion --naming=names
     python C2.eval.caculate_metrics.py --config=configs/phoenix.py --generated=logs/C1_phoenix --i3d=weights/i3d
+    python C2.eval.caculate_metrics.py --config=configs/market1501.py --generated=logs/C1_market
 
 Each figure's protocol, and what C2 reads, checks and writes, is described once: README.md,
 "Faithfulness" (the table and the paragraphs after it; "Scoring another method's published
@@ -16,7 +18,7 @@ beside it, and prints a Markdown row per size.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images
-dataset = "deepfashion"                   # "deepfashion" or "phoenix" (src.data.DATASETS): its pose format decides PCK
+dataset = "deepfashion"                   # "deepfashion", "phoenix" or "market" (src.data.DATASETS): its pose format decides PCK
 naming = "auto"                           # auto: manifest.json if present, else names; manifest; names (see above)
 test_pairs = "test_pairs_data.json"       # naming "names": the pairs whose images <generated> must hold
 dataset_root = "data/deepfashion"         # ground truth: <dataset_root>/<target_image>
@@ -73,6 +75,24 @@ def pose_accuracy_mode(pose_format: str) -> str:
     return "off"
 
 
+def target_mask_points(spec, entries):
+    """``mask_points(entry, size)`` for score_generated: the target's keypoints in pixels of an
+    evaluation size, every keypoint file read before any metric (ManifestError listing all the
+    unreadable ones)."""
+    from src.evaluate.handoff import ManifestError
+    from src.pose.keypoints import PoseFileError
+
+    keypoints, problems = {}, []
+    for e in entries:
+        try:
+            keypoints[e.target_image] = spec.keypoints(dataset_root, e.target_image)
+        except PoseFileError as err:
+            problems.append(f"{err} (the target pose's mask of Mask-SSIM and Mask-LPIPS)")
+    if problems:
+        raise ManifestError(problems)
+    return lambda e, size: spec.renderer.to_pixels(keypoints[e.target_image], tuple(size), spec.photo_size)
+
+
 def main(cfg: dict) -> None:
     # Imported here, after configure(): --help and config errors answer at once, without the
     # seconds that importing torch, LPIPS and scikit-image takes.
@@ -89,6 +109,7 @@ def main(cfg: dict) -> None:
                                          check_images=check_images, expected_count=expected_count,
                                          workers=max(2, num_workers), naming=naming, test_pairs=test_pairs,
                                          pose_accuracy=pck, temporal=temporal, fvd=fvd)
+    mask_points = target_mask_points(spec, entries) if spec.pose_masks else None
     found_by = resolve_naming(naming, generated)
     sizes = scored_sizes(entries)
     cfg["eval_sizes"] = [parse_size(s) for s in sizes]  # the saved config records the sizes scored
@@ -98,7 +119,8 @@ def main(cfg: dict) -> None:
     results = score_generated(entries, sizes, reference, fid_reference=fid_reference, fid_backbone=fid_backbone,
                               lpips_random=lpips_backbone_random, batch_size=batch_size, num_workers=num_workers,
                               device=device, cache_dir=fid_cache or None,
-                              pose_accuracy=pck, dataset_root=dataset_root, temporal=temporal, i3d=i3d)
+                              pose_accuracy=pck, dataset_root=dataset_root, temporal=temporal, i3d=i3d,
+                              mask_points=mask_points)
     for r in results.values():
         r["protocol"]["generated_found_by"] = ("manifest.json" if found_by == "manifest" else
                                                f"file names ({test_pairs}: FPDM authors' C1 or PIDM naming)")

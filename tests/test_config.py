@@ -92,11 +92,13 @@ def test_a_shared_config_file_works_for_all_five_scripts_and_a_typo_is_an_error(
     from src.config import ROOT, SCRIPTS
 
     configs = sorted((ROOT / "configs").glob("*.py"))
-    assert [c.stem for c in configs] == ["deepfashion_256x176", "deepfashion_512x352", "phoenix"]
+    assert [c.stem for c in configs] == ["deepfashion_256x176", "deepfashion_512x352", "market1501", "phoenix"]
+    datasets = {"deepfashion_256x176": "deepfashion", "deepfashion_512x352": "deepfashion", "market1501": "market",
+                "phoenix": "phoenix"}
     for config in configs:
         for script in SCRIPTS:
             cfg, _ = configure_script(script, f"--config={config}")
-            assert cfg["dataset"] == config.stem.split("_")[0] and cfg["dataset_root"].startswith("data/"), script
+            assert cfg["dataset"] == datasets[config.stem] and cfg["dataset_root"].startswith("data/"), script
     # each script takes the names it has and lists the others'
     module = load_script("A1.pose_data_preprocessing.py")
     configure(vars(module), presets=module.PRESETS, argv=[f"--config={ROOT / 'configs' / 'phoenix.py'}"])

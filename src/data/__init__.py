@@ -4,8 +4,9 @@
 (``ProblemsError``, ``DatasetError``) and the checks that report every problem at once.
 ``spec``: ``DatasetSpec``, what a dataset declares (keypoint format, sizes, augmentation
 defaults, whether its test pairs are videos, its check, the Datasets of both stages, built on
-``stages``). ``deepfashion`` and ``phoenix_datasets`` each fill one in (their ``SPEC``);
-``phoenix`` reads the PHOENIX-2014T release for A1. A script finds a dataset's spec by name
+``stages``). ``deepfashion``, ``phoenix_datasets`` and ``market`` each fill one in (their
+``SPEC``); ``phoenix`` reads the PHOENIX-2014T release for A1, ``market`` Market-1501's with
+PATN's files. A script finds a dataset's spec by name
 (``dataset_spec``). How images reach the networks is ``src.models.views``; keypoint formats and
 their renderers are ``src.pose``. Sizes are (height, width) everywhere.
 """
@@ -27,7 +28,7 @@ from .pairs import (
 from .spec import DatasetSpec
 
 # name -> the module (in this package) whose SPEC declares it
-DATASETS = {"deepfashion": "deepfashion", "phoenix": "phoenix_datasets"}
+DATASETS = {"deepfashion": "deepfashion", "phoenix": "phoenix_datasets", "market": "market"}
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -1,6 +1,7 @@
 """A1's jobs: convert the PATN annotation files of the full benchmark into the dataset layout,
-and render every ``pose/**/*.txt`` into ``pose_img/**/*.jpg`` at its photo's size; and
-``preprocess_phoenix``, A1's PHOENIX-2014T mode (check, pose files, pose images, pairs)."""
+and render every ``pose/**/*.txt`` into ``pose_img/**/*.jpg`` at its photo's size;
+``preprocess_phoenix``, A1's PHOENIX-2014T mode, and ``preprocess_market``, its Market-1501 mode
+(each: check everything, then pose files, pose images, pairs)."""
 
 from __future__ import annotations
 
@@ -39,53 +40,74 @@ def _int_list(text: str, where: str) -> list[int]:
     except json.JSONDecodeError:
         raise ValueError(f"{where}: {text.strip()[:40]!r} is not a list of integers") from None
     if not isinstance(values, list) or len(values) != NUM_JOINTS:
-        raise ValueError(f"{where}: expected a list of {NUM_JOINTS} integers")
-    return [int(v) for v in values]
+        got = f"{len(values)} values" if isinstance(values, list) else type(values).__name__
+        raise ValueError(f"{where}: expected a list of {NUM_JOINTS} integers, got {got}")
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: a value is not an integer") from None
 
 
-def read_patn_annotations(path: str | Path) -> dict[str, np.ndarray]:
-    """``name:keypoints_y:keypoints_x`` rows (176x256 frame, -1 missing) -> annotation-frame
-    keypoints (18, 2) keyed by './img/...' path."""
+def parse_patn_annotations(path: str | Path, to_rel) -> tuple[dict[str, tuple[list[int], list[int]]], list[str]]:
+    """PATN's ``name:keypoints_y:keypoints_x`` rows (18 ints each, -1 missing) -> ({'./img/...'
+    path (``to_rel(name)``, which raises ValueError for a bad name): (ys, xs)}, problems), every
+    problem of the file named with its line."""
     path = Path(path)
     out, problems = {}, []
     with open(path, newline="") as f:
         rows = list(csv.reader(f, delimiter=":"))
     if not rows or [c.strip() for c in rows[0]] != ["name", "keypoints_y", "keypoints_x"]:
-        raise DatasetError([f"{path}: header must be name:keypoints_y:keypoints_x"])
+        return {}, [f"{path}: header must be name:keypoints_y:keypoints_x"]
     for line, row in enumerate(rows[1:], start=2):
         if not row:
             continue
         try:
             if len(row) != 3:
                 raise ValueError(f"{path}:{line}: expected 3 ':'-separated columns, got {len(row)}")
-            rel = unflatten_name(row[0])
+            rel = to_rel(row[0])
             ys = _int_list(row[1], f"{path}:{line} keypoints_y")
             xs = _int_list(row[2], f"{path}:{line} keypoints_x")
         except ValueError as e:
             problems.append(str(e) if str(e).startswith(str(path)) else f"{path}:{line}: {e}")
             continue
+        out[rel] = (ys, xs)
+    return out, problems
+
+
+def parse_patn_pairs(path: str | Path, to_rel) -> tuple[list[dict], list[str]]:
+    """PATN's ``from,to`` rows -> (pairs of './img/...' paths, problems)."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or {"from", "to"} - {c.strip() for c in reader.fieldnames}:
+            return [], [f"{path}: header must have columns from,to"]
+        pairs, problems = [], []
+        for line, row in enumerate(reader, start=2):
+            try:
+                pairs.append({"source_image": to_rel(row["from"]), "target_image": to_rel(row["to"])})
+            except (ValueError, TypeError) as e:
+                problems.append(f"{path}:{line}: {e}")
+    return pairs, problems
+
+
+def read_patn_annotations(path: str | Path) -> dict[str, np.ndarray]:
+    """DeepFashion's PATN annotations (176x256 frame) -> annotation-frame keypoints (18, 2) keyed
+    by './img/...' path, or DatasetError listing the file's problems."""
+    rows, problems = parse_patn_annotations(path, unflatten_name)
+    if problems:
+        raise DatasetError(problems)
+    out = {}
+    for rel, (ys, xs) in rows.items():
         kp = np.full((NUM_JOINTS, 2), np.nan)
         for j, (x, y) in enumerate(zip(xs, ys)):
             if x != -1 and y != -1:
                 kp[j] = (x + FRAME_OFFSET_X, y)
         out[rel] = kp
-    if problems:
-        raise DatasetError(problems)
     return out
 
 
 def read_patn_pairs(path: str | Path) -> list[dict]:
-    path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or {"from", "to"} - {c.strip() for c in reader.fieldnames}:
-            raise DatasetError([f"{path}: header must have columns from,to"])
-        pairs, problems = [], []
-        for line, row in enumerate(reader, start=2):
-            try:
-                pairs.append({"source_image": unflatten_name(row["from"]), "target_image": unflatten_name(row["to"])})
-            except ValueError as e:
-                problems.append(f"{path}:{line}: {e}")
+    pairs, problems = parse_patn_pairs(path, unflatten_name)
     if problems:
         raise DatasetError(problems)
     return pairs
@@ -161,15 +183,21 @@ def _render_job(args):
 # PHOENIX-2014T (see src/data/phoenix.py for the layout and formats)
 
 
-def _phoenix_link_problem(dataset_root: Path, target: Path) -> str | None:
-    """The dataset root's ``img`` must be absent or already the link to the release's frames."""
+def _img_link_problem(dataset_root: Path, target: Path) -> str | None:
+    """The dataset root's ``img`` must be absent or already the link to the release's images."""
     link = dataset_root / "img"
     if not (link.exists() or link.is_symlink()):
         return None
     if link.is_symlink() and link.resolve() == target.resolve():
         return None
-    return (f"{link}: exists and is not a link to {target}; remove it (A1 links the release's frames "
+    return (f"{link}: exists and is not a link to {target}; remove it (A1 links the release's images "
             f"there, it never copies them)")
+
+
+def _link_img(dataset_root: Path, target: Path) -> None:
+    dataset_root.mkdir(parents=True, exist_ok=True)
+    if not (dataset_root / "img").is_symlink():
+        os.symlink(target, dataset_root / "img", target_is_directory=True)
 
 
 def _phoenix_video_job(args) -> tuple[int, int]:
@@ -203,7 +231,7 @@ def preprocess_phoenix(phoenix_root, keypoints, dataset_root, *, splits=("train"
 
     root = Path(dataset_root)
     target = frames_dir(phoenix_root).absolute()
-    link_problem = _phoenix_link_problem(root, target)
+    link_problem = _img_link_problem(root, target)
     max_videos = {"train": train_videos or None, "test": test_videos or None}
     try:
         index = check_phoenix(phoenix_root, keypoints, splits, check_frames=check_frames,
@@ -218,9 +246,7 @@ def preprocess_phoenix(phoenix_root, keypoints, dataset_root, *, splits=("train"
         if n:
             log(f"warning: {split}: {n} keypoints with a zero or non-finite coordinate, drawn as missing")
 
-    root.mkdir(parents=True, exist_ok=True)
-    if not (root / "img").is_symlink():
-        os.symlink(target, root / "img", target_is_directory=True)
+    _link_img(root, target)
     pickles = keypoint_files(keypoints)
     settings = {"keypoints": [str(p.absolute()) for p in pickles],
                 "keypoint_mtimes": [p.stat().st_mtime for p in pickles],
@@ -253,4 +279,51 @@ def preprocess_phoenix(phoenix_root, keypoints, dataset_root, *, splits=("train"
         atomic_write_json(root / name, items)
     return {"splits": counts, "missing_points": index.missing_points, "frames": total,
             "pose_files_written": written, "pose_images_rendered": rendered,
+            "pairs": {k: len(v) for k, v in pairs.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Market-1501 (see src/data/market.py for the layout and formats)
+
+
+def preprocess_market(market_root, patn_dir, dataset_root, *, splits=("train", "test"), check_images: bool = True,
+                      workers: int = 8, force: bool = False, quality: int = 100, log=print) -> dict:
+    """A1's Market-1501 mode: check the release and PATN's files (every problem listed, nothing
+    written), link ``dataset_root/img`` to the release, write the pose file and the 128x64 pose
+    image of every annotated photo (fresh ones skipped), then PATN's pairs. Returns the counts."""
+    from ..pose import market18
+    from ..pose.render import MARKET18
+    from .market import FRAME_SIZE, check_market
+
+    root = Path(dataset_root)
+    target = Path(market_root).absolute()
+    link_problem = _img_link_problem(root, target)
+    try:
+        index = check_market(market_root, patn_dir, splits, check_images=check_images, workers=workers)
+    except DatasetError as e:
+        raise DatasetError(e.problems + ([link_problem] if link_problem else []), "Market-1501 check") from None
+    if link_problem:
+        raise DatasetError([link_problem], "Market-1501 check")
+    log(f"Market-1501 ok: { {s: {'images': len(index.keypoints[s]), 'pairs': len(index.pairs[s])} for s in splits} }")
+    if index.points_outside:
+        log(f"warning: {index.points_outside} keypoint(s) lie slightly outside the 128x64 frame; kept as valid")
+
+    _link_img(root, target)
+    csvs = [Path(patn_dir) / f"market-annotation-{s}.csv" for s in splits]
+    written = rendered = 0
+    items = [(rel, kp) for s in splits for rel, kp in index.keypoints[s].items()]
+    for rel, kp in tqdm(items, desc="Market poses", unit="img"):
+        txt = pose_path(root, rel)
+        jpg = root / "pose_img" / txt.relative_to(root / "pose").with_suffix(".jpg")
+        if force or not is_fresh(txt, *csvs):
+            market18.write_keypoints(txt, kp)
+            written += 1
+        if force or not is_fresh(jpg, txt):
+            atomic_save_image(jpg, Image.fromarray(MARKET18.draw_array(kp, FRAME_SIZE)), quality=quality)
+            rendered += 1
+    pairs = {f"{s}_pairs_data.json": index.pairs[s] for s in splits}
+    for name, items in pairs.items():
+        atomic_write_json(root / name, items)
+    return {"images": {s: len(index.keypoints[s]) for s in splits}, "pose_files_written": written,
+            "pose_images_rendered": rendered, "points_outside_frame": index.points_outside,
             "pairs": {k: len(v) for k, v in pairs.items()}}

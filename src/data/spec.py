@@ -3,7 +3,8 @@
 Every dataset has the layout of ``src.data.pairs`` (images, keypoint files, A1's pose renders,
 pair files) and differs only in what a spec holds: its keypoint format (which reads its
 keypoint files and draws them, ``src.pose.render``), its sizes, the defaults of its stage-2
-augmentations, whether its test pairs are videos, its check and the Datasets of both stages.
+augmentations, whether its test pairs are videos, its check, the Datasets of both stages and
+whether C2 scores inside pose masks.
 Sizes are (height, width).
 """
 
@@ -41,6 +42,8 @@ class DatasetSpec:
     check_dataset: Callable[..., dict]
     FusionDataset: type
     DiffusionDataset: type
+    pose_masks: bool = False         # C2 also scores SSIM and LPIPS inside the target pose's mask
+                                     # (src.evaluate.pose_mask): the peers' Market-1501 protocol
 
     @property
     def renderer(self) -> PoseFormat:

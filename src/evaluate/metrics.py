@@ -39,6 +39,8 @@ from .handoff import (EvalEntry, ManifestError, generated_entries, image_sources
                       resolve_temporal, size_name, video_problems)
 from ..util.images import load_rgb, resize
 from . import pose_accuracy as pa
+from .pose_mask import (MASK_LPIPS_PROTOCOL, MASK_PROTOCOL, MASK_SSIM_PROTOCOL, masked_lpips_input, masked_ssim,
+                        pose_mask)
 from . import temporal as tm
 from ..util.errors import first_line
 from ..util.weights import WeightsNotFoundError, require_checkpoint
@@ -145,14 +147,17 @@ class ImageFiles(Dataset):
 
 
 class PairFiles(Dataset):
-    """(generated, truth, [SSIM, SSIM-256, PSNR]) per pair; the scores are computed in the
-    loader's workers, so ``num_workers`` also parallelises SSIM."""
+    """(generated, truth, [SSIM, SSIM-256, PSNR, Mask-SSIM], mask) per pair; the scores are
+    computed in the loader's workers, so ``num_workers`` also parallelises SSIM. With
+    ``mask_points`` (each pair's target keypoints in pixels of the evaluation size) the mask is
+    the target pose's (``src.evaluate.pose_mask``), else all true and Mask-SSIM NaN."""
 
-    def __init__(self, generated, truth, size: tuple[int, int]):
+    def __init__(self, generated, truth, size: tuple[int, int], mask_points=None):
         if len(generated) != len(truth):
             raise ValueError(f"{len(generated)} generated images but {len(truth)} ground-truth images")
         self.generated, self.truth = [Path(p) for p in generated], [Path(p) for p in truth]
         self.size = tuple(size)
+        self.mask_points = mask_points
 
     def __len__(self):
         return len(self.generated)
@@ -160,7 +165,13 @@ class PairFiles(Dataset):
     def __getitem__(self, i):
         g = load_eval_image(self.generated[i], self.size)
         t = load_eval_image(self.truth[i], self.size)
-        return torch.from_numpy(g), torch.from_numpy(t), torch.from_numpy(pair_scores(g, t))
+        if self.mask_points is None:
+            mask, masked = np.ones(self.size, dtype=bool), np.nan
+        else:
+            mask = pose_mask(self.mask_points[i], self.size)
+            masked = masked_ssim(g, t, mask)
+        scores = np.append(pair_scores(g, t), masked)
+        return torch.from_numpy(g), torch.from_numpy(t), torch.from_numpy(scores), torch.from_numpy(mask)
 
 
 def _loader(dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
@@ -192,11 +203,16 @@ def to_lpips_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def lpips_distance(model, generated: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Per-pair LPIPS (B,) of uint8 (B, H, W, 3) batches."""
+def lpips_distance(model, generated: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pair LPIPS (B,) of uint8 (B, H, W, 3) batches; with bool (B, H, W) ``masks``, Mask-LPIPS
+    (``src.evaluate.pose_mask``)."""
     device = next(model.parameters()).device
-    d = model(to_lpips_input(generated.to(device)), to_lpips_input(truth.to(device)))
-    return d.flatten().float().cpu()
+    if masks is None:
+        a, b = to_lpips_input(generated.to(device)), to_lpips_input(truth.to(device))
+    else:
+        masks = masks.to(device)
+        a, b = masked_lpips_input(generated.to(device), masks), masked_lpips_input(truth.to(device), masks)
+    return model(a, b).flatten().float().cpu()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +553,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
                     fid_backbone: str = "torchvision", lpips_random: bool = False, batch_size: int = 32,
                     num_workers: int = 0, device: str = "auto", cache_dir: str | Path | None = None,
                     progress: bool = True, pose_accuracy="off", dataset_root: str | Path | None = None,
-                    temporal: str = "off", i3d: str | Path | None = None) -> dict:
+                    temporal: str = "off", i3d: str | Path | None = None, mask_points=None) -> dict:
     """C2's metrics of the generated images (``check_generated``'s entries and FID reference) per
     evaluation size: ``{"256x176": {"ssim", "ssim_256", "psnr", "lpips", "fid", "count",
     "temporal", "protocol"}, ...}``. A metric whose weights are missing is None, with the reason in
@@ -553,7 +569,11 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     "on", "off") adds the PCK figures of ``src.evaluate.pose_accuracy`` (``PCK_KEYS``,
     ``pck_points``, ``pck_no_person(_truth)``; the target keypoints read from ``dataset_root``);
     off, or "auto" without the estimator, they are None with the reason in ``null_reasons`` under
-    each of ``PCK_KEYS``."""
+    each of ``PCK_KEYS``.
+
+    ``mask_points(entry, size)``, the target's keypoints in pixels of an evaluation size, adds
+    ``mask_ssim`` and ``mask_lpips``: SSIM and LPIPS inside the target pose's mask, the peers'
+    Market-1501 figures (``src.evaluate.pose_mask``)."""
     dev = resolve_device(device)
     null_reasons: dict = {}
     videos, temporal_reason, found = resolve_temporal(temporal, entries)
@@ -587,14 +607,17 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
         size = parse_size(s)
         name = size_name(size)
         reasons = dict(null_reasons)
-        scores, dists, feats = [], [], []
-        loader = _loader(PairFiles([e.generated[name] for e in entries], [e.truth for e in entries], size),
+        scores, dists, mask_dists, feats = [], [], [], []
+        points = None if mask_points is None else [mask_points(e, size) for e in entries]
+        loader = _loader(PairFiles([e.generated[name] for e in entries], [e.truth for e in entries], size, points),
                          batch_size, num_workers, dev)
         with without_tf32():
-            for gen, truth, sc in tqdm(loader, desc=f"{name} pairs", disable=not progress):
+            for gen, truth, sc, masks in tqdm(loader, desc=f"{name} pairs", disable=not progress):
                 scores.append(sc.numpy())
                 if lpips_model is not None:
                     dists.append(lpips_distance(lpips_model, gen, truth).numpy())
+                    if points is not None:
+                        mask_dists.append(lpips_distance(lpips_model, gen, truth, masks).numpy())
                 if inception is not None:
                     feats.append(inception(gen.to(dev)).double().cpu().numpy())
         scores = np.concatenate(scores)
@@ -654,12 +677,21 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
             "fid_warning": fid_warning,
             "null_reasons": reasons,
         }
+        masked = {}
+        if points is not None:
+            masked = {"mask_ssim": _finite_or_none(np.mean(scores[:, 3])),
+                      "mask_lpips": _finite_or_none(np.mean(np.concatenate(mask_dists))) if mask_dists else None}
+            protocol.update(mask=MASK_PROTOCOL, mask_ssim=MASK_SSIM_PROTOCOL,
+                            mask_lpips=MASK_LPIPS_PROTOCOL if lpips_model is not None else None)
+            if lpips_model is None:
+                reasons["mask_lpips"] = reasons["lpips"]
         results[name] = {
             "ssim": _finite_or_none(np.mean(scores[:, 0])),
             "ssim_256": _finite_or_none(np.mean(scores[:, 1])),
             "psnr": _finite_or_none(psnr_mean),
             "lpips": _finite_or_none(lpips_mean),
             "fid": _finite_or_none(fid),
+            **masked,
             **pose,
             "count": len(entries),
             "temporal": temporal_block,
@@ -672,16 +704,19 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
 
 def markdown_table(results: dict, method: str = "FPDM") -> str:
     """README table: | method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |, one row per size, then
-    | PCK@0.1 (GT) | (generated, ground-truth ceiling) when a block has pose accuracy, and
+    | Mask-SSIM | Mask-LPIPS | when a block has the masked figures (Market-1501), | PCK@0.1 (GT) | (generated, ground-truth ceiling) when a block has pose accuracy, and
     | warping error (GT) | TCD | FVD | (the warping error with its ground-truth floor, the temporal
     consistency difference, FVD) when a block has temporal figures. A size whose images were
     resized from another size's says so in its cell ("512x352 (upscaled by C2 from 256x176)")."""
     def fmt(v, digits):
         return "n/a" if v is None else f"{v:.{digits}f}"
 
+    with_masks = any("mask_ssim" in r for r in results.values())
     with_pck = any(r.get("pck_0.1") is not None for r in results.values())
     with_temporal = any(r.get("temporal") for r in results.values())
     head, rule = "| method | size | SSIM | SSIM-256 | PSNR | LPIPS | FID |", "|---|---|---|---|---|---|---|"
+    if with_masks:
+        head, rule = head + " Mask-SSIM | Mask-LPIPS |", rule + "---|---|"
     if with_pck:
         head, rule = head + " PCK@0.1 (GT) |", rule + "---|"
     if with_temporal:
@@ -692,6 +727,8 @@ def markdown_table(results: dict, method: str = "FPDM") -> str:
         size = f"{name} ({note})" if note else name
         row = (f"| {method} | {size} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
                f"| {fmt(r['lpips'], 4)} | {fmt(r['fid'], 2)} |")
+        if with_masks:
+            row += f" {fmt(r.get('mask_ssim'), 4)} | {fmt(r.get('mask_lpips'), 4)} |"
         if with_pck:
             row += f" {fmt(r.get('pck_0.1'), 3)} ({fmt(r.get('pck_0.1_truth'), 3)}) |"
         if with_temporal:

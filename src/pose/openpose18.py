@@ -83,8 +83,8 @@ def check_frame(kp: np.ndarray, name: str = "<keypoints>") -> int:
     return int((~(inside_x & inside_y)).sum())
 
 
-def read_keypoints(path: str | Path) -> np.ndarray:
-    """Read an 18-point txt file in the annotation frame and check it."""
+def read_file_keypoints(path: str | Path) -> np.ndarray:
+    """The 18 rows of a txt file as stored, whatever their frame (``parse_keypoints``)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -92,7 +92,12 @@ def read_keypoints(path: str | Path) -> np.ndarray:
         raise PoseFileError(f"{path}: pose file missing") from None
     except (OSError, UnicodeDecodeError) as e:
         raise PoseFileError(f"{path}: unreadable ({e})") from None
-    kp = parse_keypoints(text, str(path))
+    return parse_keypoints(text, str(path))
+
+
+def read_keypoints(path: str | Path) -> np.ndarray:
+    """Read an 18-point txt file in the annotation frame and check it."""
+    kp = read_file_keypoints(path)
     check_frame(kp, str(path))
     return kp
 
@@ -136,11 +141,13 @@ def pixels_to_frame(kp: np.ndarray, height: int, width: int) -> np.ndarray:
 # renderer
 
 
-def draw_pose(kp: np.ndarray, height: int, width: int) -> np.ndarray:
+def draw_pose(kp: np.ndarray, height: int, width: int, stick_width: int = STICK_WIDTH,
+              joint_radius: int = JOINT_RADIUS) -> np.ndarray:
     """Render pixel keypoints OpenPose-style; returns an RGB uint8 array (height, width, 3).
 
-    Joints are filled circles; each limb is a filled ellipse blended in as
-    canvas * 0.4 + copy * 0.6. Points and limbs with a missing joint are skipped.
+    Joints are filled circles of ``joint_radius``; each limb is a filled ellipse of half-width
+    ``stick_width`` blended in as canvas * 0.4 + copy * 0.6. Points and limbs with a missing joint
+    are skipped. The defaults are DeepFashion's at any canvas (the authors' fixed 4 px).
     """
     kp = np.asarray(kp, dtype=np.float64)
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
@@ -148,7 +155,7 @@ def draw_pose(kp: np.ndarray, height: int, width: int) -> np.ndarray:
     for i in range(NUM_JOINTS):
         if present[i]:
             x, y = kp[i]
-            cv2.circle(canvas, (int(x), int(y)), JOINT_RADIUS, COLORS_BGR[i], thickness=-1)
+            cv2.circle(canvas, (int(x), int(y)), joint_radius, COLORS_BGR[i], thickness=-1)
     for i, (a, b) in enumerate(LIMBS):
         a, b = a - 1, b - 1
         if not (present[a] and present[b]):
@@ -157,7 +164,7 @@ def draw_pose(kp: np.ndarray, height: int, width: int) -> np.ndarray:
         cx, cy = xs.mean(), ys.mean()
         length = math.hypot(ys[0] - ys[1], xs[0] - xs[1])
         angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
-        polygon = cv2.ellipse2Poly((int(cx), int(cy)), (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
+        polygon = cv2.ellipse2Poly((int(cx), int(cy)), (int(length / 2), stick_width), int(angle), 0, 360, 1)
         limb = canvas.copy()
         cv2.fillConvexPoly(limb, polygon, COLORS_BGR[i])
         canvas = cv2.addWeighted(canvas, 0.4, limb, 0.6, 0)

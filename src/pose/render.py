@@ -6,7 +6,8 @@ its keypoint targets (``FPDMPipeline.render_target_pose``) and C1 its test poses
 ``test_pose="draw"``. Formats differ in three things only, which a ``PoseFormat`` names: how its
 files are read, what their coordinates are (``to_pixels``) and the drawing (``draw_array``).
 ``pose_format(name)`` looks one up in ``POSE_FORMATS``: "openpose18" (DeepFashion's 18 points in
-the annotation frame) and "wholebody133" (PHOENIX-2014T's 133 points in frame pixels).
+the annotation frame), "wholebody133" (PHOENIX-2014T's 133 points in frame pixels) and "market18"
+(Market-1501's 18 points in photo pixels, drawn thinner).
 Sizes are (height, width).
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..util.images import load_rgb, resize
-from . import openpose18, wholebody133
+from . import market18, openpose18, wholebody133
 from .keypoints import resize_keypoints
 
 Size = tuple[int, int]
@@ -78,11 +79,21 @@ def _wholebody133_draw(kp: np.ndarray, size: Size) -> np.ndarray:
     return wholebody133.draw_pose(kp, *size, wholebody133.stick_width_at(size))
 
 
+def _market18_pixels(kp: np.ndarray, size: Size, photo_size: Size | None = None) -> np.ndarray:
+    return resize_keypoints(kp, photo_size or market18.FRAME_SIZE, size)
+
+
+def _market18_draw(kp: np.ndarray, size: Size) -> np.ndarray:
+    return market18.draw_pose(kp, *size, market18.stick_width_at(size))
+
+
 OPENPOSE18 = PoseFormat("openpose18", openpose18.read_keypoints, _openpose18_pixels, _openpose18_draw,
                         tuple(openpose18.FLIP_PERMUTATION))
 WHOLEBODY133 = PoseFormat("wholebody133", wholebody133.read_keypoints, _wholebody133_pixels, _wholebody133_draw,
                           tuple(wholebody133.FLIP_PERMUTATION))
-POSE_FORMATS = {f.name: f for f in (OPENPOSE18, WHOLEBODY133)}
+MARKET18 = PoseFormat("market18", market18.read_keypoints, _market18_pixels, _market18_draw,
+                      tuple(market18.FLIP_PERMUTATION))
+POSE_FORMATS = {f.name: f for f in (OPENPOSE18, WHOLEBODY133, MARKET18)}
 
 
 def pose_format(name: str) -> PoseFormat:
@@ -92,4 +103,4 @@ def pose_format(name: str) -> PoseFormat:
     return POSE_FORMATS[name]
 
 
-__all__ = ["OPENPOSE18", "POSE_FORMATS", "WHOLEBODY133", "PoseFormat", "pose_format"]
+__all__ = ["MARKET18", "OPENPOSE18", "POSE_FORMATS", "WHOLEBODY133", "PoseFormat", "pose_format"]
