@@ -4,10 +4,7 @@ both stages, C2's masked metrics against a hand computation, and B1 -> B2 -> C1 
 with configs/market1501.py end to end."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +22,20 @@ from src.evaluate.pose_mask import masked_ssim, pose_mask
 from src.pose import market18, openpose18
 from src.pose.render import MARKET18
 from src.synthetic.market import write_synthetic_market
+from src.util.scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["train_pairs_data.json", "test_pairs_data.json"]
 MARKET_CONFIG = f"--config={ROOT / 'configs' / 'market1501.py'}"
 
 
-def _run(script, *args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2",
-           "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def _run(script, *args):
+    return run_script(script, *args, capture=True)
 
 
 def _a1(release, out, *extra):
     return _run("A1.pose_data_preprocessing.py", MARKET_CONFIG, f"--market_root={release['market_root']}",
-                f"--patn_dir={release['patn_dir']}", f"--dataset_root={out}", "--workers=1", *extra, timeout=120)
+                f"--patn_dir={release['patn_dir']}", f"--dataset_root={out}", "--workers=1", *extra)
 
 
 @pytest.fixture(scope="module")
