@@ -15,7 +15,8 @@ augmentations, the pose canvas) is the 512x352 recipe, DeepFashion's declaration
 B2 reads the sizes; A1, B1, C1 and C2 take only the dataset from here. B1 is the same at both
 sizes (its inputs are 224 px): one fusion model serves both. C1 writes at the pipeline's size,
 which is then also DeepFashion's evaluation size, and C2 scores that one size. The sizes here
-win over a preset's, so with --preset=tiny this is a run of tiny models at this size.
+win over a preset given before the file (the later wins): --preset=tiny --config=<this file>
+is a run of tiny models at this size.
 """
 dataset = "deepfashion"
 dataset_root = "data/deepfashion"

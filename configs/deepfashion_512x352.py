@@ -9,7 +9,8 @@
 These are the scripts' defaults: the sizes and augmentations are DeepFashion's declaration
 (src/data/deepfashion.py), which B2 takes for the values it leaves at None. C1 writes at the model
 size and at DeepFashion's evaluation size, and C2 scores both. The sizes here (None: the dataset's)
-win over a preset's, so with --preset=tiny this is a run of tiny models at this size.
+win over a preset given before the file (the later wins): --preset=tiny --config=<this file>
+is a run of tiny models at this size.
 """
 dataset = "deepfashion"
 dataset_root = "data/deepfashion"

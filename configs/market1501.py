@@ -9,8 +9,8 @@
 The model size (128x64: a 16x8 latent that SD2's UNet halves evenly to 2x1), the pose canvas and
 stick width, the flip (on) and the jitter are Market-1501's declaration, with their reasons
 (src/data/market.py, src/pose/market18.py): B2 takes them for the values it leaves at None, and
---preset=tiny takes tiny's Market size. This file's own values win over a preset's, so a tiny
-run also passes --pretrained_model=tiny, --batch_size and the source sizes on the command line.
+--preset=tiny after this file (presets and files apply in the order given) makes its base model,
+batch and source sizes tiny's, at tiny's Market size: --config=configs/market1501.py --preset=tiny.
 """
 dataset = "market"
 dataset_root = "data/market1501"

@@ -239,7 +239,8 @@ def _final_dataset(defaults: dict, updates: list[tuple[str, object, str]]):
 
 def configure(namespace: dict, presets: dict | None = None, argv: list[str] | None = None,
               quiet: bool = False) -> dict:
-    """Apply preset, config files and ``--name=value`` overrides to the header names in ``namespace``."""
+    """Apply presets and config files (in the order given) and then ``--name=value`` overrides to the
+    header names in ``namespace``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     presets = presets or {}
     names = header_names(namespace)
@@ -252,30 +253,35 @@ def configure(namespace: dict, presets: dict | None = None, argv: list[str] | No
             print(f"  --{k}={v!r}")
         raise SystemExit(0)
 
-    preset_names, files, singles = [], [], []
+    # presets and config files apply in the order given, the later winning, as repeated options
+    # do on most command lines: `--config=configs/market1501.py --preset=tiny` runs tiny models on
+    # Market, `--preset=tiny --config=configs/deepfashion_256x176.py` tiny models at 256x176
+    preset_names, sources, singles = [], [], []
     for a in argv:
         if not a.startswith("--") or "=" not in a:
             raise ConfigError(f"argument {a!r} is not of the form --name=value")
         key, text = a[2:].split("=", 1)
         if key == "preset":
+            if text not in presets:
+                raise ConfigError(f"unknown preset {text!r}; presets: {', '.join(presets) or 'none'}")
             preset_names.append(text)
+            sources.append(("preset", text))
         elif key == "config":
-            files.append(text)
+            sources.append(("config", text))
         else:
             singles.append((key, text))
 
     updates: list[tuple[str, object, str]] = []
-    for p in preset_names:
-        if p not in presets:
-            raise ConfigError(f"unknown preset {p!r}; presets: {', '.join(presets) or 'none'}")
-        updates += [(k, v, f"preset {p}") for k, v in presets[p].items()]
     skipped: dict[str, list[str]] = {}
-    for f in files:
-        for k, v in read_config_file(f).items():
+    for kind, name in sources:
+        if kind == "preset":
+            updates += [(k, v, f"preset {name}") for k, v in presets[name].items()]
+            continue
+        for k, v in read_config_file(name).items():
             if k in defaults or k not in shared_names():
-                updates.append((k, v, f))
+                updates.append((k, v, name))
             else:
-                skipped.setdefault(f, []).append(k)
+                skipped.setdefault(name, []).append(k)
     updates += [(k, _parse_value(t), "command line") for k, t in singles]
 
     config = dict(defaults)

@@ -33,13 +33,15 @@ def test_bad_overrides_are_errors(arg, message):
         configure(header(), presets={"tiny": {"batch_size": 2}}, argv=[arg], quiet=True)
 
 
-def test_preset_then_file_then_command_line(tmp_path):
+def test_presets_and_files_in_the_order_given_then_command_line(tmp_path):
     f = tmp_path / "c.py"
     f.write_text('"""a config"""\nbatch_size = 4\nname = "from_file"\n')
-    ns = header()
-    cfg = configure(ns, presets={"tiny": {"batch_size": 2, "lr": 0.1}},
-                    argv=["--name=cli", f"--config={f}", "--preset=tiny"], quiet=True)
+    presets = {"tiny": {"batch_size": 2, "lr": 0.1}}
+    cfg = configure(header(), presets=presets, argv=["--name=cli", "--preset=tiny", f"--config={f}"], quiet=True)
     assert (cfg["batch_size"], cfg["lr"], cfg["name"], cfg["preset"]) == (4, 0.1, "cli", "tiny")
+    first_file = configure(header(), presets=presets, argv=[f"--config={f}", "--preset=tiny"], quiet=True)
+    assert (first_file["batch_size"], first_file["name"]) == (2, "from_file")
+    cfg = configure(header(), presets=presets, argv=["--name=cli", "--preset=tiny", f"--config={f}"], quiet=True)
     out = save_config(cfg, tmp_path / "run")
     assert json.loads(out.read_text())["batch_size"] == 4
 
@@ -133,6 +135,14 @@ def test_tiny_composes_with_a_dataset_config_without_extra_flags():
     cfg, b2 = configure_script("B2.train_Diffusion_model.py", phoenix)
     b2.take_dataset_values(cfg)
     assert (cfg["target_size"], cfg["pose_draw_size"], cfg["jitter_sigma"]) == ((320, 256), (260, 210), 0.5)
+    # Market's file names a real base model, batch and source size: tiny after it makes them tiny
+    market = f"--config={ROOT / 'configs' / 'market1501.py'}"
+    cfg, b2 = configure_script("B2.train_Diffusion_model.py", market, "--preset=tiny")
+    b2.take_dataset_values(cfg)
+    assert (cfg["dataset"], cfg["pretrained_model"], cfg["batch_size"], cfg["source_size"]) == ("market", "tiny", 4, 64)
+    assert (cfg["target_size"], cfg["pose_draw_size"], cfg["flip_prob"]) == ((64, 32), (128, 64), 0.5)
+    cfg, _ = configure_script("B2.train_Diffusion_model.py", market)
+    assert (cfg["pretrained_model"], cfg["batch_size"]) == ("stabilityai/stable-diffusion-2-1-base", 64)
     # a value set on the command line wins
     cfg, b2 = configure_script("B2.train_Diffusion_model.py", "--preset=tiny", phoenix, "--target_size=(64, 48)")
     assert cfg["target_size"] == (64, 48)

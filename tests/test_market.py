@@ -162,17 +162,16 @@ def test_tiny_b1_b2_c1_c2_end_to_end(market_root, tmp_path):
     from src.pipeline import FPDMPipeline
 
     b1 = tmp_path / "B1"
-    r = _run("B1.train_Fusion_model.py", "--preset=tiny", MARKET_CONFIG, f"--dataset_root={market_root}",
+    r = _run("B1.train_Fusion_model.py", MARKET_CONFIG, "--preset=tiny", f"--dataset_root={market_root}",
              f"--out_dir={b1}", "--max_steps=2", "--batch_size=4", "--eval_max_pairs=4", "--eval_at_start=False")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert '"dataset": "market"' in (b1 / "B1_config.json").read_text()
 
-    # the file's base model (SD2-1-base), batch and source sizes win over tiny's: the tiny run names its own
+    # tiny after the file: tiny's models, batch and source sizes instead of SD2-1-base's
     b2 = tmp_path / "B2"
-    r = _run("B2.train_Diffusion_model.py", "--preset=tiny", MARKET_CONFIG, f"--dataset_root={market_root}",
-             "--pretrained_model=tiny", f"--fusion_model={b1 / 'fusion_model'}", f"--out_dir={b2}", "--max_steps=2",
-             "--batch_size=2", "--source_size=64", "--source_scales=(32, 64)", "--validation_pairs=0",
-             "--validation_loss_pairs=2")
+    r = _run("B2.train_Diffusion_model.py", MARKET_CONFIG, "--preset=tiny", f"--dataset_root={market_root}",
+             f"--fusion_model={b1 / 'fusion_model'}", f"--out_dir={b2}", "--max_steps=2", "--batch_size=2",
+             "--validation_pairs=0", "--validation_loss_pairs=2")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     config = json.loads((b2 / "B2_config.json").read_text())
     assert (config["flip_prob"], config["jitter_sigma"], config["dataset"]) == (0.5, 0.25, "market")
@@ -181,12 +180,13 @@ def test_tiny_b1_b2_c1_c2_end_to_end(market_root, tmp_path):
     assert tuple(pipe.config.pose_draw_size) == (128, 64) and pipe.config.pose_format == "market18"
 
     c1 = tmp_path / "C1"
-    r = _run("C1.test_Diffusion_model.py", "--preset=tiny", MARKET_CONFIG, f"--dataset_root={market_root}",
+    r = _run("C1.test_Diffusion_model.py", MARKET_CONFIG, "--preset=tiny", f"--dataset_root={market_root}",
              f"--pipeline={b2 / 'pipeline'}", f"--out_dir={c1}", "--num_inference_steps=2", "--batch_size=6")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     manifest = json.loads((c1 / "manifest.json").read_text())
     assert len(manifest) == 6 and all("generated_128x64" in m for m in manifest)
 
+    # the file after tiny: Market's protocol (FID against the training images) over tiny's test set
     r = _run("C2.eval.caculate_metrics.py", "--preset=tiny", MARKET_CONFIG, f"--dataset_root={market_root}",
              f"--generated={c1}")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
