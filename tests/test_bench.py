@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from bench import perf
-from src.util.scripts import load_script
+from src.util import scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = ["device", "torch", "train_images_per_s", "train_mfu", "baseline_train_images_per_s",
             "sample_s_per_image", "baseline_sample_s_per_image"]
 
 
-def load_script(name: str, argv: list[str]):
+def load_bench(name: str, argv: list[str]):
     """A bench script as a module, its header configured from ``argv`` (as on the command line)."""
-    module, module.cfg = load_script(f"bench/{name}.py", argv)
+    module, module.cfg = scripts.load_script(f"bench/{name}.py", argv)
     return module
 
 
@@ -62,7 +62,7 @@ def test_full_size_models_build_on_meta_with_the_real_parameter_counts():
 
 def test_flops_tiny_preset_accounts_every_component(tmp_path):
     out = tmp_path / "flops.json"
-    module = load_script("flops", ["--preset=tiny", f"--out={out}"])
+    module = load_bench("flops", ["--preset=tiny", f"--out={out}"])
     report = module.main()
     assert json.loads(out.read_text())["sizes"].keys() == report["sizes"].keys() == {"64x48"}
     r = report["sizes"]["64x48"]
@@ -99,7 +99,7 @@ def test_gpu_benchmark_cpu_smoke_writes_the_summary(tmp_path, monkeypatch, keep_
             "--ablation_batch_size=1", "--switches=['sdpa','compile']", "--compile_backend=no_such_backend",
             "--sample_batch_sizes=[1]", "--sample_batch_size=1", "--num_inference_steps=1", "--c2_images=0",
             "--peak_flops=1e12"]
-    module = load_script("gpu_benchmark", argv)
+    module = load_bench("gpu_benchmark", argv)
     results = module.main()
     stem = perf.slug(perf.device_name("cpu")) + "-tiny"
     written = [tmp_path / "results" / f"{stem}.json", tmp_path / "out" / f"{stem}.json"]
@@ -122,7 +122,7 @@ def test_gpu_benchmark_cpu_smoke_writes_the_summary(tmp_path, monkeypatch, keep_
     assert "error" not in sweep["train_sdpa_off_b1"] and "error" not in sweep["sample_baseline_b1"]
 
     # resume keeps what was measured; past the time budget the rest is recorded as skipped
-    module = load_script("gpu_benchmark", argv + ["--resume=True", "--time_budget_s=0.0"])
+    module = load_bench("gpu_benchmark", argv + ["--resume=True", "--time_budget_s=0.0"])
     again = module.main()
     assert again["sweep"]["train_default_b1"] == sweep["train_default_b1"]
     assert "skipped" in again["sweep"]["train_compile_on_b1"]
@@ -130,10 +130,10 @@ def test_gpu_benchmark_cpu_smoke_writes_the_summary(tmp_path, monkeypatch, keep_
 
 
 def test_cpu_results_never_go_to_bench_results(keep_threads):
-    module = load_script("gpu_benchmark", ["--preset=cpu_smoke", f"--results_dir={ROOT / 'bench' / 'results'}"])
+    module = load_bench("gpu_benchmark", ["--preset=cpu_smoke", f"--results_dir={ROOT / 'bench' / 'results'}"])
     with pytest.raises(SystemExit, match="GPU results"):
         module.main()
-    module = load_script("gpu_benchmark", ["--device=cpu"])
+    module = load_bench("gpu_benchmark", ["--device=cpu"])
     with pytest.raises(SystemExit, match="CUDA GPU"):
         module.main()
 
