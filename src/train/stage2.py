@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..data.deepfashion import SPEC as DEEPFASHION
 from ..models.denoiser import CONDITIONS
 from ..models.fusion import FusionModel
 from ..models.heads import FusionMLP, SourceMLP, time_embedding_dim
@@ -49,12 +50,13 @@ class Geometry:
     ``pose_draw_size`` (height, width) at which target poses are drawn before resizing, in
     the keypoint format ``pose_format`` ("openpose18" or "wholebody133", the dataset's)."""
 
-    height: int = 512
-    width: int = 352
-    source_size: int = 512
+    # DeepFashion's, where a pipeline folder records none (folders of the first releases)
+    height: int = DEEPFASHION.model_size[0]
+    width: int = DEEPFASHION.model_size[1]
+    source_size: int = DEEPFASHION.model_size[0]
     fusion_size: int = 224
-    pose_draw_size: tuple[int, int] | None = (550, 375)
-    pose_format: str = "openpose18"
+    pose_draw_size: tuple[int, int] | None = DEEPFASHION.pose_draw_size
+    pose_format: str = DEEPFASHION.pose_format
 
 
 @dataclass(frozen=True)
