@@ -116,7 +116,8 @@ def main(cfg: dict) -> None:
                                        whole_videos=consistency["cross_frame_attention"] != "off")
     try:
         counts = generate.generate_pairs(
-            pipe, dataset_root, share, out, size=model_size, eval_size=eval_hw, draw_size=draw_size, batch_size=batch_size, seed=seed,
+            pipe, dataset_root, share, out, size=model_size, eval_size=eval_hw, draw_size=draw_size,
+            batch_size=batch_size, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
             pose_mode=test_pose, dataset=dataset, show_progress=state.is_local_main_process, overwrite=overwrite,
             consistency=consistency)

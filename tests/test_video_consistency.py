@@ -62,9 +62,13 @@ def starting_latents(phoenix, out, monkeypatch, **consistency) -> dict:
         latents.append(result[0].clone())
         return result
 
+    def named(root, image_rel, *args, **kwargs):
+        order.append(image_rel)
+        return render(root, image_rel, *args, **kwargs)
+
     with monkeypatch.context() as m:
         m.setattr(pipe, "initial_latents", record)
-        m.setattr(generate, "test_pose_render", lambda root, rel, *a, **k: (order.append(rel), render(root, rel, *a, **k))[1])
+        m.setattr(generate, "test_pose_render", named)
         run(pipe, phoenix["root"], phoenix["pairs"], out, **consistency)
     latents = torch.cat(latents)
     assert len(order) == latents.shape[0]
@@ -182,7 +186,8 @@ def test_c1_records_the_options_and_c2_names_them(phoenix, tmp_path, monkeypatch
     protocol = results["260x210"]["protocol"]
     assert protocol["consistency"] == options
     assert protocol["consistency_description"] == "shared noise + cross-frame attention to the first frame"
-    assert "| FPDM (shared noise + cross-frame attention to the first frame) | 260x210" in metrics.markdown_table(results)
+    row = "| FPDM (shared noise + cross-frame attention to the first frame) | 260x210"
+    assert row in metrics.markdown_table(results)
 
 
 def test_runs_recorded_before_the_options_resume_and_other_values_are_refused(phoenix, tmp_path):

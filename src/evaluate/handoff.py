@@ -590,8 +590,8 @@ def video_problems(videos: list[EvalVideo], dataset_root: str | Path) -> list[st
 
 __all__ = [
     "CONSISTENCY_DEFAULTS", "EvalEntry", "EvalVideo", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "TEMPORAL_MODES",
-    "assign_sizes", "authors_name", "check_output_names", "consistency_text", "consistency_used", "expected_names", "frame_number", "generated_entries", "group_videos",
-    "held_sizes",
+    "assign_sizes", "authors_name", "check_output_names", "consistency_text", "consistency_used", "expected_names",
+    "frame_number", "generated_entries", "group_videos", "held_sizes",
     "image_size", "image_sources", "output_name", "parse_size", "pidm_name", "pixel_sizes", "resolve_naming",
     "resize_note", "resolve_temporal", "scored_sizes", "size_name", "video_name", "video_problems", "write_manifest",
 ]

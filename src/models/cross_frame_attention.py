@@ -2,8 +2,8 @@
 
 The UNet's self-attention (``attn1`` of each transformer block) of every frame also attends to
 the keys and values of an anchor frame of the same batch, as training-free video methods do
-(Text2Video-Zero's cross-frame attention, which replaces the keys; here they are added, so a
-frame keeps its own). Appearance the anchor has settled (clothes, face, background) then pulls
+(some replace a frame's keys by the anchor's; here the anchor's are added, so a frame keeps its
+own). Appearance the anchor has settled (clothes, face, background) then pulls
 each frame towards the same answer. ``CrossFrameAttnProcessor`` wraps the processor the layer
 had (diffusers' own, SDPA by default) and only widens its key/value sequence: the attention
 arithmetic stays diffusers'.
