@@ -19,6 +19,12 @@ frame is the source of every frame), so each video's source is encoded once; fra
 the model size and at the frames' own size (what C2 scores); then, per video,
 OUT/videos/<split>/<video>.mp4 and .gif (each frame: source | pose | ground truth | generated,
 side by side) and <video>_generated.mp4 / .gif (the generated frames alone), at 25 fps.
+
+Video consistency, training-free, off by default (the paper generates frame by frame; README,
+"Consistency options"): --shared_noise=True starts every frame of a video from one noise;
+--cross_frame_attention=first (or previous) generates a video's frames together, each frame's
+self-attention also attending to the video's first frame (or the frame before it). Both are
+recorded in C1_run.json and in every manifest entry, so C2's report names them.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 pipeline = "logs/B2/pipeline"              # FPDMPipeline folder written by B2
@@ -43,6 +49,9 @@ overwrite = False                          # out_dir holds images of other setti
 num_grids = 2
 videos = "auto"                            # per-video MP4/GIF: auto = where test pairs are videos (PHOENIX); on; off
 fps = 25.0                                 # PHOENIX-2014T's frame rate
+shared_noise = False                       # videos: every frame starts from its video's noise (and per-step noise)
+cross_frame_attention = "off"              # videos: off; first / previous: self-attention also attends to the
+                                           # video's first frame / the frame before (frames batched per video)
 # -----------------------------------------------------------------------------------------------
 PRESETS = {"tiny": {"batch_size": 8, "num_grids": 1}}
 
@@ -97,22 +106,26 @@ def main(cfg: dict) -> None:
     model_size, draw_size = generate.pipeline_geometry(pipe.config, spec, size, pose_draw_size)
     eval_hw = tuple(eval_size or spec.eval_size)
     write_videos = spec.test_pairs_are_videos if videos == "auto" else videos == "on"
+    consistency = {"shared_noise": shared_noise, "cross_frame_attention": cross_frame_attention.lower()}
     cfg.update(size=model_size, pose_draw_size=draw_size, eval_size=eval_hw,  # the saved config records the sizes used
                videos=write_videos)
     if state.is_main_process:
         print(f"output {size_name(model_size)}, evaluation {size_name(eval_hw)}, "
               f"test poses: {test_pose} (drawn at {size_name(draw_size)} for 'draw')")
+    share = generate.split_for_process(pairs, state.process_index, state.num_processes,
+                                       whole_videos=consistency["cross_frame_attention"] != "off")
     try:
         counts = generate.generate_pairs(
-            pipe, dataset_root, generate.split_for_process(pairs, state.process_index, state.num_processes), out,
-            size=model_size, eval_size=eval_hw, draw_size=draw_size, batch_size=batch_size, seed=seed,
+            pipe, dataset_root, share, out, size=model_size, eval_size=eval_hw, draw_size=draw_size,
+            batch_size=batch_size, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
-            pose_mode=test_pose, dataset=dataset, show_progress=state.is_local_main_process, overwrite=overwrite)
+            pose_mode=test_pose, dataset=dataset, show_progress=state.is_local_main_process, overwrite=overwrite,
+            consistency=consistency)
     except generate.RunMismatchError as e:
         raise SystemExit(f"error: {e}") from None
     state.wait_for_everyone()
     if state.is_main_process:
-        manifest = write_manifest(out, pairs, model_size, eval_hw)
+        manifest = write_manifest(out, pairs, model_size, eval_hw, consistency)
         grids = generate.write_grids(dataset_root, pairs, out, model_size, draw_size, num_grids, pose_mode=test_pose,
                                      dataset=dataset)
         save_config(cfg, out, "C1_config.json")

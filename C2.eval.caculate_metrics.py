@@ -13,8 +13,9 @@ Each figure's protocol, and what C2 reads, checks and writes, is described once:
 "Faithfulness" (the table and the paragraphs after it; "Scoring another method's published
 outputs" for a folder without C1's manifest.json) and, for videos, "PHOENIX-2014T". In short:
 every input is checked before anything is computed (all problems listed at once), then C2 writes
-<generated>/metrics.json (one block per evaluation size, each with its protocol), C2_config.json
-beside it, and prints a Markdown row per size.
+<generated>/metrics.json (one block per evaluation size, each with its protocol, which names C1's
+video consistency options as the manifest records them), C2_config.json beside it, and prints a
+Markdown row per size.
 """
 # ---- hyperparameters: edit here, or override with --name=value / --config=file.py / --preset=NAME
 generated = "logs/C1"                     # folder holding manifest.json (written by C1), or named images
@@ -126,6 +127,8 @@ def main(cfg: dict) -> None:
                                                f"file names ({test_pairs}: FPDM authors' C1 or PIDM naming)")
     atomic_write_json(out_path, results)
     save_config(cfg, out_path.parent, "C2_config.json")
+    options = next(iter(results.values()))["protocol"]["consistency_description"]
+    print(f"C1's video consistency options: {options}")
     for name, r in results.items():
         if r["protocol"]["resized_from"]:
             print(f"{name} images: {r['protocol']['generated_images']}")

@@ -105,6 +105,9 @@ def check_type(name: str, value, default, source: str):
 SCHEDULER_NAMES = ("ddpm", "ddim", "dpm++", "unipc")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16", "float32", "bfloat16", "float16")
 MIXED_PRECISIONS = ("auto", "no", "fp32", "bf16", "fp16")
+# C1's cross-frame attention (src.models.cross_frame_attention, which reads them here): each
+# frame's anchor is the video's first frame or the one before it.
+CROSS_FRAME_ANCHORS = ("off", "first", "previous")
 
 
 def _choice(*choices):
@@ -160,6 +163,7 @@ OPTION_RULES = {
     "scheduler": _choice(*SCHEDULER_NAMES),
     "validation_scheduler": _choice(*SCHEDULER_NAMES),
     "dtype": _choice(*DTYPE_NAMES),
+    "cross_frame_attention": _choice(*CROSS_FRAME_ANCHORS),
     "device": _device,
 }
 

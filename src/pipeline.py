@@ -35,13 +35,18 @@ one source generated in many poses (every frame of a video) is encoded once.
 
 Seeds: ``seeds=[...]`` (one int per item) gives each item its own generator for the initial
 noise and for the noise of stochastic samplers, so an image does not depend on the batch it is
-generated in.
+generated in. Items given one seed start from one noise and draw the same per-step noise (C1's
+``shared_noise``: the frames of a video).
+
+Videos: ``cross_frame_anchors=[...]`` (a batch index per item) makes each item's UNet
+self-attention also attend to its anchor item's keys and values, within each guidance branch
+(``src.models.cross_frame_attention``); an item anchored to itself is generated as without it.
 """
 
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +73,7 @@ from .util.images import resize
 # resolves such names from modules already imported (it never imports what a folder names).
 # src.models.conditioning is the path that folders saved before the model split record.
 from .models import conditioning  # noqa: F401
+from .models.cross_frame_attention import cross_frame_attention
 from .models.denoiser import CONDITIONS, Conditions, FPDMDenoiser
 from .models.fusion import FusionModel  # noqa: F401
 from .models.heads import FusionMLP, SourceMLP, time_embedding_dim  # noqa: F401
@@ -413,7 +419,8 @@ class FPDMPipeline(DiffusionPipeline):
                  guidance_scale: float | None = None, fusion_guidance_scale: float | None = None, scheduler=None,
                  generator: torch.Generator | list | None = None, seeds: list[int] | None = None,
                  height: int | None = None, width: int | None = None, output_type: str = "pil",
-                 return_dict: bool = True, drop_conditions=(), guidance_branches: int | None = None):
+                 return_dict: bool = True, drop_conditions=(), guidance_branches: int | None = None,
+                 cross_frame_anchors: list[int] | None = None):
         """Generate the source person(s) in the target pose(s).
 
         source_image: PIL image(s), HxWx3 uint8 array(s), (B,3,H,W)/(3,H,W) tensors in [-1, 1],
@@ -435,6 +442,9 @@ class FPDMPipeline(DiffusionPipeline):
         drop_conditions: names among "pose", "source", "fusion" to zero in every branch, as
                       condition dropout does in training (ablations: e.g. ("fusion",) samples
                       without the fusion embedding, so e_f = e_s).
+        cross_frame_anchors: one batch index per item: the frame whose self-attention keys and
+                      values the item's also attends to (its own index: none); see
+                      ``src.models.cross_frame_attention.anchor_indices``.
         """
         drop = check_drop_conditions(drop_conditions)
         if guidance_branches not in (None, 2, 3):
@@ -446,11 +456,11 @@ class FPDMPipeline(DiffusionPipeline):
         with eval_mode(*self.components.values()):
             return self._generate(source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
                                   fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type,
-                                  return_dict, drop, guidance_branches)
+                                  return_dict, drop, guidance_branches, cross_frame_anchors)
 
     def _generate(self, source_image, target_pose, fusion_pose, num_inference_steps, guidance_scale,
                   fusion_guidance_scale, scheduler, generator, seeds, height, width, output_type, return_dict,
-                  drop=(), guidance_branches=None):
+                  drop=(), guidance_branches=None, cross_frame_anchors=None):
         height = height or self.config.height
         width = width or self.config.width
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -475,10 +485,14 @@ class FPDMPipeline(DiffusionPipeline):
         latents = latents * sampler.init_noise_sigma
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
 
-        for t in self.progress_bar(sampler.timesteps):
-            pred = self.guided_prediction(denoiser, latents, t, conditions, guidance_scale, fusion_guidance_scale,
-                                          scheduler=sampler)
-            latents = sampler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+        anchors = cross_frame_anchors if cross_frame_anchors is not None else range(batch)
+        if len(anchors) != batch or not all(0 <= int(a) < batch for a in anchors):
+            raise ValueError(f"cross_frame_anchors: {list(anchors)} is not one index below {batch} per item")
+        with cross_frame_attention(self.unet, anchors) if cross_frame_anchors is not None else nullcontext():
+            for t in self.progress_bar(sampler.timesteps):
+                pred = self.guided_prediction(denoiser, latents, t, conditions, guidance_scale, fusion_guidance_scale,
+                                              scheduler=sampler)
+                latents = sampler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
 
         if output_type == "latent":
             images = latents

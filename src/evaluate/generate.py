@@ -12,6 +12,14 @@ for all its pairs: on PHOENIX-2014T a test video's first frame is the source of 
 so a video costs one source encoding, not one per frame. ``dataset`` names the dataset
 (``src.data.DATASETS``): its keypoint files and renderer give the test poses. For a dataset
 whose test pairs are videos, ``write_videos`` then writes each video's MP4 and GIF.
+
+Video consistency options (``consistency``, ``src.evaluate.handoff.CONSISTENCY_DEFAULTS``: off,
+frame by frame as in the paper): ``shared_noise`` gives every frame of a video the video's seed
+(``frame_seed``), so each starts from one noise and draws one per-step noise; ``cross_frame_attention``
+("first" or "previous") generates a video's frames together (``video_chunks``), each attending to
+its anchor frame (``src.models.cross_frame_attention``). A video longer than a batch is
+generated in chunks, each after the first led by its anchor (the first frame, or the frame
+before the chunk) generated again and not written.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..config import changed_values
+from ..models.cross_frame_attention import anchor_indices
 from ..data import DatasetSpec, dataset_spec, image_path
 from ..util.fileio import atomic_save_image, atomic_write_json
-from .handoff import check_output_names, group_videos, output_name, size_name
+from .handoff import CONSISTENCY_DEFAULTS, check_output_names, group_videos, output_name, size_name, video_name
 from ..util.images import comparison_grid, load_rgb, resize
 from ..util.weights import WeightsNotFoundError, looks_like_path, weights_not_found
 
@@ -67,6 +76,32 @@ def pipeline_geometry(config, spec: DatasetSpec, size=None,
 
 def pair_seed(seed: int, pair: dict) -> int:
     return zlib.crc32(f"{seed}|{pair['source_image']}|{pair['target_image']}".encode()) & 0x7FFFFFFF
+
+
+def frame_seed(seed: int, pair: dict, shared_noise: bool = False) -> int:
+    """The seed of a pair's image: ``pair_seed``, or with ``shared_noise`` one seed for all the
+    frames of its video (its source and the targets' folder, as ``group_videos`` makes videos)."""
+    if not shared_noise:
+        return pair_seed(seed, pair)
+    return pair_seed(seed, {"source_image": pair["source_image"], "target_image": video_name(pair["target_image"])})
+
+
+def video_chunks(pairs: list[dict], batch_size: int, anchor: str) -> list[tuple[list[dict], int]]:
+    """(frames, context) batches that keep each video's frames together, in frame order, for
+    cross-frame attention to ``anchor`` ("first", "previous"): a video's first chunk holds up
+    to ``batch_size`` frames; each later chunk is led by ``context`` = 1 frame generated only as
+    the anchor of the rest (the video's first frame, or the frame before the chunk), then up to
+    ``batch_size - 1`` new frames (at least one). Chunks depend on the video alone, so a rerun
+    makes the same ones."""
+    chunks = []
+    for video in group_videos(pairs)[0]:
+        frames = video.entries
+        chunks.append((frames[:max(batch_size, 1)], 0))
+        step = max(batch_size - 1, 1)
+        for start in range(len(chunks[-1][0]), len(frames), step):
+            lead = frames[0] if anchor == "first" else frames[start - 1]
+            chunks.append(([lead, *frames[start:start + step]], 1))
+    return chunks
 
 
 # How C1 renders a test pose. "pose_img": A1's render, drawn at the photo's own size (750x1101
@@ -138,6 +173,8 @@ class SourceCache:
 # What determines an image, recorded beside the images: a rerun with the same values resumes,
 # one with other values stops before generating (it would mix two runs under one manifest).
 RUN_RECORD = "C1_run.json"
+# Settings the record gained later, with the value every run before them had: such a run resumes.
+LATER_SETTINGS = {**CONSISTENCY_DEFAULTS, "cross_frame_batch": None}
 
 
 class RunMismatchError(ValueError):
@@ -183,6 +220,7 @@ def check_run_record(out_dir: Path, record: dict, sizes: list[tuple[int, int]], 
     images = [p for s in sizes for p in (out_dir / size_name(s)).glob("*.png")]
     old = json.loads(path.read_text()) if path.is_file() else None
     if old is not None:
+        old = {**LATER_SETTINGS, **old}
         changed = changed_values(old, record)
     else:
         changed = {"(no record)": (f"{len(images)} images made without a record of their settings", None)} \
@@ -201,27 +239,45 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
                    size, eval_size, draw_size, dataset: str, batch_size: int = 16, seed: int = 7,
                    num_inference_steps: int = 20, guidance_scale: float = 2.0, scheduler: str = "ddpm",
                    pose_mode: str = "pose_img", show_progress: bool = True, drop_conditions: tuple[str, ...] = (),
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, consistency: dict | None = None) -> dict:
     """Generate the pairs missing under ``out_dir``, each written at ``eval_size`` (resized) and
     at the model ``size``, once when the two are the same; returns counts, ``sources_encoded``
-    among them. ``drop_conditions`` is the pipeline's (ablations: a condition zeroed). Images of
-    other settings already in ``out_dir`` stop it (``check_run_record``) unless ``overwrite``."""
+    and ``context_frames`` (frames generated again as anchors, not written) among them.
+    ``drop_conditions`` is the pipeline's (ablations: a condition zeroed); ``consistency`` the
+    video options (``CONSISTENCY_DEFAULTS``'s keys, see the module docstring). Images of other
+    settings already in ``out_dir`` stop it (``check_run_record``) unless ``overwrite``."""
     root, out_dir = Path(root), Path(out_dir)
     size, eval_size = tuple(size), tuple(eval_size)
     sizes = list(dict.fromkeys([eval_size, size]))
     check_output_names(pairs)
-    # file_names: images written under an earlier naming are another run's, not resumed
+    options = {**CONSISTENCY_DEFAULTS, **(consistency or {})}
+    if set(options) != set(CONSISTENCY_DEFAULTS):
+        raise ValueError(f"consistency: unknown option(s) {sorted(set(options) - set(CONSISTENCY_DEFAULTS))}")
+    anchor = options["cross_frame_attention"]
+    anchor_indices(["check"], anchor)  # an unknown anchor fails before anything is written
+    # file_names: images written under an earlier naming are another run's, not resumed.
+    # cross_frame_batch: with the previous frame as anchor, where chunks start changes the frames.
     record = run_record(pipe, size=size, eval_size=eval_size, pose_draw_size=tuple(draw_size), test_pose=pose_mode,
                         dataset=dataset, file_names="authors", seed=seed, num_inference_steps=num_inference_steps,
-                        guidance_scale=guidance_scale, scheduler=scheduler, drop_conditions=list(drop_conditions))
+                        guidance_scale=guidance_scale, scheduler=scheduler, drop_conditions=list(drop_conditions),
+                        **options, cross_frame_batch=batch_size if anchor == "previous" else None)
     check_run_record(out_dir, record, sizes, overwrite)
-    todo = [p for p in grouped_by_source(pairs)
-            if not all((out_dir / size_name(s) / output_name(p)).is_file() for s in sizes)]
+
+    def missing(p):
+        return not all((out_dir / size_name(s) / output_name(p)).is_file() for s in sizes)
+
+    if anchor == "off":
+        todo = [p for p in grouped_by_source(pairs) if missing(p)]
+        batches = [(todo[start:start + batch_size], 0) for start in range(0, len(todo), batch_size)]
+    else:
+        batches = [(frames, context) for frames, context in video_chunks(pairs, batch_size, anchor)
+                   if any(missing(p) for p in frames[context:])]
+    to_write = {output_name(p) for frames, context in batches for p in frames[context:] if missing(p)}
     sources = SourceCache(pipe, root)
     pipe.set_progress_bar_config(disable=True)  # one bar for the run, not one per batch of 20 steps
-    bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not show_progress)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
+    bar = tqdm(total=len(to_write), desc="generate", unit="img", disable=not show_progress)
+    context_frames = 0
+    for batch, context in batches:
         images = pipe(
             source_image=sources.batch(batch),
             target_pose=[test_pose_render(root, p["target_image"], draw_size, pose_mode, dataset=dataset)
@@ -229,21 +285,27 @@ def generate_pairs(pipe, root: str | Path, pairs: list[dict], out_dir: str | Pat
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             scheduler=scheduler,
-            seeds=[pair_seed(seed, p) for p in batch],
+            seeds=[frame_seed(seed, p, options["shared_noise"]) for p in batch],
             height=size[0],
             width=size[1],
             output_type="pil",
             drop_conditions=drop_conditions,
+            cross_frame_anchors=None if anchor == "off" else anchor_indices([0] * len(batch), anchor),
         ).images
-        for pair, image in zip(batch, images):
+        written = 0
+        for pair, image in list(zip(batch, images))[context:]:
             name = output_name(pair)
+            if name not in to_write:
+                continue  # a frame of a resumed chunk already written, generated again as its neighbours' context
             if eval_size != size:
                 atomic_save_image(out_dir / size_name(eval_size) / name, resize(image, eval_size))
             atomic_save_image(out_dir / size_name(size) / name, image)
-        bar.update(len(batch))
+            written += 1
+        context_frames += len(batch) - written
+        bar.update(written)
     bar.close()
-    return {"pairs": len(pairs), "generated": len(todo), "skipped": len(pairs) - len(todo),
-            "sources_encoded": sources.encoded}
+    return {"pairs": len(pairs), "generated": len(to_write), "skipped": len(pairs) - len(to_write),
+            "sources_encoded": sources.encoded, "context_frames": context_frames}
 
 
 def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size, draw_size, num_grids: int = 2,
@@ -267,9 +329,12 @@ def write_grids(root: str | Path, pairs: list[dict], out_dir: str | Path, size, 
     return paths
 
 
-def split_for_process(pairs: list[dict], index: int, count: int) -> list[dict]:
+def split_for_process(pairs: list[dict], index: int, count: int, whole_videos: bool = False) -> list[dict]:
     """This process's share of the pairs under ``accelerate launch``: one contiguous block, so
-    that a source's pairs (a video's frames) mostly stay with one process and are encoded once."""
+    that a source's pairs (a video's frames) mostly stay with one process and are encoded once;
+    with ``whole_videos`` (cross-frame attention: a frame needs its anchor) a block of videos."""
+    if whole_videos:
+        return [p for video in split_for_process(group_videos(pairs)[0], index, count) for p in video.entries]
     n = len(pairs)
     return pairs[index * n // count:(index + 1) * n // count]
 

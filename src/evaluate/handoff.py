@@ -6,7 +6,8 @@ C1 writes, under its output folder OUT::
     OUT/manifest.json                       one entry per pair, in pair-file order:
         {"generated": "<H>x<W>/<name>.png",           the model-size image
          "generated_<h>x<w>": "<h>x<w>/<name>.png",   the evaluation-size image
-         "source_image": "./img/...", "target_image": "./img/..."}
+         "source_image": "./img/...", "target_image": "./img/...",
+         "consistency": {"shared_noise": false, "cross_frame_attention": "off"}}   C1's video options
 
 with the FPDM authors' C1 names: <source> and <target> are the pair's image paths after ``./img``
 with every ``/`` removed, extension kept (``authors_name``, ``output_name``). When the evaluation
@@ -27,6 +28,10 @@ after the targets' folder below ``img`` (``<split>/<video>``), its frames ordere
 ending each target's file stem (``images0001.png`` -> 1); ``resolve_temporal`` decides from C2's
 ``temporal`` setting whether videos are scored, and ``video_problems`` lists every video whose
 frames are not all among the evaluated pairs.
+
+C1's video consistency options (``CONSISTENCY_DEFAULTS``: frame-by-frame generation, the paper's
+protocol) are recorded in every manifest entry; ``consistency_used`` tells C2's report which
+were used (``consistency_text`` in words).
 """
 
 from __future__ import annotations
@@ -143,19 +148,53 @@ def expected_names(pair: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# C1's video consistency options
+
+# Frame-by-frame generation (the paper's protocol): each frame its own noise, no cross-frame
+# attention. C1's ``shared_noise`` and ``cross_frame_attention`` (README, "Consistency options").
+CONSISTENCY_DEFAULTS = {"shared_noise": False, "cross_frame_attention": "off"}
+
+
+def consistency_text(options: dict | None) -> str:
+    """C1's consistency options in words: "frame by frame", "shared noise + cross-frame attention
+    to the first frame", ...; "not recorded" for None (another method's images, an older C1)."""
+    if options is None:
+        return "not recorded"
+    parts = ["shared noise"] if options.get("shared_noise") else []
+    anchor = options.get("cross_frame_attention", "off")
+    if anchor != "off":
+        parts.append(f"cross-frame attention to the {anchor} frame")
+    return " + ".join(parts) or "frame by frame"
+
+
+def consistency_used(entries: list) -> tuple[dict | None, str]:
+    """(options, words) of the consistency options the entries' images were made with: the one
+    record they share, or None with words listing each record and its count when they differ."""
+    counts = Counter(json.dumps(e.consistency, sort_keys=True) for e in entries)
+    if len(counts) <= 1:
+        options = json.loads(next(iter(counts), "null"))
+        return options, consistency_text(options)
+    return None, "mixed: " + "; ".join(f"{consistency_text(json.loads(k))} ({n} images)"
+                                       for k, n in counts.most_common())
+
+
+# ---------------------------------------------------------------------------------------------
 # C1's side
 
 
-def write_manifest(out_dir: str | Path, pairs: list[dict], size: tuple[int, int], eval_size: tuple[int, int]) -> Path:
+def write_manifest(out_dir: str | Path, pairs: list[dict], size: tuple[int, int], eval_size: tuple[int, int],
+                   consistency: dict | None = None) -> Path:
     """``<out_dir>/manifest.json``: one entry per pair with ``generated`` (relative to ``out_dir``,
-    at the model ``size``), ``generated_<eval size>``, and the pair's ``source_image`` /
-    ``target_image``. With ``eval_size == size`` both keys name the one file."""
+    at the model ``size``), ``generated_<eval size>``, the pair's ``source_image`` /
+    ``target_image`` and, when given, ``consistency`` (C1's video options, see
+    ``CONSISTENCY_DEFAULTS``). With ``eval_size == size`` both keys name the one file."""
     out_dir = Path(out_dir)
     entries = [{
         "generated": f"{size_name(size)}/{output_name(p)}",
         f"generated_{size_name(eval_size)}": f"{size_name(eval_size)}/{output_name(p)}",
         "source_image": p["source_image"],
         "target_image": p["target_image"],
+        **({"consistency": dict(consistency)} if consistency is not None else {}),
     } for p in pairs]
     return atomic_write_json(out_dir / "manifest.json", entries)
 
@@ -173,6 +212,7 @@ class EvalEntry:
     generated: dict = field(default_factory=dict)  # size name -> Path
     output: Path | None = None                      # the manifest's "generated" (the model's output), or the named file
     at_size: dict = field(default_factory=dict)     # size name -> the manifest's "generated_<size>" file
+    consistency: dict | None = None                 # the manifest's C1 video options; None: not recorded
 
 
 def assign_sizes(entries: list[EvalEntry], sizes: list[str]) -> None:
@@ -318,8 +358,10 @@ def _manifest_entries(gdir: Path, root: Path):
             continue
         at_size = {k[len("generated_"):]: gdir / v for k, v in item.items()
                    if k.startswith("generated_") and isinstance(v, str)}
+        consistency = item.get("consistency")
         entries.append(EvalEntry(item["source_image"], item["target_image"], root / item["target_image"],
-                                 output=gdir / item["generated"], at_size=at_size))
+                                 output=gdir / item["generated"], at_size=at_size,
+                                 consistency=consistency if isinstance(consistency, dict) else None))
     return entries, (len(data) if data is not None else None), problems
 
 
@@ -547,9 +589,9 @@ def video_problems(videos: list[EvalVideo], dataset_root: str | Path) -> list[st
 
 
 __all__ = [
-    "EvalEntry", "EvalVideo", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "TEMPORAL_MODES", "assign_sizes",
-    "authors_name", "check_output_names", "expected_names", "frame_number", "generated_entries", "group_videos",
-    "held_sizes",
+    "CONSISTENCY_DEFAULTS", "EvalEntry", "EvalVideo", "IMAGE_SUFFIXES", "ManifestError", "NAMINGS", "TEMPORAL_MODES",
+    "assign_sizes", "authors_name", "check_output_names", "consistency_text", "consistency_used", "expected_names",
+    "frame_number", "generated_entries", "group_videos", "held_sizes",
     "image_size", "image_sources", "output_name", "parse_size", "pidm_name", "pixel_sizes", "resolve_naming",
     "resize_note", "resolve_temporal", "scored_sizes", "size_name", "video_name", "video_problems", "write_manifest",
 ]

@@ -35,8 +35,8 @@ from tqdm import tqdm
 from ..data import read_pair_file
 from ..util.devices import resolve_device, without_tf32
 from ..util.fileio import atomic_path
-from .handoff import (EvalEntry, ManifestError, generated_entries, image_sources, parse_size, resize_note, scored_sizes,
-                      resolve_temporal, size_name, video_problems)
+from .handoff import (EvalEntry, ManifestError, consistency_used, generated_entries, image_sources, parse_size,
+                      resize_note, scored_sizes, resolve_temporal, size_name, video_problems)
 from ..util.images import load_rgb, resize
 from . import pose_accuracy as pa
 from .pose_mask import (MASK_LPIPS_PROTOCOL, MASK_PROTOCOL, MASK_SSIM_PROTOCOL, masked_lpips_input, masked_ssim,
@@ -560,7 +560,9 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
     ``protocol["null_reasons"]``; the others are still computed (``unmet_requests`` tells which
     nulls fail what was asked). The protocol also says how the images of each size were made
     (``generated_images``, ``resized_from``: ``src.evaluate.handoff.image_sources``), how many images FID
-    saw (``fid_images``) and ``fid_warning`` (``small_set_warning``, else None).
+    saw (``fid_images``), ``fid_warning`` (``small_set_warning``, else None) and C1's video
+    consistency options the manifest records (``consistency``, None when not recorded, and
+    ``consistency_description``: ``src.evaluate.handoff.consistency_used``).
 
     ``temporal`` ("auto", "on", "off"; ``src.evaluate.handoff.resolve_temporal``): when the pairs form
     videos, ``temporal`` is ``src.evaluate.temporal.video_metrics`` of them at that size (FVD with
@@ -602,6 +604,7 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
         null_reasons["fid"] = first_line(e)
 
     sources = image_sources(entries, [size_name(parse_size(s)) for s in eval_sizes], max(2, num_workers))
+    consistency, consistency_words = consistency_used(entries)
     results = {}
     for s in eval_sizes:
         size = parse_size(s)
@@ -675,6 +678,8 @@ def score_generated(entries: list[EvalEntry], eval_sizes, reference: list[Path],
             "resized_from": sources[name]["resized_from"],
             "fid_images": fid_images,
             "fid_warning": fid_warning,
+            "consistency": consistency,
+            "consistency_description": consistency_words,
             "null_reasons": reasons,
         }
         masked = {}
@@ -707,7 +712,9 @@ def markdown_table(results: dict, method: str = "FPDM") -> str:
     | Mask-SSIM | Mask-LPIPS | when a block has the masked figures (Market-1501), | PCK@0.1 (GT) | (generated, ground-truth ceiling) when a block has pose accuracy, and
     | warping error (GT) | TCD | FVD | (the warping error with its ground-truth floor, the temporal
     consistency difference, FVD) when a block has temporal figures. A size whose images were
-    resized from another size's says so in its cell ("512x352 (upscaled by C2 from 256x176)")."""
+    resized from another size's says so in its cell ("512x352 (upscaled by C2 from 256x176)"), and
+    images made with C1's video consistency options say which in the method's cell
+    ("FPDM (shared noise)"); frame-by-frame or unrecorded ones leave it as given."""
     def fmt(v, digits):
         return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -725,7 +732,9 @@ def markdown_table(results: dict, method: str = "FPDM") -> str:
     for name, r in results.items():
         note = resize_note(r["protocol"].get("resized_from") or [], r["count"], name)
         size = f"{name} ({note})" if note else name
-        row = (f"| {method} | {size} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
+        options = r["protocol"].get("consistency_description")
+        label = f"{method} ({options})" if options not in (None, "frame by frame", "not recorded") else method
+        row = (f"| {label} | {size} | {fmt(r['ssim'], 4)} | {fmt(r['ssim_256'], 4)} | {fmt(r['psnr'], 3)} "
                f"| {fmt(r['lpips'], 4)} | {fmt(r['fid'], 2)} |")
         if with_masks:
             row += f" {fmt(r.get('mask_ssim'), 4)} | {fmt(r.get('mask_lpips'), 4)} |"
