@@ -3,8 +3,6 @@
 manifest, the refusal to resume with another value, and C2's report naming them."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from src.models.heads import time_embedding_dim
 from src.models.cross_frame_attention import CrossFrameAttnProcessor, anchor_indices, cross_frame_attention
 from src.synthetic.signing import write_synthetic_signing
 from src.train.stage2 import make_tiny_pipeline
+from src.util.scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, EVAL, DRAW = (64, 48), (260, 210), (260, 210)
@@ -149,10 +148,10 @@ def test_cross_frame_chunks_keep_each_video_together_led_by_its_anchor(phoenix):
 
 
 def c1(phoenix, out, *extra):
-    cmd = [sys.executable, "C1.test_Diffusion_model.py", f"--config={ROOT / 'configs' / 'phoenix.py'}",
-           f"--pipeline={phoenix['pipeline']}", f"--dataset_root={phoenix['root']}", f"--out_dir={out}",
-           f"--num_inference_steps={STEPS}", "--batch_size=3", "--num_grids=0", "--videos=off", *extra]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run_script("C1.test_Diffusion_model.py", f"--config={ROOT / 'configs' / 'phoenix.py'}",
+                      f"--pipeline={phoenix['pipeline']}", f"--dataset_root={phoenix['root']}", f"--out_dir={out}",
+                      f"--num_inference_steps={STEPS}", "--batch_size=3", "--num_grids=0", "--videos=off", *extra,
+                      capture=True)
 
 
 def test_c1_records_the_options_and_c2_names_them(phoenix, tmp_path, monkeypatch):
