@@ -368,7 +368,10 @@ def b1_args(samples_root, out_dir, *extra):
 
 
 def b1_env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    """B1 in a subprocess with this process's torch threads: its float sums are then those of the
+    runs made in this process (run_b1), to the bit."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
 def run_b1(samples_root, out_dir, *extra):
