@@ -69,9 +69,9 @@ def settings() -> dict:
 
 
 def claim(run: str | Path, wanted: dict) -> Path:
-    """The run folder (relative to the repository), its settings ``wanted`` recorded when new;
-    stop when it holds a run made with others (a finished step of theirs would be skipped and
-    mixed with these)."""
+    """The run folder ``run`` (a relative one lies under the repository) with the settings
+    ``wanted`` recorded in it when new; stop when it holds a run made with others (a finished step
+    of theirs would be skipped and mixed with these)."""
     from ..util.fileio import atomic_write_json
 
     run = Path(run) if Path(run).is_absolute() else ROOT / run
