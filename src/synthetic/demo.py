@@ -68,18 +68,35 @@ def settings() -> dict:
             "b2_batch_size": B2_BATCH_SIZE}
 
 
-def claim(run: Path) -> None:
-    """Record the settings in a new run folder; stop when an existing one was made with others
-    (a finished step of theirs would be skipped and mixed with these)."""
+def claim(run: str | Path, wanted: dict) -> Path:
+    """The run folder ``run`` (a relative one lies under the repository) with the settings
+    ``wanted`` recorded in it when new; stop when it holds a run made with others (a finished step
+    of theirs would be skipped and mixed with these)."""
     from ..util.fileio import atomic_write_json
 
+    run = Path(run) if Path(run).is_absolute() else ROOT / run
     stamp = run / "demo_settings.json"
-    wanted = json.loads(json.dumps(settings()))
+    wanted = json.loads(json.dumps(wanted))
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
-        return
+        return run
     if run.is_dir() and any(run.iterdir()):
         raise SystemExit(f"{run} holds a demo run made with other settings: delete it to start over")
     atomic_write_json(stamp, wanted)
+    return run
+
+
+def autoencoder(data: Path, sd2: Path, size: tuple[int, int], steps: int, channels: tuple[int, ...]) -> None:
+    """The tiny autoencoder, trained on the training images of ``data`` into the SD2 folder ``sd2``
+    B2 starts from, unless it is there."""
+    if (sd2 / "vae_training.json").is_file():
+        print(f"\n=== tiny autoencoder: already done ({shown(sd2)}), skipped", flush=True)
+        return
+    from .autoencoder import train_on_dataset
+
+    print("\n=== tiny autoencoder (src.synthetic.autoencoder)", flush=True)
+    t = time.time()
+    train_on_dataset(data, sd2, size, steps=steps, block_out_channels=channels)
+    print(f"=== tiny autoencoder done in {time.time() - t:.0f}s", flush=True)
 
 
 def main(run: str | Path = out_dir) -> dict:
@@ -90,10 +107,7 @@ def main(run: str | Path = out_dir) -> dict:
     from .figures import TransferScorer, make_synthetic_dataset, pair_grid
 
     start = time.time()
-    run = Path(run)
-    if not run.is_absolute():
-        run = ROOT / run
-    claim(run)
+    run = claim(run, settings())
     data, sd2, b1_out, b2_out, c1_out = run / "data", run / "sd2", run / "B1", run / "B2", run / "C1"
     size_arg, draw_arg = f"({SIZE[0]},{SIZE[1]})", f"({POSE_DRAW_SIZE[0]},{POSE_DRAW_SIZE[1]})"
     if not (data / "synthetic_meta.json").is_file():
@@ -102,15 +116,7 @@ def main(run: str | Path = out_dir) -> dict:
             width=SIZE[1], height=SIZE[0], min_clothing_distance=120, patterns=("plain",)), flush=True)
     dataset = f"--dataset_root={data}"
     step("A1 pose images", None, "A1.pose_data_preprocessing.py", "--preset=tiny", dataset)
-    if (sd2 / "vae_training.json").is_file():
-        print(f"\n=== tiny autoencoder: already done ({shown(sd2)}), skipped", flush=True)
-    else:
-        from .autoencoder import train_on_dataset
-
-        print("\n=== tiny autoencoder (src.synthetic.autoencoder)", flush=True)
-        t = time.time()
-        train_on_dataset(data, sd2, SIZE, steps=VAE_STEPS, block_out_channels=VAE_CHANNELS)
-        print(f"=== tiny autoencoder done in {time.time() - t:.0f}s", flush=True)
+    autoencoder(data, sd2, SIZE, VAE_STEPS, VAE_CHANNELS)
     step("B1 fusion model", b1_out / "fusion_model", "B1.train_Fusion_model.py", "--preset=tiny", dataset,
          f"--out_dir={b1_out}", f"--max_steps={B1_STEPS}", f"--image_size={SIZE[0]}", "--eval_max_pairs=256")
     step("B2 diffusion model", b2_out / "pipeline", "B2.train_Diffusion_model.py", "--preset=tiny", dataset,

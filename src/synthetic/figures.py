@@ -27,7 +27,7 @@ from ..data.pairs import pose_path
 from ..util.fileio import atomic_save_image, atomic_write_json
 from ..util.images import comparison_grid, load_rgb, resize
 from ..pose import NUM_JOINTS, pixels_to_frame, write_keypoints
-from ..pose.render import OPENPOSE18
+from ..pose.render import pose_format as find_pose_format
 from ..evaluate.pose_accuracy import target_keypoints
 
 BACKGROUND = (238, 238, 238)
@@ -284,29 +284,16 @@ def identity_of(image_rel: str) -> str:
     return Path(image_rel).parent.name
 
 
-class TransferScorer:
-    """Pose IoU and appearance accuracy of generated images for a list of pairs of a synthetic
-    dataset, at the generated images' size (height, width).
+class PairScorer:
+    """What scoring generated images of a list of pairs against the known answer needs, whatever
+    the score: the targets, the generated images of a folder of C1's layout and the copy-source
+    answers, all at one size (height, width), loaded once so that every method is scored against
+    the same references. Subclasses (``TransferScorer``, ``src.synthetic.signing.HandScorer``) add
+    their references and ``score``."""
 
-    Everything that depends only on the pairs (target silhouettes, target keypoints, and the
-    clothing colours every candidate identity would show at each target pose) is computed once,
-    so several methods are scored against exactly the same references. Candidates default to
-    the identities of the pairs (for the test split: the test identities, never seen in training).
-    """
-
-    def __init__(self, root: str | Path, pairs: list[dict], size: tuple[int, int], candidates: list[str] | None = None):
+    def __init__(self, root: str | Path, pairs: list[dict], size: tuple[int, int]):
         self.root, self.pairs, self.size = Path(root), list(pairs), tuple(size)
-        meta = json.loads((self.root / "synthetic_meta.json").read_text())["identities"]
-        names = candidates or sorted({identity_of(p["target_image"]) for p in self.pairs})
-        self.candidates = names
-        h, w = self.size
-        self.targets, self.keypoints, self.own, self.references = [], [], [], []
-        for p in self.pairs:
-            kp = target_keypoints(self.root, p["target_image"], self.size)
-            self.targets.append(load_at(self.root, p["target_image"], self.size))
-            self.keypoints.append(kp)
-            self.own.append(names.index(identity_of(p["target_image"])))
-            self.references.append(np.stack([clothing_features(draw_figure(kp, meta[n], w, h), kp) for n in names]))
+        self.targets = [load_at(self.root, p["target_image"], self.size) for p in self.pairs]
 
     def generated(self, folder: str | Path) -> list[np.ndarray]:
         """The pairs' generated images in a folder of C1's layout, at the scoring size."""
@@ -318,17 +305,47 @@ class TransferScorer:
         """The pairs' source images at the scoring size: the copy-source answers."""
         return [load_at(self.root, p["source_image"], self.size) for p in self.pairs]
 
+    def checked(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """``images`` as arrays, after checking there is one per pair at the scoring size."""
+        if len(images) != len(self.pairs):
+            raise ValueError(f"{len(images)} images for {len(self.pairs)} pairs")
+        images = [np.asarray(image) for image in images]
+        for image in images:
+            if image.shape[:2] != self.size:
+                raise ValueError(f"generated image of size {image.shape[:2]}, expected {self.size}")
+        return images
+
+
+class TransferScorer(PairScorer):
+    """Pose IoU and appearance accuracy of generated images for a list of pairs of a synthetic
+    dataset, at the generated images' size (height, width).
+
+    Everything that depends only on the pairs (target silhouettes, target keypoints, and the
+    clothing colours every candidate identity would show at each target pose) is computed once.
+    Candidates default to the identities of the pairs (for the test split: the test identities,
+    never seen in training).
+    """
+
+    def __init__(self, root: str | Path, pairs: list[dict], size: tuple[int, int], candidates: list[str] | None = None):
+        super().__init__(root, pairs, size)
+        meta = json.loads((self.root / "synthetic_meta.json").read_text())["identities"]
+        names = candidates or sorted({identity_of(p["target_image"]) for p in self.pairs})
+        self.candidates = names
+        h, w = self.size
+        self.keypoints, self.own, self.references = [], [], []
+        for p in self.pairs:
+            kp = target_keypoints(self.root, p["target_image"], self.size)
+            self.keypoints.append(kp)
+            self.own.append(names.index(identity_of(p["target_image"])))
+            self.references.append(np.stack([clothing_features(draw_figure(kp, meta[n], w, h), kp) for n in names]))
+
     def score(self, images: list[np.ndarray]) -> dict:
         """``pose_iou`` (mean IoU of generated and target silhouettes), ``appearance_accuracy``
         (share of pairs whose generated clothing colours are nearest the own identity's among
         the candidates) and the per-pair values."""
-        if len(images) != len(self.pairs):
-            raise ValueError(f"{len(images)} images for {len(self.pairs)} pairs")
         ious, matches = [], []
-        for image, target, kp, own, refs in zip(images, self.targets, self.keypoints, self.own, self.references):
-            image = np.asarray(image)
-            if image.shape[:2] != self.size:
-                raise ValueError(f"generated image of size {image.shape[:2]}, expected {self.size}")
+        for image, target, kp, own, refs in zip(self.checked(images), self.targets, self.keypoints, self.own,
+                                                self.references):
             ious.append(pose_iou(image, target))
             dists = np.nansum(np.abs(refs - clothing_features(image, kp)), axis=1)
             matches.append(bool(np.argmin(dists) == own))
@@ -338,19 +355,21 @@ class TransferScorer:
 
 
 def pair_grid(root: str | Path, pairs: list[dict], columns: dict[str, Path], size: tuple[int, int],
-              pose_draw_size: tuple[int, int], rows: int = 8, cell: tuple[int, int] = (128, 128)) -> Image.Image:
+              pose_draw_size: tuple[int, int], rows: int = 8, cell: tuple[int, int] = (128, 128),
+              pose_format: str = "openpose18") -> Image.Image:
     """A labelled grid of up to ``rows`` pairs spread over ``pairs``: source | target pose (drawn
-    at ``pose_draw_size`` and resized to ``size``, as B2 and C1 draw it) | ground truth | one
-    column per entry of ``columns`` (label -> a folder of C1's layout at ``size``)."""
+    in ``pose_format`` at ``pose_draw_size`` and resized to ``size``, as B2 and C1 draw it) |
+    ground truth | one column per entry of ``columns`` (label -> a folder of C1's layout at ``size``)."""
     from PIL import ImageDraw
 
     from ..evaluate.handoff import output_name, size_name
 
+    drawer = find_pose_format(pose_format)
     labels = ["source", "target pose", "ground truth", *columns]
     body_rows = []
     for p in pairs[:: max(1, len(pairs) // rows)][:rows]:
         row = [load_rgb(Path(root) / p["source_image"]),
-               OPENPOSE18.drawn_pose(pose_path(root, p["target_image"]), size, pose_draw_size),
+               drawer.drawn_pose(pose_path(root, p["target_image"]), size, pose_draw_size),
                load_rgb(Path(root) / p["target_image"])]
         row += [load_rgb(folder / size_name(size) / output_name(p)) for folder in columns.values()]
         body_rows.append(row)

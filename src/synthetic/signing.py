@@ -11,6 +11,9 @@ keypoints (``src.pose.wholebody133``). Written as the release and MSKA distribut
 
 Everything follows from ``seed``. Legs and feet lie below the frame (as HRNet reports them, with
 low scores), so the set itself has no missing points; tests inject faults on copies.
+
+Because the frames are drawn from their keypoints, generated frames are scored exactly
+(``HandScorer``: the error where the hands of the target and of the source lie).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..data.pairs import pose_path
 from ..data.phoenix import CSV_COLUMNS, MSKA_NAME, SPLITS, corpus_csv, frames_dir
-from ..pose.wholebody133 import FRAME_SIZE, NUM_POINTS
+from ..pose.wholebody133 import FRAME_SIZE, NUM_POINTS, read_keypoints
+from .figures import PairScorer
 
 GLOSSES = ("REGEN", "SONNE", "WOLKE", "NORD", "SUED", "MORGEN", "HEUTE", "WIND", "KALT", "WARM")
 WORDS = ("es", "regnet", "morgen", "im", "norden", "sonne", "und", "wolken", "heute", "wind")
@@ -125,14 +130,21 @@ def _draw(kp: np.ndarray) -> np.ndarray:
         s, e, wr = p(5 + side), p(7 + side), p(9 + side)
         cv2.line(img, s, e, CLOTHES, 15, cv2.LINE_AA)
         cv2.line(img, e, wr, CLOTHES, 13, cv2.LINE_AA)
-        start = 91 + 21 * side
-        palm = kp[[start, start + 5, start + 17], :2]
-        cv2.fillConvexPoly(img, np.round(np.vstack([palm, palm.mean(0, keepdims=True)])).astype(np.int32), SKIN, cv2.LINE_AA)
-        for f in range(5):
-            chain = [start] + [start + 1 + 4 * f + j for j in range(4)]
-            for a, b in zip(chain, chain[1:]):
-                cv2.line(img, p(a), p(b), SKIN, 4, cv2.LINE_AA)
+        _draw_hand(img, kp, side, SKIN)
     return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _draw_hand(img: np.ndarray, kp: np.ndarray, side: int, colour) -> None:
+    """Hand ``side`` (0 left, 1 right) of keypoints ``kp`` (frame pixels) onto ``img``: a palm and
+    five fingers."""
+    p = lambda i: tuple(int(round(v)) for v in kp[i, :2])  # noqa: E731
+    start = 91 + 21 * side
+    palm = kp[[start, start + 5, start + 17], :2]
+    cv2.fillConvexPoly(img, np.round(np.vstack([palm, palm.mean(0, keepdims=True)])).astype(np.int32), colour, cv2.LINE_AA)
+    for f in range(5):
+        chain = [start] + [start + 1 + 4 * f + j for j in range(4)]
+        for a, b in zip(chain, chain[1:]):
+            cv2.line(img, p(a), p(b), colour, 4, cv2.LINE_AA)
 
 
 def make_video(rng: np.random.Generator, num_frames: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -190,6 +202,43 @@ def write_synthetic_signing(root: str | Path, keypoints_dir: str | Path | None =
         out["pickles"][split] = pkl
         out["videos"][split] = counts
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# exact scores of generated frames
+
+
+def hand_mask(kp: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The pixels of an image of ``size`` (height, width) that the hands of keypoints ``kp``
+    (frame pixels, hands complete) cover, drawn as the frames draw them and resized: a pixel any
+    part of a hand touches counts."""
+    canvas = np.zeros(FRAME_SIZE, np.uint8)
+    for side in (0, 1):
+        _draw_hand(canvas, kp, side, 255)
+    return cv2.resize(canvas, (size[1], size[0]), interpolation=cv2.INTER_AREA) > 0
+
+
+class HandScorer(PairScorer):
+    """The hand-region error of generated frames for pairs of the signing set (A1's dataset root),
+    at ``size`` (height, width): the mean absolute difference (0-255, over pixels and channels)
+    between a generated frame and its ground truth where the hands of the target or of the source
+    lie (``hand_mask`` of their pose files).
+
+    The hands are what the pose moves: head and torso stay nearly still and the arms are dark on
+    the dark torso, so a whole-frame score barely tells copying the source from following the
+    pose. Here a hand where the target pose puts it costs nothing; one left where the source
+    held it, or one missing, costs the skin-against-clothes difference (about 170)."""
+
+    def __init__(self, root: str | Path, pairs: list[dict], size: tuple[int, int]):
+        super().__init__(root, pairs, size)
+        hands = lambda rel: hand_mask(read_keypoints(pose_path(self.root, rel)), self.size)  # noqa: E731
+        self.zones = [hands(p["target_image"]) | hands(p["source_image"]) for p in self.pairs]
+
+    def score(self, images: list[np.ndarray]) -> dict:
+        """``hand_error`` (mean over the pairs) and the per-pair values."""
+        errors = [float(np.abs(image.astype(np.float64) - target)[zone].mean())
+                  for image, target, zone in zip(self.checked(images), self.targets, self.zones)]
+        return {"hand_error": float(np.mean(errors)), "count": len(errors), "per_pair": errors}
 
 
 def write_twostream_pickle(mska_pickles: dict, path: str | Path) -> Path:

@@ -1,0 +1,66 @@
+"""`make demo-phoenix` learns: the hand-region error (``src.synthetic.signing.HandScorer``) against
+a computation by hand, and the real demo, run into a temporary folder, putting the hands where
+the pose says better than copying the source frame does, with the temporal figures beside."""
+
+import json
+
+import numpy as np
+import pytest
+
+from src.data import load_pairs
+from src.data.preprocess import preprocess_phoenix
+from src.pose.wholebody133 import FRAME_SIZE
+from src.synthetic.signing import HandScorer, hand_mask, make_video, write_synthetic_signing
+from src.util.scripts import run_script
+
+
+@pytest.fixture(scope="module")
+def signing_root(tmp_path_factory):
+    """A1's dataset root of a small signing set (one test video of 6 frames)."""
+    base = tmp_path_factory.mktemp("hand_scorer")
+    release = write_synthetic_signing(base / "release", videos={"train": 1, "test": 1}, frames=(6, 6), seed=4)
+    preprocess_phoenix(release["root"], release["keypoints_dir"], base / "data", train_pairs_count=4, workers=1,
+                       log=lambda *a: None)
+    return base / "data"
+
+
+def test_hand_mask_covers_the_drawn_hands():
+    frames, kps = make_video(np.random.default_rng(0), 1)
+    mask = hand_mask(kps[0], FRAME_SIZE)
+    points = np.round(kps[0][91:133, :2]).astype(int)
+    assert mask[points[:, 1], points[:, 0]].all()
+    assert (frames[0][mask].mean(0) > 150).all()         # skin under the mask, not the dark clothes
+    assert 0 < mask.mean() < 0.05                          # the hands only
+    small = hand_mask(kps[0], (80, 64))
+    assert small.shape == (80, 64) and small.any()
+
+
+def test_hand_error_of_truth_is_zero_of_a_blank_frame_its_hand_computation(signing_root):
+    pairs = load_pairs(signing_root, "test_pairs_data.json")
+    scorer = HandScorer(signing_root, pairs, (80, 64))
+    assert scorer.score(scorer.targets) == {"hand_error": 0.0, "count": 6, "per_pair": [0.0] * 6}
+    blank = np.full((80, 64, 3), 128, np.uint8)
+    scored = scorer.score([blank] * len(pairs))
+    by_hand = [np.abs(t.astype(float) - 128)[z].mean() for t, z in zip(scorer.targets, scorer.zones)]
+    assert scored["per_pair"] == pytest.approx(by_hand) and scored["hand_error"] > 40
+    copy = scorer.score(scorer.sources())
+    assert copy["per_pair"][0] == 0.0                      # the first frame is its own source
+    assert all(e > 0 for e in copy["per_pair"][1:]) and copy["hand_error"] > 20
+    with pytest.raises(ValueError):
+        scorer.score([blank[:40]] * len(pairs))
+
+
+@pytest.mark.slow
+def test_demo_phoenix_beats_copy_source_on_the_hands(tmp_path):
+    run = tmp_path / "demo_phoenix"
+    r = run_script("src.synthetic.demo_phoenix", f"--out_dir={run}", capture=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    scores = json.loads((run / "scores.json").read_text())
+    hand = scores["hand_error"]
+    assert hand["fpdm"] < 0.6 * hand["copy_source"], scores
+    temporal = scores["temporal"]
+    for name in ("warping_error", "warping_error_real", "temporal_consistency_difference"):
+        assert isinstance(temporal[name], float), scores
+    assert "fvd" in temporal and scores["pairs"] > 0 and (run / "frame_strip.png").is_file()
+    assert len(list((run / "C1" / "videos").rglob("*_generated.gif"))) == scores["videos"]
+    assert f"FPDM {hand['fpdm']:.1f}, copy-source {hand['copy_source']:.1f}" in r.stdout
