@@ -52,8 +52,10 @@ def test_hand_error_of_truth_is_zero_of_a_blank_frame_its_hand_computation(signi
 
 @pytest.mark.slow
 def test_demo_phoenix_beats_copy_source_on_the_hands(tmp_path):
+    """At half the autoencoder and B2 steps of `make demo-phoenix` (the suite's time): measured on
+    this machine, hand-region error 38.1 against 31.7 at the full budget, copy-source 75.6."""
     run = tmp_path / "demo_phoenix"
-    r = run_script("src.synthetic.demo_phoenix", f"--out_dir={run}", capture=True)
+    r = run_script("src.synthetic.demo_phoenix", f"--out_dir={run}", "--vae_steps=150", "--b2_steps=150", capture=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     scores = json.loads((run / "scores.json").read_text())
     hand = scores["hand_error"]

@@ -7,6 +7,7 @@ whose result is already there is skipped, so a second `make demo` only repeats w
 
     python -m src.synthetic.demo                      # into logs/demo
     python -m src.synthetic.demo --out_dir=DIR        # elsewhere
+    python -m src.synthetic.demo --b2_steps=150       # a smaller budget (tests/test_demo.py)
 
 No pretrained SD2, CLIP or DINOv2 reaches this project's machines, so every network starts from
 random weights and the budget is a few CPU minutes. What makes that enough: plain-coloured
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 # ---- hyperparameters: edit here, or override with --name=value
 out_dir = "logs/demo"
+vae_steps = 400                         # the autoencoder's training steps
+b2_steps = 300                          # B2's steps: with vae_steps, what the demo's few CPU minutes buy
 # -----------------------------------------------------------------------------------------------
 
 import json
@@ -35,9 +38,7 @@ POSE_DRAW_SIZE = (128, 128)     # target poses drawn here, then resized: lines t
 IDENTITIES, TEST_IDENTITIES, POSES = 60, 2, 4
 VAE_CHANNELS = (16, 32, 32)     # latents 1/4 of the image (16x16): the figures' limbs are 2-3 px wide
 POSE_CHANNELS = (8, 16, 16)     # one stride-2 step per VAE downsampling: pose features at the latent size
-VAE_STEPS = 400
 B1_STEPS = 100
-B2_STEPS = 300
 B2_BATCH_SIZE = 16
 GRID_ROWS = 8
 
@@ -64,7 +65,7 @@ def settings() -> dict:
     """What decides the demo's results: a run folder holds one set of them."""
     return {"size": SIZE, "pose_draw_size": POSE_DRAW_SIZE, "identities": IDENTITIES,
             "test_identities": TEST_IDENTITIES, "poses": POSES, "vae_channels": VAE_CHANNELS,
-            "pose_channels": POSE_CHANNELS, "vae_steps": VAE_STEPS, "b1_steps": B1_STEPS, "b2_steps": B2_STEPS,
+            "pose_channels": POSE_CHANNELS, "vae_steps": vae_steps, "b1_steps": B1_STEPS, "b2_steps": b2_steps,
             "b2_batch_size": B2_BATCH_SIZE}
 
 
@@ -116,14 +117,14 @@ def main(run: str | Path = out_dir) -> dict:
             width=SIZE[1], height=SIZE[0], min_clothing_distance=120, patterns=("plain",)), flush=True)
     dataset = f"--dataset_root={data}"
     step("A1 pose images", None, "A1.pose_data_preprocessing.py", "--preset=tiny", dataset)
-    autoencoder(data, sd2, SIZE, VAE_STEPS, VAE_CHANNELS)
+    autoencoder(data, sd2, SIZE, vae_steps, VAE_CHANNELS)
     step("B1 fusion model", b1_out / "fusion_model", "B1.train_Fusion_model.py", "--preset=tiny", dataset,
          f"--out_dir={b1_out}", f"--max_steps={B1_STEPS}", f"--image_size={SIZE[0]}", "--eval_max_pairs=256")
     step("B2 diffusion model", b2_out / "pipeline", "B2.train_Diffusion_model.py", "--preset=tiny", dataset,
          f"--pretrained_model={sd2}", f"--fusion_model={b1_out / 'fusion_model'}", f"--out_dir={b2_out}",
          f"--target_size={size_arg}", f"--source_size={SIZE[0]}", f"--fusion_size={SIZE[0]}",
-         f"--pose_draw_size={draw_arg}", f"--pose_channels={POSE_CHANNELS}", f"--max_steps={B2_STEPS}",
-         f"--batch_size={B2_BATCH_SIZE}", f"--checkpointing_steps={B2_STEPS}", f"--validation_steps={B2_STEPS}")
+         f"--pose_draw_size={draw_arg}", f"--pose_channels={POSE_CHANNELS}", f"--max_steps={b2_steps}",
+         f"--batch_size={B2_BATCH_SIZE}", f"--checkpointing_steps={b2_steps}", f"--validation_steps={b2_steps}")
     step("C1 generate the test pairs", None, "C1.test_Diffusion_model.py", "--preset=tiny", dataset,
          f"--pipeline={b2_out / 'pipeline'}", f"--out_dir={c1_out}", f"--eval_size={size_arg}", "--test_pose=draw")
     step("C2 metrics", None, "C2.eval.caculate_metrics.py", "--preset=tiny", dataset, f"--generated={c1_out}",

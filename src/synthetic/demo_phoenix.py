@@ -9,6 +9,7 @@ folder, logs/demo_phoenix, to start over).
 
     python -m src.synthetic.demo_phoenix                  # into logs/demo_phoenix
     python -m src.synthetic.demo_phoenix --out_dir=DIR    # elsewhere
+    python -m src.synthetic.demo_phoenix --b2_steps=150   # a smaller budget (tests/test_demo_phoenix.py)
 
 What makes a few CPU minutes enough is what makes `make demo` learn (``src.synthetic.demo``): an
 autoencoder trained on the frames first, latents 1/4 of tiny's PHOENIX size (80x64), most of
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 # ---- hyperparameters: edit here, or override with --name=value
 out_dir = "logs/demo_phoenix"
+vae_steps = 300                         # the autoencoder's training steps
+b2_steps = 300                          # B2's steps: with vae_steps, what the demo's few CPU minutes buy
 # -----------------------------------------------------------------------------------------------
 
 import json
@@ -36,9 +39,7 @@ FRAMES = (12, 20)               # (min, max) frames a video
 TRAIN_PAIRS = 2000
 VAE_CHANNELS = (16, 32, 32)     # latents 1/4 of the image (20x16): a hand is 3-6 px at 80x64
 POSE_CHANNELS = (8, 16, 16)     # one stride-2 step per VAE downsampling: pose features at the latent size
-VAE_STEPS = 300
 B1_STEPS = 20
-B2_STEPS = 300
 B2_BATCH_SIZE = 16
 STRIP_ROWS = 6                  # frames of the first test video in the frame strip
 TEMPORAL_FIGURES = ("warping_error", "warping_error_real", "temporal_consistency_difference", "fvd")
@@ -47,8 +48,8 @@ TEMPORAL_FIGURES = ("warping_error", "warping_error_real", "temporal_consistency
 def settings() -> dict:
     """What decides the demo's results: a run folder holds one set of them."""
     return {"size": SIZE, "videos": VIDEOS, "frames": FRAMES, "train_pairs": TRAIN_PAIRS,
-            "vae_channels": VAE_CHANNELS, "pose_channels": POSE_CHANNELS, "vae_steps": VAE_STEPS,
-            "b1_steps": B1_STEPS, "b2_steps": B2_STEPS, "b2_batch_size": B2_BATCH_SIZE}
+            "vae_channels": VAE_CHANNELS, "pose_channels": POSE_CHANNELS, "vae_steps": vae_steps,
+            "b1_steps": B1_STEPS, "b2_steps": b2_steps, "b2_batch_size": B2_BATCH_SIZE}
 
 
 def main(run: str | Path = out_dir) -> dict:
@@ -73,13 +74,13 @@ def main(run: str | Path = out_dir) -> dict:
     dataset = f"--dataset_root={data}"
     step("A1 PHOENIX mode", data / "test_pairs_data.json", "A1.pose_data_preprocessing.py", *presets, dataset,
          f"--phoenix_root={release}", f"--keypoints={release / 'keypoints'}", f"--train_pairs_count={TRAIN_PAIRS}")
-    autoencoder(data, sd2, SIZE, VAE_STEPS, VAE_CHANNELS)
+    autoencoder(data, sd2, SIZE, vae_steps, VAE_CHANNELS)
     step("B1 fusion model", b1_out / "fusion_model", "B1.train_Fusion_model.py", *presets, dataset,
          f"--out_dir={b1_out}", f"--max_steps={B1_STEPS}", f"--image_size={SIZE[1]}", "--eval_max_pairs=100")
     step("B2 diffusion model", b2_out / "pipeline", "B2.train_Diffusion_model.py", *presets, dataset,
          f"--pretrained_model={sd2}", f"--fusion_model={b1_out / 'fusion_model'}", f"--out_dir={b2_out}",
-         f"--target_size=({SIZE[0]},{SIZE[1]})", f"--pose_channels={POSE_CHANNELS}", f"--max_steps={B2_STEPS}",
-         f"--batch_size={B2_BATCH_SIZE}", f"--checkpointing_steps={B2_STEPS}", f"--validation_steps={B2_STEPS}")
+         f"--target_size=({SIZE[0]},{SIZE[1]})", f"--pose_channels={POSE_CHANNELS}", f"--max_steps={b2_steps}",
+         f"--batch_size={B2_BATCH_SIZE}", f"--checkpointing_steps={b2_steps}", f"--validation_steps={b2_steps}")
     step("C1 generate the test videos", None, "C1.test_Diffusion_model.py", *presets, dataset,
          f"--pipeline={b2_out / 'pipeline'}", f"--out_dir={c1_out}")
     step("C2 metrics", None, "C2.eval.caculate_metrics.py", *presets, dataset, f"--generated={c1_out}")
