@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-phoenix test test-fast bench-synthetic clean-venv
+.PHONY: demo demo-phoenix test test-fast bench-synthetic bench-signing clean-venv
 
 # requirements-pose.txt (the photo pose estimator) goes in with --no-deps: its protobuf<5 pin
 # clashes with tensorboard's protobuf>=6.31.
@@ -21,14 +21,20 @@ demo: $(STAMP)
 demo-phoenix: $(STAMP)
 	$(PY) -m src.synthetic.demo_phoenix
 
+# One pytest-xdist worker per core, each given whole test files (a module's fixtures are built
+# once), in the order of their first test: the slow ones first (tests/conftest.py).
+XDIST := -n auto --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(XDIST) tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow" tests
 
 bench-synthetic: $(STAMP)
 	$(PY) bench/synthetic_transfer.py
+
+bench-signing: $(STAMP)
+	$(PY) bench/signing_consistency.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -84,6 +84,7 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import run, update_readme  # noqa: E402
 from src.config import configure, save_config  # noqa: E402
 
 SECTION = "## Synthetic pose-transfer benchmark"
@@ -93,22 +94,6 @@ LABELS = {"fpdm": "FPDM", "copy_source": "copy-source", "vae_ceiling": "VAE ceil
           "b2_without_fusion": "B2 trained without fusion"}
 DROPS = {"no_fusion": ("fusion",), "no_source": ("source",), "no_pose": ("pose",)}
 REFERENCES = ("copy_source", "vae_ceiling")  # answers that are no sample of the trained model
-
-
-def run(name: str, script: str, *args: str) -> float:
-    """Run a numbered script's command line in this process (output shown), stop on failure;
-    returns seconds."""
-    from src.util.scripts import run_script
-
-    command = f"python {script} {' '.join(args)}"
-    print(f"\n=== {name}: {command}", flush=True)
-    start = time.time()
-    result = run_script(script, *args)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {result.returncode}): {command}")
-    seconds = time.time() - start
-    print(f"=== {name} done in {seconds:.0f}s", flush=True)
-    return seconds
 
 
 def benchmark_pairs(data: Path) -> list[dict]:
@@ -224,22 +209,6 @@ def markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def update_readme(path: Path, section: str) -> None:
-    """Replace (or append) this benchmark's section of the README, leaving every other section."""
-    from src.util.fileio import atomic_write_text
-
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + section.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines)
-                                                                              else [])) + "\n"
-    atomic_write_text(path, new)
 
 
 def main() -> dict:

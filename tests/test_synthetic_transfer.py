@@ -5,9 +5,6 @@ step, writes every method with C2's and the exact scores, the VAE ceiling row, a
 README section in place; its ablations sample the trained pipeline with a condition zeroed."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +19,9 @@ from src.models.sd2 import load_vae
 from src.models.tiny_autoencoder import latent_scaling_factor, save_tiny_sd2, tiny_vae
 from src.synthetic.autoencoder import load_images, pair_file_images, reconstruct, to_uint8, train_tiny_vae
 from src.train.stage2 import make_tiny_pipeline
+from src.util.scripts import run_script
 from src.synthetic.figures import clothing_colour_error, make_synthetic_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Synthetic pose-transfer benchmark"
 SIZE = 32
 TOLERANCE = 12.0  # mean absolute error of a garment's mean colour, 0-255 per channel
@@ -80,9 +77,8 @@ def test_reconstructions_keep_garment_colours(figures, tmp_path):
 def test_runner_writes_results_grid_and_readme_section(tmp_path):
     out, results, readme = tmp_path / "run", tmp_path / "results", tmp_path / "README.md"
     readme.write_text(f"# Benchmarks\n\n## Before\n\nkept\n\n{SECTION}\n\nstale figures\n\n## After\n\nkept too\n")
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "synthetic_transfer.py"), "--preset=test",
-                        f"--out_dir={out}", f"--results_dir={results}", f"--readme={readme}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = run_script("bench/synthetic_transfer.py", "--preset=test", f"--out_dir={out}", f"--results_dir={results}",
+                   f"--readme={readme}", capture=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((results / "synthetic.json").read_text())
     methods = report["methods"]

@@ -97,6 +97,12 @@ def test_panel_layout(tmp_path):
     assert videos.mp4_info(videos.write_mp4(tmp_path / "panels.mp4", frames)) == (5, (H, 4 * W))
     with pytest.raises(ValueError, match="differ in number"):
         videos.panel_frames(truth[0], poses[:2], truth, generated)
+    # two methods side by side: one more panel, in the order given
+    two = videos.panel_frames(truth[0], poses, truth, generated, truth[::-1])
+    assert two[1].shape == (H, 5 * W, 3) and np.array_equal(two[1][:, 3 * W:4 * W], generated[1])
+    assert np.array_equal(two[1][:, 4 * W:], truth[3])
+    with pytest.raises(ValueError, match="differ in number"):
+        videos.panel_frames(truth[0], poses, truth, generated, truth[:4])
 
 
 # ---------------------------------------------------------------------------- temporal figures

@@ -369,7 +369,7 @@ def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, si
         poses = [test_pose(root, p["target_image"], (h, w), draw_size, pose_mode, dataset=dataset) for p in group]
         truths = [load_rgb(image_path(root, p["target_image"])) for p in group]
         generated = [load_rgb(out_dir / size_name(eval_size) / output_name(p)) for p in group]
-        panels = panel_frames(source, poses, truths, generated, eval_size)
+        panels = panel_frames(source, poses, truths, generated, size=eval_size)
         write_mp4(files[0], panels, fps)
         write_gif(files[1], panels, fps)
         write_mp4(files[2], generated, fps)

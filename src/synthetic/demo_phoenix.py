@@ -43,13 +43,40 @@ B1_STEPS = 20
 B2_BATCH_SIZE = 16
 STRIP_ROWS = 6                  # frames of the first test video in the frame strip
 TEMPORAL_FIGURES = ("warping_error", "warping_error_real", "temporal_consistency_difference", "fvd")
+PRESETS = ("--preset=tiny", f"--config={ROOT / 'configs' / 'phoenix.py'}")   # every numbered step's
 
 
-def settings() -> dict:
-    """What decides the demo's results: a run folder holds one set of them."""
-    return {"size": SIZE, "videos": VIDEOS, "frames": FRAMES, "train_pairs": TRAIN_PAIRS,
-            "vae_channels": VAE_CHANNELS, "pose_channels": POSE_CHANNELS, "vae_steps": vae_steps,
-            "b1_steps": B1_STEPS, "b2_steps": b2_steps, "b2_batch_size": B2_BATCH_SIZE}
+def settings(videos: dict, vae: int, b2: int) -> dict:
+    """What decides a trained model: a run folder holds one set of them."""
+    return {"size": SIZE, "videos": videos, "frames": FRAMES, "train_pairs": TRAIN_PAIRS,
+            "vae_channels": VAE_CHANNELS, "pose_channels": POSE_CHANNELS, "vae_steps": vae,
+            "b1_steps": B1_STEPS, "b2_steps": b2, "b2_batch_size": B2_BATCH_SIZE}
+
+
+def train(run: str | Path, videos: dict, vae: int, b2: int) -> dict[str, Path]:
+    """The synthetic release (``videos``: videos per split), A1, the autoencoder (``vae`` steps),
+    B1 and B2 (``b2`` steps) under ``run``, each skipped where its result is there; returns the
+    paths {"run", "release", "data", "pipeline"}. ``bench/signing_consistency.py`` trains with it too."""
+    from .signing import write_synthetic_signing
+
+    run = claim(run, settings(videos, vae, b2))
+    release, data, sd2 = run / "PHOENIX-2014-T", run / "data", run / "sd2"
+    b1_out, b2_out = run / "B1", run / "B2"
+    if not (release / "keypoints").is_dir():
+        written = write_synthetic_signing(release, videos=videos, frames=FRAMES, seed=0)
+        print(f"synthetic signing release: {written['root']} "
+              f"({sum(len(v) for v in written['videos'].values())} videos)", flush=True)
+    dataset = f"--dataset_root={data}"
+    step("A1 PHOENIX mode", data / "test_pairs_data.json", "A1.pose_data_preprocessing.py", *PRESETS, dataset,
+         f"--phoenix_root={release}", f"--keypoints={release / 'keypoints'}", f"--train_pairs_count={TRAIN_PAIRS}")
+    autoencoder(data, sd2, SIZE, vae, VAE_CHANNELS)
+    step("B1 fusion model", b1_out / "fusion_model", "B1.train_Fusion_model.py", *PRESETS, dataset,
+         f"--out_dir={b1_out}", f"--max_steps={B1_STEPS}", f"--image_size={SIZE[1]}", "--eval_max_pairs=100")
+    step("B2 diffusion model", b2_out / "pipeline", "B2.train_Diffusion_model.py", *PRESETS, dataset,
+         f"--pretrained_model={sd2}", f"--fusion_model={b1_out / 'fusion_model'}", f"--out_dir={b2_out}",
+         f"--target_size=({SIZE[0]},{SIZE[1]})", f"--pose_channels={POSE_CHANNELS}", f"--max_steps={b2}",
+         f"--batch_size={B2_BATCH_SIZE}", f"--checkpointing_steps={b2}", f"--validation_steps={b2}")
+    return {"run": run, "release": release, "data": data, "pipeline": b2_out / "pipeline"}
 
 
 def main(run: str | Path = out_dir) -> dict:
@@ -60,30 +87,15 @@ def main(run: str | Path = out_dir) -> dict:
     from ..pose.wholebody133 import FRAME_SIZE
     from ..util.fileio import atomic_save_image, atomic_write_json
     from .figures import pair_grid
-    from .signing import HandScorer, write_synthetic_signing
+    from .signing import HandScorer
 
     start = time.time()
-    run = claim(run, settings())
-    release, data, sd2 = run / "PHOENIX-2014-T", run / "data", run / "sd2"
-    b1_out, b2_out, c1_out = run / "B1", run / "B2", run / "C1"
-    presets = ("--preset=tiny", f"--config={ROOT / 'configs' / 'phoenix.py'}")
-    if not (release / "keypoints").is_dir():
-        written = write_synthetic_signing(release, videos=VIDEOS, frames=FRAMES, seed=0)
-        print(f"synthetic signing release: {written['root']} "
-              f"({sum(len(v) for v in written['videos'].values())} videos)", flush=True)
-    dataset = f"--dataset_root={data}"
-    step("A1 PHOENIX mode", data / "test_pairs_data.json", "A1.pose_data_preprocessing.py", *presets, dataset,
-         f"--phoenix_root={release}", f"--keypoints={release / 'keypoints'}", f"--train_pairs_count={TRAIN_PAIRS}")
-    autoencoder(data, sd2, SIZE, vae_steps, VAE_CHANNELS)
-    step("B1 fusion model", b1_out / "fusion_model", "B1.train_Fusion_model.py", *presets, dataset,
-         f"--out_dir={b1_out}", f"--max_steps={B1_STEPS}", f"--image_size={SIZE[1]}", "--eval_max_pairs=100")
-    step("B2 diffusion model", b2_out / "pipeline", "B2.train_Diffusion_model.py", *presets, dataset,
-         f"--pretrained_model={sd2}", f"--fusion_model={b1_out / 'fusion_model'}", f"--out_dir={b2_out}",
-         f"--target_size=({SIZE[0]},{SIZE[1]})", f"--pose_channels={POSE_CHANNELS}", f"--max_steps={b2_steps}",
-         f"--batch_size={B2_BATCH_SIZE}", f"--checkpointing_steps={b2_steps}", f"--validation_steps={b2_steps}")
-    step("C1 generate the test videos", None, "C1.test_Diffusion_model.py", *presets, dataset,
-         f"--pipeline={b2_out / 'pipeline'}", f"--out_dir={c1_out}")
-    step("C2 metrics", None, "C2.eval.caculate_metrics.py", *presets, dataset, f"--generated={c1_out}")
+    paths = train(run, VIDEOS, vae_steps, b2_steps)
+    run, release, data = paths["run"], paths["release"], paths["data"]
+    c1_out, dataset = run / "C1", f"--dataset_root={data}"
+    step("C1 generate the test videos", None, "C1.test_Diffusion_model.py", *PRESETS, dataset,
+         f"--pipeline={paths['pipeline']}", f"--out_dir={c1_out}")
+    step("C2 metrics", None, "C2.eval.caculate_metrics.py", *PRESETS, dataset, f"--generated={c1_out}")
 
     pairs = load_pairs(data, "test_pairs_data.json")
     scorer = HandScorer(data, pairs, SIZE)
@@ -103,8 +115,8 @@ def main(run: str | Path = out_dir) -> dict:
 
     print(f"\nPHOENIX demo finished in {time.time() - start:.0f}s")
     print(f"  release (synthetic): {shown(release)}")
-    print(f"  autoencoder:         {shown(sd2)} (reconstructions.png)")
-    print(f"  pipeline:            {shown(b2_out / 'pipeline')}")
+    print(f"  autoencoder:         {shown(run / 'sd2')} (reconstructions.png)")
+    print(f"  pipeline:            {shown(paths['pipeline'])}")
     print(f"  frame strip:         {shown(strip)} (source | target pose | ground truth | generated)")
     print("  videos (source | pose | ground truth | generated; *_generated: the generated frames alone):")
     for video in sorted((c1_out / "videos").rglob("*.gif")):

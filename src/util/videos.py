@@ -161,13 +161,15 @@ def panel_frame(source, pose, truth, generated, size: tuple[int, int] = FRAME_SI
     return np.concatenate([_fit(x, size) for x in (source, pose, truth, generated)], axis=1)
 
 
-def panel_frames(source, poses: Sequence, truths: Sequence, generated: Sequence,
+def panel_frames(source, poses: Sequence, truths: Sequence, *generated: Sequence,
                  size: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
     """Frames of the authors' layout for a video: the one ``source`` frame in every frame, then
-    pose t, ground truth t and generated t; (h, 4 w, 3) uint8 each (260x840 for PHOENIX)."""
-    if not (len(poses) == len(truths) == len(generated)):
+    pose t, ground truth t and generated t, one panel per sequence of ``generated`` (a second
+    sequence sets two methods side by side); (h, (3 + n) w, 3) uint8 each (260x840 for PHOENIX
+    with one)."""
+    if not generated or len({len(poses), len(truths), *map(len, generated)}) != 1:
         raise ValueError(f"poses, ground truths and generated frames differ in number: "
-                         f"{len(poses)}, {len(truths)}, {len(generated)}")
+                         f"{len(poses)}, {len(truths)}, {', '.join(str(len(g)) for g in generated) or 'none'}")
     src = _fit(source, size)
-    return [np.concatenate([src, _fit(p, size), _fit(t, size), _fit(g, size)], axis=1)
-            for p, t, g in zip(poses, truths, generated)]
+    return [np.concatenate([src, *(_fit(x, size) for x in frame)], axis=1)
+            for frame in zip(poses, truths, *generated)]
