@@ -23,6 +23,17 @@ def run(name: str, script: str, *args: str) -> float:
     return seconds
 
 
+def publish(results: dict, path: Path, section: str, readme: str) -> None:
+    """Write a benchmark's ``results`` to the JSON ``path``, print its README ``section`` and,
+    unless ``readme`` is "", put the section in that file."""
+    from src.util.fileio import atomic_write_json
+
+    atomic_write_json(path, results)
+    if readme:
+        update_readme(Path(readme), section)
+    print("\n" + section)
+
+
 def update_readme(path: Path, section: str) -> None:
     """Replace (or append) the section of the README that starts with ``section``'s first line (its
     "## " heading), leaving every other section."""

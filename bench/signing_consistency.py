@@ -59,7 +59,7 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import run, update_readme  # noqa: E402
+from bench.report import publish, run  # noqa: E402
 from src.config import configure, save_config  # noqa: E402
 
 SECTION = "## Signing benchmark: video consistency"
@@ -289,14 +289,9 @@ def main() -> dict:
                  "met": best is not None and table[best]["closer_to_floor"] >= goal},
         "verdict": verdict(table, best),
     }
-    results_path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(results_path / "signing.json", results)
     shown = {label(BASELINE): bench_dir / BASELINE, **({label(best): bench_dir / best} if best else {})}
     animation = write_gif(data, pairs, shown, results_path / "signing.gif")
-    section = markdown(results)
-    if readme:
-        update_readme(Path(readme), section)
-    print("\n" + section)
+    publish(results, results_path / "signing.json", markdown(results), readme)
     print(f"results: {results_path / 'signing.json'}; GIF: {animation}; total {total / 60:.1f} min")
     return results
 

@@ -84,7 +84,7 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import run, update_readme  # noqa: E402
+from bench.report import publish, run  # noqa: E402
 from src.config import configure, save_config  # noqa: E402
 
 SECTION = "## Synthetic pose-transfer benchmark"
@@ -329,15 +329,10 @@ def main() -> dict:
         "b1": {"train": b1_metrics.get("train"), "val": b1_metrics.get("val")},
         "methods": table,
     }
-    results_path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(results_path / "synthetic.json", results)
     grid = atomic_save_image(results_path / "synthetic_grid.png", pair_grid(
         data, pairs, {LABELS.get(k, k): v for k, v in methods.items() if k not in REFERENCES}, size, pose_draw_size,
         rows=grid_rows))
-    section = markdown(results)
-    if readme:
-        update_readme(Path(readme), section)
-    print("\n" + section)
+    publish(results, results_path / "synthetic.json", markdown(results), readme)
     print(f"results: {results_path / 'synthetic.json'}; grid: {grid}; total {total / 60:.1f} min")
     return results
 
