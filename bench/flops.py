@@ -14,7 +14,7 @@ source MLP and UNet (forward and backward); ``train_step`` is their sum and must
 ``one_pass_train_step``, the whole step (src.train.stage2.training_loss + backward) counted at
 once.
 Sampling: one denoising step is one UNet call on the two guidance branches of one guidance scale
-(three with a separate fusion scale, also counted); the source encoder,
+(three with a separate fusion scale, and with C1's cross-frame attention for videos, also counted); the source encoder,
 fusion model, pose encoder + source MLP and the VAE decode run once per image.
 Writes ``out`` (JSON) and prints a table. bench/gpu_benchmark.py uses the same counts for MFU.
 """
@@ -48,7 +48,7 @@ TRAIN_ROWS = ["vae_encode", "source_encoder", "fusion_model", "pose_encoder_sour
               "unet_backward", "pose_encoder_source_mlp_backward", "forward", "backward", "train_step",
               "train_step_precomputed", "one_pass_train_step"]
 SAMPLE_ROWS = ["source_encoder", "fusion_model", "pose_encoder_source_mlp", "vae_decode", "once",
-               "unet_step_2_branches", "unet_step_3_branches", "per_image"]
+               "unet_step_2_branches", "unet_step_3_branches", "unet_step_2_branches_cross_frame", "per_image"]
 
 
 def account(size, source_size, on_device: str, batch: int) -> dict:

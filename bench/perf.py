@@ -202,6 +202,7 @@ def _sample_flops(pipe, batch: dict, components, guidance_scale: float, device) 
     """FLOPs per component of C1's once-per-image work and of one sampling step: the guidance
     branches in one batched UNet call, two (one guidance scale, the default) and three (a separate
     fusion scale)."""
+    from src.models.cross_frame_attention import anchor_indices, cross_frame_attention
     from src.pipeline import FPDMPipeline, guidance_conditions
 
     denoiser = pipe.denoiser()
@@ -220,6 +221,12 @@ def _sample_flops(pipe, batch: dict, components, guidance_scale: float, device) 
             out[f"unet_step_{n}_branches"], _ = count_flops(
                 FPDMPipeline.guided_prediction, denoiser, latents, t,
                 guidance_conditions(conditions, three_branches=n == 3), guidance_scale)
+        # C1's video option: every frame's self-attention also over its anchor's tokens (the batch's
+        # items as frames of one video, anchored to the first; "previous" costs the same)
+        with cross_frame_attention(pipe.unet, anchor_indices([0] * latents.shape[0], "first")):
+            out["unet_step_2_branches_cross_frame"], _ = count_flops(
+                FPDMPipeline.guided_prediction, denoiser, latents, t,
+                guidance_conditions(conditions, three_branches=False), guidance_scale)
     if "vae_decode" in components:
         out["vae_decode"], _ = count_flops(pipe.vae.decode, latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor)
     return out
@@ -237,7 +244,8 @@ def flop_accounting(model: str = "full", height: int = 512, width: int = 352, so
     latents, tokens and fusion embeddings); ``one_pass_train_step``: the whole step
     (``training_loss`` + backward) counted at once, which must equal ``train_step``.
     ``sample``: ``unet_step_2_branches`` (one denoising step at one guidance scale, the default;
-    ``unet_step_3_branches`` with a separate fusion scale) and the
+    ``unet_step_3_branches`` with a separate fusion scale; ``unet_step_2_branches_cross_frame``
+    with C1's cross-frame attention) and the
     once-per-image ``source_encoder``, ``fusion_model``, ``pose_encoder_source_mlp`` and
     ``vae_decode``; ``per_image`` = steps x step + once.
     Counted for a batch of ``batch`` and divided by it."""

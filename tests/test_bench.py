@@ -82,6 +82,28 @@ def test_flops_tiny_preset_accounts_every_component(tmp_path):
     assert sample["vae_decode"] > 0
 
 
+def test_cross_frame_attention_flops_are_the_added_keys_and_values(monkeypatch):
+    """The counted cost of C1's cross-frame attention equals the arithmetic of attending over twice
+    the tokens in every self-attention layer: K and V projections of N more tokens (4 N C D per
+    item) and N more keys in QK^T and AV (4 N^2 D), per item of both guidance branches."""
+    pipe = perf.random_pipeline("tiny", torch.device("meta"), height=64, width=48, source_size=64, fusion_size=64)
+    layers = {}
+
+    def record(name):
+        def hook(module, args):   # (tokens N, channels C, inner dim D) of the layer; the input unchanged
+            layers.setdefault(name, (*args[0].shape[1:], module.to_k.out_features))
+        return hook
+
+    for name, module in pipe.unet.named_modules():
+        if name.endswith("attn1"):
+            module.register_forward_pre_hook(record(name))
+    monkeypatch.setattr(perf, "random_pipeline", lambda *args, **kwargs: pipe)
+    sample = perf.flop_accounting("tiny", 64, 48, source_size=64, fusion_size=64, batch=2)["sample"]
+    assert layers
+    added = sum(2 * (4 * n * c * d + 4 * n * n * d) for n, c, d in layers.values())   # 2 branches per image
+    assert sample["unet_step_2_branches_cross_frame"] - sample["unet_step_2_branches"] == pytest.approx(added)
+
+
 def test_peak_table_and_mfu():
     assert perf.peak_flops("NVIDIA H100 80GB HBM3") == (989e12, "table: H100")
     assert perf.peak_flops("NVIDIA H200")[0] == 989e12
