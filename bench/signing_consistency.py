@@ -75,7 +75,9 @@ def c1_options(name: str) -> dict:
     unknown = [part for part in name.split("+") if part not in PARTS]
     if unknown:
         raise SystemExit(f"options: unknown {unknown} in {name!r}; combine {', '.join(PARTS)} with '+'")
-    merged = {"shared_noise": False, "cross_frame_attention": "off"}
+    from src.evaluate.handoff import CONSISTENCY_DEFAULTS
+
+    merged = dict(CONSISTENCY_DEFAULTS)
     for part in name.split("+"):
         merged.update(PARTS[part])
     return merged
@@ -129,24 +131,18 @@ def write_gif(data: Path, pairs: list[dict], folders: dict, path: Path) -> Path:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from src.data import image_path
-    from src.evaluate.generate import test_pose
-    from src.evaluate.handoff import group_videos, output_name, size_name
+    from src.evaluate.generate import video_frames
+    from src.evaluate.handoff import group_videos
     from src.pose.wholebody133 import FRAME_SIZE
-    from src.util.images import load_rgb
     from src.util.videos import panel_frames, write_gif as gif
 
-    video = group_videos(pairs)[0][0].entries
-    h, w = FRAME_SIZE
-    source = load_rgb(image_path(data, video[0]["source_image"]))
-    poses = [test_pose(data, p["target_image"], FRAME_SIZE, FRAME_SIZE, dataset="phoenix") for p in video]
-    truths = [load_rgb(image_path(data, p["target_image"])) for p in video]
-    columns = [[load_rgb(folder / size_name(FRAME_SIZE) / output_name(p)) for p in video] for folder in folders.values()]
+    source, poses, truths, columns = video_frames(data, group_videos(pairs)[0][0].entries, list(folders.values()),
+                                                  size=FRAME_SIZE, draw_size=FRAME_SIZE, dataset="phoenix")
     panels = panel_frames(source, poses, truths, *columns, size=FRAME_SIZE)
     strip = Image.new("RGB", (panels[0].shape[1], 30), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
     for i, text in enumerate(["source", "target pose", "ground truth", *folders]):
-        draw.multiline_text((i * w + 4, 2), text.replace(" + ", " +\n", 1), fill=(0, 0, 0), spacing=1)
+        draw.multiline_text((i * FRAME_SIZE[1] + 4, 2), text.replace(" + ", " +\n", 1), fill=(0, 0, 0), spacing=1)
     return gif(path, [np.concatenate([np.asarray(strip), p], axis=0) for p in panels], fps=8.0)
 
 
@@ -254,11 +250,12 @@ def main() -> dict:
         block = json.loads((folder / "metrics.json").read_text())
         eval_size, block = next(iter(block.items()))
         temporal = block["temporal"]
-        frames = np.stack(scorer.generated(folder)).astype(np.float64)
+        images = scorer.generated(folder)
+        frames = np.stack(images).astype(np.float64)
         if name == BASELINE:        # the first: every other option's frames are compared with these
             baseline = frames
         table[name] = {"c1_options": c1, "ssim": block["ssim"], "psnr": block["psnr"], "lpips": block.get("lpips"),
-                       "hand_error": scorer.score(list(frames.astype(np.uint8)))["hand_error"],
+                       "hand_error": scorer.score(images)["hand_error"],
                        "change_from_frame_by_frame": float(np.abs(frames - baseline).mean()),
                        "warping_error": temporal["warping_error"],
                        "warping_error_real": temporal["warping_error_real"],

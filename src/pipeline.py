@@ -485,10 +485,10 @@ class FPDMPipeline(DiffusionPipeline):
         latents = latents * sampler.init_noise_sigma
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
 
-        anchors = cross_frame_anchors if cross_frame_anchors is not None else range(batch)
-        if len(anchors) != batch or not all(0 <= int(a) < batch for a in anchors):
+        anchors = cross_frame_anchors
+        if anchors is not None and (len(anchors) != batch or not all(0 <= int(a) < batch for a in anchors)):
             raise ValueError(f"cross_frame_anchors: {list(anchors)} is not one index below {batch} per item")
-        with cross_frame_attention(self.unet, anchors) if cross_frame_anchors is not None else nullcontext():
+        with cross_frame_attention(self.unet, anchors) if anchors is not None else nullcontext():
             for t in self.progress_bar(sampler.timesteps):
                 pred = self.guided_prediction(denoiser, latents, t, conditions, guidance_scale, fusion_guidance_scale,
                                               scheduler=sampler)

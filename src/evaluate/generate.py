@@ -343,6 +343,18 @@ def split_for_process(pairs: list[dict], index: int, count: int, whole_videos: b
 VIDEO_FILES = (".mp4", ".gif", "_generated.mp4", "_generated.gif")
 
 
+def video_frames(root: Path, entries: list[dict], folders: list[Path], *, size, draw_size, dataset: str,
+                 pose_mode: str = "pose_img") -> tuple:
+    """What a video's panels show, for its pairs ``entries`` (in frame order): (source, poses,
+    ground truths, one list of generated frames per folder of C1's layout), poses as C1 renders
+    them and generated frames as written at ``size``."""
+    source = load_rgb(image_path(root, entries[0]["source_image"]))
+    poses = [test_pose(root, p["target_image"], size, draw_size, pose_mode, dataset=dataset) for p in entries]
+    truths = [load_rgb(image_path(root, p["target_image"])) for p in entries]
+    generated = [[load_rgb(Path(folder) / size_name(size) / output_name(p)) for p in entries] for folder in folders]
+    return source, poses, truths, generated
+
+
 def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, size, eval_size, draw_size,
                  dataset: str, pose_mode: str = "pose_img", fps: float = 25.0,
                  show_progress: bool = True) -> list[Path]:
@@ -355,7 +367,6 @@ def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, si
 
     root, out_dir = Path(root), Path(out_dir)
     eval_size = tuple(eval_size)
-    h, w = eval_size
     written = []
     videos, _ = group_videos(pairs)  # as C2 groups them; written as asked even where C2 would not score them
     for video in tqdm(videos, desc="videos", unit="video", disable=not show_progress):
@@ -365,10 +376,8 @@ def write_videos(root: str | Path, pairs: list[dict], out_dir: str | Path, *, si
         written.append(files[0])
         if all(f.is_file() for f in files):
             continue
-        source = load_rgb(image_path(root, group[0]["source_image"]))
-        poses = [test_pose(root, p["target_image"], (h, w), draw_size, pose_mode, dataset=dataset) for p in group]
-        truths = [load_rgb(image_path(root, p["target_image"])) for p in group]
-        generated = [load_rgb(out_dir / size_name(eval_size) / output_name(p)) for p in group]
+        source, poses, truths, (generated,) = video_frames(root, group, [out_dir], size=eval_size,
+                                                          draw_size=draw_size, dataset=dataset, pose_mode=pose_mode)
         panels = panel_frames(source, poses, truths, generated, size=eval_size)
         write_mp4(files[0], panels, fps)
         write_gif(files[1], panels, fps)
